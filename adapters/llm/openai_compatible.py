@@ -1,0 +1,156 @@
+"""Streams completions from any OpenAI-compatible endpoint through the openai SDK.
+
+The SDK does the request (auth, base URL, timeouts, typed errors); the stream itself is read as
+raw SSE lines and each chunk decoded with one json.loads. Building the SDK's pydantic chunk objects
+costs about ten times more CPU per chunk, the hot loop at hundreds of concurrent replies.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import openai
+
+from bridge.config import LLMSettings
+from bridge.domain import TokenUsage
+from bridge.ports import CompletionRequest, Delta, Finished, LLMError, StreamEvent
+
+log = logging.getLogger(__name__)
+
+
+class OpenAICompatibleModel:
+    """The LanguageModel port on AsyncOpenAI; retries are the responder's, not the SDK's."""
+
+    def __init__(self, settings: LLMSettings, *, client: openai.AsyncOpenAI | None = None) -> None:
+        key = settings.api_key.get_secret_value() if settings.api_key else "not-needed"
+        self._client = client or openai.AsyncOpenAI(
+            base_url=settings.base_url,
+            api_key=key,
+            max_retries=0,
+            timeout=openai.Timeout(
+                settings.request_timeout, connect=10.0, read=settings.idle_timeout
+            ),
+        )
+        self.name = "llm"
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        await self._client.close()
+
+    def _arguments(self, request: CompletionRequest, *, stream: bool) -> dict[str, Any]:
+        arguments: dict[str, Any] = {
+            "model": request.model,
+            "messages": [{"role": t.role.value, "content": t.content} for t in request.messages],
+            "temperature": request.temperature,
+        }
+        if request.n != 1:
+            arguments["n"] = request.n
+        if request.max_tokens is not None:
+            arguments["max_tokens"] = request.max_tokens
+        if stream:
+            arguments["stream"] = True
+            arguments["stream_options"] = {"include_usage": True}
+        return arguments
+
+    async def stream(self, request: CompletionRequest) -> AsyncIterator[StreamEvent]:
+        create = self._client.chat.completions.with_streaming_response.create
+        try:
+            async with create(**self._arguments(request, stream=True)) as response:
+                async for line in response.iter_lines():
+                    if not line.startswith("data:"):
+                        continue  # blank separators, comments (": keep-alive"), event names
+                    payload = line[5:].strip()
+                    if payload == "[DONE]":
+                        return
+                    for event in _events(payload):
+                        yield event
+        except openai.APIError as exc:
+            raise _translate(exc) from exc
+        except (OSError, ValueError) as exc:
+            raise LLMError(f"stream broken: {exc}", retryable=True) from exc
+        except Exception as exc:
+            # httpx2's transport errors are not re-exported by openai: they mean a lost connection.
+            if type(exc).__module__.startswith(("httpx2", "httpcore2", "h11")):
+                raise LLMError(f"connection lost: {type(exc).__name__}", retryable=True) from exc
+            raise
+
+    async def complete(self, request: CompletionRequest) -> str:
+        try:
+            result = await self._client.chat.completions.create(
+                **self._arguments(request, stream=False)
+            )
+        except openai.APIError as exc:
+            raise _translate(exc) from exc
+        if not result.choices:
+            return ""
+        return result.choices[0].message.content or ""
+
+
+def _events(payload: str) -> list[StreamEvent]:
+    try:
+        chunk = json.loads(payload)
+    except ValueError as exc:
+        raise LLMError(f"malformed stream chunk: {payload[:80]!r}", retryable=True) from exc
+    if not isinstance(chunk, dict):
+        raise LLMError(f"malformed stream chunk: {payload[:80]!r}", retryable=True)
+    error = chunk.get("error")
+    if error is not None:
+        message = error.get("message", error) if isinstance(error, dict) else error
+        raise LLMError(str(message), retryable=False)
+    events: list[StreamEvent] = []
+    for choice in chunk.get("choices") or ():
+        index = int(choice.get("index", 0))
+        delta = choice.get("delta") or {}
+        content = delta.get("content")
+        if content:
+            events.append(Delta(index, content))
+        reason = choice.get("finish_reason")
+        if reason:
+            events.append(Finished(index, reason))
+    usage = chunk.get("usage")
+    if usage:
+        events.append(
+            TokenUsage(int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)))
+        )
+    return events
+
+
+def _translate(exc: openai.APIError) -> LLMError:
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        retry_after = _retry_after(exc.response.headers)
+        retryable = status in (408, 409, 429) or status >= 500
+        return LLMError(
+            f"HTTP {status}: {_message(exc)}", retryable=retryable, retry_after=retry_after
+        )
+    if isinstance(exc, openai.APIConnectionError):
+        return LLMError(f"cannot reach the model: {exc}", retryable=True)
+    return LLMError(_message(exc), retryable=False)
+
+
+def _message(exc: openai.APIError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and "message" in inner:
+            return str(inner["message"])
+        if "message" in body:
+            return str(body["message"])
+    return exc.message
+
+
+def _retry_after(headers: Any) -> float | None:
+    for name, divisor in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            return max(float(value) / divisor, 0.0)
+        except ValueError:
+            continue  # an HTTP date; rare enough to fall back to our own back-off
+    return None

@@ -1,0 +1,132 @@
+"""The composition root: builds the running bridge from `Settings` and wires the concrete pieces.
+
+This is the only module of `bridge/` that imports the adapters and storage; everything it builds
+receives its configuration and collaborators explicitly.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from adapters.llm import OpenAICompatibleModel
+from bridge import logs
+from bridge.config import Settings
+from bridge.housekeeping import Housekeeping
+from bridge.lifecycle import Lifecycle, Service
+from bridge.ports import LanguageModel
+from bridge.responder import Responder, ResponderSettings
+from bridge.scheduler import EditScheduler
+from storage import SqlChatStore, create_engine, migrate, sqlite_path
+from storage.migrate import current_revision
+
+log = logging.getLogger(__name__)
+
+HEAD_REVISION = "0001"
+
+
+class StartupError(Exception):
+    """The bridge cannot start; the message says what to do."""
+
+
+async def migrate_database(settings: Settings) -> str | None:
+    await migrate(settings.storage.url)
+    return await current_revision(settings.storage.url)
+
+
+async def prepare_database(settings: Settings) -> None:
+    """SQLite is migrated on start; other databases must have been migrated explicitly."""
+    url = settings.storage.url
+    if url.startswith("sqlite"):
+        await migrate(url)
+        return
+    revision = await current_revision(url)
+    if revision != HEAD_REVISION:
+        raise StartupError(
+            f"the database is at revision {revision or 'none'}, not {HEAD_REVISION}: "
+            "run `chat-bridge migrate --config FILE` first"
+        )
+
+
+@dataclass
+class Bridge:
+    """Everything `run` starts, in start order (stopped in reverse)."""
+
+    settings: Settings
+    store: SqlChatStore
+    llm: LanguageModel
+    scheduler: EditScheduler
+    responder: Responder
+    lifecycle: Lifecycle
+    services: list[Service] = field(default_factory=list)
+    close: Callable[[], Any] | None = None
+
+
+def _secrets(settings: Settings) -> list[str]:
+    candidates = [
+        settings.llm.api_key,
+        settings.slack.bot_token,
+        settings.slack.app_token,
+        settings.slack.signing_secret,
+        settings.discord.token,
+    ]
+    return [s.get_secret_value() for s in candidates if s is not None]
+
+
+async def build(settings: Settings, *, llm: LanguageModel | None = None) -> Bridge:
+    await prepare_database(settings)
+    engine = create_engine(settings.storage.url)
+    store = SqlChatStore(engine)
+    model = llm or OpenAICompatibleModel(settings.llm)
+    scheduler = EditScheduler(interval=settings.streaming.edit_interval)
+    responder = Responder(
+        store=store,
+        llm=model,
+        scheduler=scheduler,
+        settings=ResponderSettings.from_config(settings.llm, settings.streaming),
+    )
+    lifecycle = Lifecycle()
+    housekeeping = Housekeeping(
+        store,
+        stale_after=max(300.0, 3 * settings.llm.idle_timeout),
+        event_retention=settings.storage.event_retention_hours * 3600,
+    )
+    services: list[Service] = [housekeeping]
+    if isinstance(model, OpenAICompatibleModel):
+        services.insert(0, model)
+    services.extend(_platforms(settings, responder, store, scheduler, lifecycle))
+    # The responder stops first: it finishes or interrupts replies while the platforms still work.
+    services.append(responder)
+    return Bridge(settings, store, model, scheduler, responder, lifecycle, services, engine.dispose)
+
+
+def _platforms(
+    settings: Settings,
+    responder: Responder,
+    store: SqlChatStore,
+    scheduler: EditScheduler,
+    lifecycle: Lifecycle,
+) -> list[Service]:
+    platforms: list[Service] = []
+    for name in settings.enabled_platforms():
+        raise StartupError(f"the {name} adapter is not part of this build yet")
+    return platforms
+
+
+async def run(settings: Settings, *, handle_signals: bool = True) -> int:
+    logs.configure(settings.logging.level, settings.logging.json_format, _secrets(settings))
+    path = sqlite_path(settings.storage.url)
+    if path is not None:
+        log.info("storage: SQLite at %s", path.resolve())
+    try:
+        bridge = await build(settings)
+    except StartupError as exc:
+        log.error("%s", exc)
+        return 1
+    try:
+        return await bridge.lifecycle.run(bridge.services, handle_signals=handle_signals)
+    finally:
+        if bridge.close is not None:
+            await bridge.close()

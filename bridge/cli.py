@@ -1,0 +1,90 @@
+"""The `chat-bridge` command line: run, check and migrate.
+
+Heavy imports (SDKs, SQLAlchemy) happen inside the commands, through the composition root, so that
+`--help` and `check` stay fast and the core stays importable without them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from bridge import __version__
+from bridge.config import ConfigError, Settings, load_settings, summary
+
+EXIT_OK = 0
+EXIT_CONFIG = 1
+EXIT_USAGE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="chat-bridge",
+        description="Bring an OpenAI-compatible LLM into Slack threads and Discord channels.",
+    )
+    parser.add_argument("--version", action="version", version=f"chat-bridge {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_text: str, config_required: bool = True) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument(
+            "--config",
+            type=Path,
+            required=config_required,
+            metavar="FILE",
+            help="the TOML configuration file (every key can be overridden by "
+            "CHAT_BRIDGE_<SECTION>__<KEY> environment variables)",
+        )
+        return sub
+
+    command("run", "Run every enabled platform adapter until SIGINT or SIGTERM.")
+    command("check", "Validate the configuration and print what `run` would start.")
+    command("migrate", "Create or upgrade the database schema.")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        print(f"{len(exc.problems)} problem(s) in the configuration", file=sys.stderr)
+        return EXIT_CONFIG
+
+    if args.command == "check":
+        print(f"{args.config}: ok")
+        for line in summary(settings):
+            print(f"  {line}")
+        return EXIT_OK
+    if args.command == "migrate":
+        from bridge import app
+
+        revision: str | None = asyncio.run(app.migrate_database(settings))
+        print(f"database at revision {revision}")
+        return EXIT_OK
+    if args.command == "run":
+        return _run(settings, args.config)
+    raise AssertionError(args.command)  # argparse rejects unknown commands before this
+
+
+def _run(settings: Settings, config: Path) -> int:
+    if not settings.enabled_platforms():
+        print(
+            f"error: no platform is enabled in {config}: set slack.enabled or discord.enabled "
+            "to true (see config.example.toml)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    from bridge import app
+
+    code: int = asyncio.run(app.run(settings))
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

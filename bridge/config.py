@@ -1,0 +1,279 @@
+"""Typed configuration: one pydantic-settings model read once from a TOML file and the environment.
+
+Only the composition root calls `load_settings`; every other part receives its section explicitly.
+Environment variables `CHAT_BRIDGE_<SECTION>__<KEY>` override the file, so secrets need not
+be in it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+from pydantic_settings.sources.utils import parse_env_vars
+
+ENV_PREFIX = "CHAT_BRIDGE_"
+OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StorageSettings(_Section):
+    url: str = "sqlite+aiosqlite:///./chat-bridge.db"
+    # Processed inbound event ids are kept this long to recognise platform retries and replays.
+    event_retention_hours: float = Field(default=72.0, gt=0)
+
+
+class LLMSettings(_Section):
+    base_url: str = OPENAI_DEFAULT_BASE_URL
+    api_key: SecretStr | None = None
+    model: str = "gpt-4o-mini"
+    temperature: float = Field(default=0.7, ge=0, le=2)
+    system_prompt: str = "You are a helpful assistant in a team chat. Answer concisely in Markdown."
+    request_timeout: float = Field(default=60.0, gt=0)
+    idle_timeout: float = Field(default=30.0, gt=0)
+    max_retries: int = Field(default=3, ge=0, le=10)
+    n: int = Field(default=1, ge=1, le=4)
+    max_context_tokens: int = Field(default=8000, ge=256)
+    max_output_tokens: int | None = Field(default=None, ge=1)
+    titles: bool = True
+    title_model: str | None = None
+
+
+class StreamingSettings(_Section):
+    edit_interval: float = Field(default=1.0, gt=0)
+    placeholder: str = "…"
+    # Shown at the end of a reply while it is still being written.
+    cursor: str = " ▌"
+
+
+class SlackSettings(_Section):
+    enabled: bool = False
+    mode: Literal["socket", "http"] = "socket"
+    api_base_url: str = "https://slack.com/api/"
+    bot_token: SecretStr | None = None
+    app_token: SecretStr | None = None
+    signing_secret: SecretStr | None = None
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=3000, ge=1, le=65535)
+    native_streaming: Literal["auto", "always", "never"] = "auto"
+    status_text: str = "is thinking…"
+    loading_messages: list[str] = Field(default_factory=list, max_length=10)
+    ignore_other_bots: bool = True
+    suggested_prompts: list[str] = Field(default_factory=list, max_length=4)
+    # chat.update is Tier 3 (about 50 per minute per workspace); stay a little under it.
+    update_rate_per_minute: int = Field(default=45, ge=1)
+
+
+class DiscordSettings(_Section):
+    enabled: bool = False
+    token: SecretStr | None = None
+    api_base_url: str = "https://discord.com/api/v10"
+    gateway_url: str = "wss://gateway.discord.gg/"
+    auto_thread: bool = False
+    ignore_other_bots: bool = True
+    # Without the privileged message-content intent, answer mentions only instead of failing.
+    mention_only_without_intent: bool = True
+    command_guilds: list[int] = Field(default_factory=list)
+
+
+class LoggingSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    json_format: bool = False
+
+
+class Settings(BaseSettings):
+    """The whole configuration of one chat-bridge process."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    storage: StorageSettings = StorageSettings()
+    llm: LLMSettings = LLMSettings()
+    streaming: StreamingSettings = StreamingSettings()
+    slack: SlackSettings = SlackSettings()
+    discord: DiscordSettings = DiscordSettings()
+    logging: LoggingSettings = LoggingSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Precedence: explicit arguments, then the environment, then the TOML file.
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    @model_validator(mode="after")
+    def _require_secrets_of_enabled_platforms(self) -> Settings:
+        problems: list[str] = []
+        if self.slack.enabled:
+            if self.slack.bot_token is None:
+                problems.append("slack.bot_token: required when slack.enabled is true")
+            if self.slack.mode == "socket" and self.slack.app_token is None:
+                problems.append('slack.app_token: required when slack.mode is "socket"')
+            if self.slack.mode == "http" and self.slack.signing_secret is None:
+                problems.append('slack.signing_secret: required when slack.mode is "http"')
+        if self.discord.enabled and self.discord.token is None:
+            problems.append("discord.token: required when discord.enabled is true")
+        openai_without_key = (
+            self.llm.api_key is None and self.llm.base_url.rstrip("/") == OPENAI_DEFAULT_BASE_URL
+        )
+        if openai_without_key and self.enabled_platforms():
+            problems.append("llm.api_key: required for OpenAI's API (or set OPENAI_API_KEY)")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    def enabled_platforms(self) -> list[str]:
+        return [name for name in ("slack", "discord") if getattr(self, name).enabled]
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; `problems` holds one `key.path: message` line each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def load_settings(path: Path | None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read the TOML file (if any) and the environment into `Settings`, or raise ConfigError.
+
+    `environ` defaults to os.environ; tests pass their own mapping instead of patching it.
+    """
+    env = dict(os.environ if environ is None else environ)
+    problems = _unknown_env_keys(env)
+    if path is not None and not path.is_file():
+        raise ConfigError([f"--config: no such file: {path}"])
+
+    def sources(
+        cls: type[BaseSettings], /, settings_cls: type[BaseSettings], **_: object
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Precedence: the environment, then the TOML file, then OPENAI_API_KEY as a last resort.
+        fallback = {"llm": {"api_key": env["OPENAI_API_KEY"]}} if "OPENAI_API_KEY" in env else {}
+        return (
+            _MappingEnvSource(settings_cls, env),
+            TomlConfigSettingsSource(settings_cls),
+            InitSettingsSource(settings_cls, init_kwargs=fallback),
+        )
+
+    loader = type(
+        "Settings",
+        (Settings,),
+        {
+            "model_config": {**Settings.model_config, "toml_file": path},
+            "settings_customise_sources": classmethod(sources),
+        },
+    )
+    try:
+        settings: Settings = loader()
+    except ValidationError as exc:
+        problems.extend(_describe(exc))
+    except ValueError as exc:  # TOML syntax errors surface as tomllib.TOMLDecodeError
+        problems.append(f"{path}: {exc}")
+    if problems:
+        raise ConfigError(problems)
+    return settings
+
+
+class _MappingEnvSource(EnvSettingsSource):
+    """pydantic-settings' environment source, reading a given mapping instead of os.environ."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(
+            self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str
+        )
+
+
+def _unknown_env_keys(env: Mapping[str, str]) -> list[str]:
+    problems = []
+    for name in env:
+        if not name.startswith(ENV_PREFIX):
+            continue
+        section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
+        section_model = Settings.model_fields.get(section)
+        if section_model is None:
+            problems.append(f"env {name}: unknown section {section!r}")
+            continue
+        annotation = section_model.annotation
+        fields = getattr(annotation, "model_fields", {})
+        if key and key not in fields:
+            problems.append(f"env {name}: unknown key {section}.{key}")
+    return problems
+
+
+def _describe(exc: ValidationError) -> list[str]:
+    lines = []
+    for error in exc.errors():
+        loc = ".".join(str(part) for part in error["loc"])
+        message = str(error["msg"])
+        if error["type"] == "value_error" and not loc:
+            # Our cross-field validator already prefixes every line with its key path.
+            lines.extend(message.removeprefix("Value error, ").splitlines())
+        else:
+            lines.append(f"{loc}: {message}" if loc else message)
+    return lines
+
+
+def summary(settings: Settings) -> list[str]:
+    """A short, secret-free description of what `run` would start."""
+    platforms = settings.enabled_platforms()
+    lines = [f"platforms: {', '.join(platforms) if platforms else 'none enabled'}"]
+    if settings.slack.enabled:
+        s = settings.slack
+        where = f"http {s.http_host}:{s.http_port}/slack/events" if s.mode == "http" else "socket"
+        lines.append(
+            f"slack: mode {where}, api {s.api_base_url}, bot_token {_mask(s.bot_token)}, "
+            f"native_streaming {s.native_streaming}"
+        )
+    if settings.discord.enabled:
+        d = settings.discord
+        lines.append(
+            f"discord: api {d.api_base_url}, gateway {d.gateway_url}, token {_mask(d.token)}, "
+            f"auto_thread {d.auto_thread}"
+        )
+    llm = settings.llm
+    lines.append(
+        f"llm: model {llm.model} at {llm.base_url}, api_key {_mask(llm.api_key)}, n {llm.n}"
+    )
+    lines.append(f"streaming: edit_interval {settings.streaming.edit_interval}s")
+    lines.append(f"storage: {_redact_url(settings.storage.url)}")
+    return lines
+
+
+def _mask(secret: SecretStr | None) -> str:
+    if secret is None:
+        return "(not set)"
+    value = secret.get_secret_value()
+    return f"{value[:4]}…(hidden)" if len(value) > 8 else "(hidden)"
+
+
+def _redact_url(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    creds, _, host = rest.rpartition("@")
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"

@@ -1,0 +1,107 @@
+"""The chat domain shared by every platform: chats, messages, roles and the inbound message type.
+
+Adapters translate platform events into `InboundMessage`; storage hands back `Chat` and
+`StoredMessage`.
+Everything here is frozen so it can cross task boundaries without defensive copies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+class Role(StrEnum):
+    SYSTEM = "system"
+    USER = "user"
+    ASSISTANT = "assistant"
+
+
+class MessageStatus(StrEnum):
+    PENDING = "pending"
+    STREAMING = "streaming"
+    COMPLETE = "complete"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+    @property
+    def finished(self) -> bool:
+        return self in (MessageStatus.COMPLETE, MessageStatus.FAILED, MessageStatus.INTERRUPTED)
+
+
+@dataclass(frozen=True, slots=True)
+class ChatKey:
+    """Where a conversation lives. Empty strings stand for "none" (no workspace, no thread)."""
+
+    platform: str
+    workspace: str
+    channel: str
+    thread: str = ""
+
+    def __str__(self) -> str:
+        parts = [self.platform, self.workspace or "-", self.channel]
+        if self.thread:
+            parts.append(self.thread)
+        return "/".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Chat:
+    id: int
+    key: ChatKey
+    title: str | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+    # Messages with an id at or below this floor are kept but no longer sent as context (/reset).
+    context_floor: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TokenUsage:
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    id: int
+    chat_id: int
+    role: Role
+    content: str
+    status: MessageStatus
+    author_id: str | None = None
+    platform_message_ids: tuple[str, ...] = ()
+    response_number: int = 0
+    reply_to_id: int | None = None
+    error: str | None = None
+    model: str | None = None
+    usage: TokenUsage | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    """A user's message as every adapter hands it to the core; no raw payload travels further."""
+
+    event_id: str
+    chat_key: ChatKey
+    author_id: str
+    text: str
+    platform_message_id: str
+    author_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """A message from before the bot joined the conversation (imported once as context)."""
+
+    role: Role
+    content: str
+    author_id: str | None
+    platform_message_id: str

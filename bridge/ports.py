@@ -1,0 +1,225 @@
+"""The three ports of the core: the platform surface a reply is written to, the LLM, and the store.
+
+Adapters implement `ReplySurface`, `adapters/llm` implements `LanguageModel`, `storage/` implements
+`ChatStore`. The core only ever sees these protocols and the exceptions below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from bridge.domain import (
+    Chat,
+    ChatKey,
+    HistoryEntry,
+    InboundMessage,
+    MessageStatus,
+    Role,
+    StoredMessage,
+    TokenUsage,
+)
+
+# --- rate limits ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RateBucket:
+    """A budget of platform writes shared by every reply that names the same key.
+
+    `limit` writes per `period` seconds; the scheduler may learn better numbers at run time.
+    """
+
+    key: str
+    limit: int
+    period: float
+
+
+@dataclass(frozen=True, slots=True)
+class RateObservation:
+    """What a platform's response headers said about a bucket (Discord's X-RateLimit-*)."""
+
+    limit: int
+    remaining: int
+    reset_after: float
+
+
+class RateLimited(Exception):
+    """A platform write was refused with a 429; retry no sooner than `retry_after` seconds."""
+
+    def __init__(self, retry_after: float, detail: str = "") -> None:
+        super().__init__(f"rate limited, retry after {retry_after:.2f}s {detail}".strip())
+        self.retry_after = retry_after
+
+
+class PlatformError(Exception):
+    """A platform write failed for a reason a retry will not fix."""
+
+
+# --- the platform side ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PostedMessage:
+    """A message the bot posted; `id` is the platform's id for it."""
+
+    id: str
+
+
+class ReplySurface(Protocol):
+    """Where one reply to one user message is written; made by the adapter per inbound message.
+
+    `post`/`update` are always called with the complete text the message must show, never a delta;
+    a surface with native streaming (Slack) turns that into appends itself.
+    """
+
+    @property
+    def max_message_chars(self) -> int: ...
+
+    def post_bucket(self) -> RateBucket:
+        """The budget new messages (placeholders, continuations) draw from."""
+        ...
+
+    def edit_bucket(self) -> RateBucket:
+        """The budget edits of this reply draw from (e.g. one Slack workspace's chat.update)."""
+        ...
+
+    async def start_typing(self) -> None: ...
+
+    async def stop_typing(self) -> None: ...
+
+    async def post(self, text: str, *, response_number: int) -> PostedMessage:
+        """Post a new message in the reply's place (a thread, a reply to the user's message)."""
+        ...
+
+    async def update(self, message: PostedMessage, text: str, *, final: bool) -> None:
+        """Make `message` show `text`. Raise RateLimited on a 429, PlatformError otherwise."""
+        ...
+
+    async def set_title(self, title: str) -> None: ...
+
+    def take_rate_observation(self) -> RateObservation | None:
+        """The latest rate-limit headers the last write saw, if the platform sends them."""
+        ...
+
+
+# --- the LLM side --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ChatTurn:
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class CompletionRequest:
+    model: str
+    messages: Sequence[ChatTurn]
+    temperature: float
+    n: int = 1
+    max_tokens: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    choice: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    choice: int
+    reason: str
+
+
+StreamEvent = Delta | Finished | TokenUsage
+
+
+class LLMError(Exception):
+    """The LLM call failed. `retryable` errors may be retried if no text was shown yet."""
+
+    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+class LanguageModel(Protocol):
+    def stream(self, request: CompletionRequest) -> AsyncIterator[StreamEvent]:
+        """Stream deltas, finish reasons and, last, the usage the server reported (if any).
+
+        Raises LLMError; an interruption between events surfaces as LLMError too.
+        """
+        ...
+
+    async def complete(self, request: CompletionRequest) -> str:
+        """A short non-streaming completion (titles)."""
+        ...
+
+
+# --- the store -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyProgress:
+    """One write of an assistant message while or after it streams."""
+
+    content: str
+    status: MessageStatus
+    platform_message_ids: Sequence[str] = ()
+    error: str | None = None
+    model: str | None = None
+    usage: TokenUsage | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class ChatStore(Protocol):
+    async def get_or_create_chat(self, key: ChatKey) -> Chat: ...
+
+    async def accept_inbound(self, platform: str, message: InboundMessage) -> StoredMessage | None:
+        """Atomically claim the event id and store the user's message.
+
+        Returns None when the event was already claimed (a retry or a replay): nothing is stored.
+        """
+        ...
+
+    async def claim_event(self, platform: str, event_id: str) -> bool:
+        """Claim an event id that stores no message; False when it was claimed before."""
+        ...
+
+    async def add_message(
+        self,
+        chat_id: int,
+        role: Role,
+        content: str,
+        *,
+        status: MessageStatus,
+        reply_to_id: int | None = None,
+        response_number: int = 0,
+        author_id: str | None = None,
+        platform_message_ids: Sequence[str] = (),
+        model: str | None = None,
+    ) -> StoredMessage: ...
+
+    async def save_reply(self, message_id: int, progress: ReplyProgress) -> None: ...
+
+    async def context_messages(self, chat: Chat, upto_id: int, limit: int) -> list[StoredMessage]:
+        """The newest `limit` messages of the chat up to and including `upto_id`, above the
+        chat's context floor, in conversation order (each reply right after what it answers)."""
+        ...
+
+    async def import_history(self, chat: Chat, entries: Sequence[HistoryEntry]) -> int:
+        """Store messages that predate the bot once; returns how many were new."""
+        ...
+
+    async def set_title(self, chat_id: int, title: str) -> None: ...
+
+    async def reset_context(self, chat_id: int) -> None: ...
+
+    async def interrupt_stale_replies(self, older_than_seconds: float) -> list[StoredMessage]:
+        """Mark replies left streaming by a crashed process as interrupted; return them."""
+        ...
+
+    async def prune_events(self, older_than_seconds: float) -> int: ...

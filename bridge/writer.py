@@ -1,0 +1,190 @@
+"""Makes one reply visible on its platform: a placeholder, throttled edits, continuations, the end.
+
+The LLM side only appends text; a single pump task per reply turns the accumulated text into posts
+and edits through the shared EditScheduler. Each write is awaited before the next is considered and
+always carries the latest text, so a slow or rate-limited platform delays text but never loses or
+reorders it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from bridge.ports import PlatformError, PostedMessage, RateLimited, ReplySurface
+from bridge.scheduler import EditScheduler, Lane, Urgency
+from bridge.segments import Segment, layout
+
+log = logging.getLogger(__name__)
+
+Persist = Callable[["ReplyWriter"], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class WriterStyle:
+    placeholder: str = "…"
+    cursor: str = " ▌"
+    empty_reply: str = "_(The model returned an empty reply.)_"
+
+
+class ReplyWriter:
+    """One choice of one reply; `feed` text, then `finish`; `open` must come first."""
+
+    def __init__(
+        self,
+        surface: ReplySurface,
+        scheduler: EditScheduler,
+        *,
+        response_number: int = 0,
+        style: WriterStyle = WriterStyle(),
+        on_visible: Persist | None = None,
+    ) -> None:
+        self.surface = surface
+        self.scheduler = scheduler
+        self.response_number = response_number
+        self.style = style
+        self._on_visible = on_visible
+        self.text = ""
+        self.notice = ""
+        self.messages: list[PostedMessage] = []
+        self._shown: list[str] = []
+        self._lane = Lane(surface.edit_bucket())
+        self._wake = asyncio.Event()
+        self._finishing = False
+        self._task: asyncio.Task[None] | None = None
+        self.visible_updates = 0
+        self.rate_limited = 0
+        self.first_text_at: float | None = None
+        self.final_at: float | None = None
+        self.error: str | None = None
+
+    @property
+    def platform_message_ids(self) -> list[str]:
+        return [m.id for m in self.messages]
+
+    async def open(self) -> None:
+        """Post the placeholder right away and start the pump."""
+        await self._post(self.style.placeholder)
+        self._task = asyncio.get_running_loop().create_task(self._pump())
+
+    def feed(self, delta: str) -> None:
+        if delta:
+            self.text += delta
+            self._wake.set()
+
+    async def finish(self, notice: str = "") -> None:
+        """Show the complete text (plus `notice`, e.g. an error) and wait until it is visible."""
+        self.notice = notice
+        self._finishing = True
+        self._wake.set()
+        if self._task is not None:
+            await asyncio.shield(self._task)
+
+    # --- the pump ----------------------------------------------------------------------------
+
+    def _targets(self) -> list[str]:
+        body = self.text
+        if self.notice:
+            body = f"{body}\n\n{self.notice}" if body else self.notice
+        if self._finishing and not body:
+            body = self.style.empty_reply
+        if not body:
+            return [self.style.placeholder]
+        segments = layout(body, self.surface.max_message_chars, reserve=len(self.style.cursor) + 2)
+        return [self._display(s, i == len(segments) - 1) for i, s in enumerate(segments)]
+
+    def _display(self, segment: Segment, last: bool) -> str:
+        if last and not self._finishing:
+            return segment.while_streaming(self.style.cursor)
+        return segment.final()
+
+    async def _pump(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                while await self._write_next():
+                    pass
+            except Exception as exc:  # a broken platform must not hang the reply
+                log.exception("reply %s: giving up on visible updates", self.response_number)
+                self.error = f"{type(exc).__name__}: {exc}"
+                return
+            if self._finishing and not self._wake.is_set():
+                if self.final_at is None:
+                    self.final_at = self.scheduler.now()
+                return
+
+    async def _write_next(self) -> bool:
+        """Perform the first write that brings the platform closer to the text; False if none."""
+        index = self._first_difference(self._targets())
+        if index is None:
+            return False
+        if index >= len(self.messages):
+            targets = self._targets()
+            await self._post(targets[index])
+            return True
+        final_segment = self._finishing or index < len(self._targets()) - 1
+        await self.scheduler.acquire_edit(self._lane, final=final_segment)
+        # The text may have grown while we waited for the slot: send the latest.
+        targets = self._targets()
+        # "final": this message will not change again (a finished reply or a full segment).
+        final = self._finishing or index < len(targets) - 1
+        try:
+            await self.surface.update(self.messages[index], targets[index], final=final)
+        except RateLimited as limited:
+            self.rate_limited += 1
+            self.scheduler.penalize(self._lane.bucket, limited.retry_after)
+            return True
+        except PlatformError as exc:
+            log.warning("reply %s: edit failed (%s); continuing in a new message", index, exc)
+            del self.messages[index:]
+            del self._shown[index:]
+            return True
+        finally:
+            self._observe()
+        self._shown[index] = targets[index]
+        await self._after_visible(self._finishing and index == len(targets) - 1)
+        return True
+
+    def _first_difference(self, targets: list[str]) -> int | None:
+        for index, target in enumerate(targets):
+            if index >= len(self._shown) or self._shown[index] != target:
+                return index
+        return None
+
+    async def _post(self, text: str) -> None:
+        bucket = self.surface.post_bucket()
+        while True:
+            await self.scheduler.acquire(bucket, Urgency.FIRST_TEXT, self.scheduler.now())
+            try:
+                message = await self.surface.post(text, response_number=self.response_number)
+            except RateLimited as limited:
+                self.rate_limited += 1
+                self.scheduler.penalize(bucket, limited.retry_after)
+                continue
+            finally:
+                self._observe(bucket_of_post=True)
+            break
+        self.messages.append(message)
+        self._shown.append(text)
+        if text != self.style.placeholder:
+            await self._after_visible(final=False)
+
+    async def _after_visible(self, final: bool) -> None:
+        now = self.scheduler.now()
+        self.visible_updates += 1
+        if self.text and not self._lane.shown_text:
+            self._lane.shown_text = True
+            self.first_text_at = now
+        if final:
+            self.final_at = now
+        elif self._on_visible is not None:
+            await self._on_visible(self)
+
+    def _observe(self, *, bucket_of_post: bool = False) -> None:
+        seen = self.surface.take_rate_observation()
+        if seen is not None:
+            bucket = self.surface.post_bucket() if bucket_of_post else self._lane.bucket
+            self.scheduler.observe(bucket, seen)

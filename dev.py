@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""Set up the project's virtualenv from the pinned constraints, then run a job in it.
+
+    python3 dev.py test       ruff, mypy and the whole pytest suite (what .ci/run runs)
+    python3 dev.py sandbox    the offline sandbox: the bridge against local Slack, Discord and LLM
+
+Needs only Python 3.11+; everything else comes from PyPI into .venv/.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+STAMP = VENV / ".chat-bridge-installed"
+
+
+def main(argv: list[str]) -> int:
+    if sys.version_info < (3, 11):
+        print("chat-bridge needs Python 3.11 or newer", file=sys.stderr)
+        return 2
+    job = argv[0] if argv else "test"
+    if job not in JOBS:
+        print(f"usage: python3 dev.py [{'|'.join(JOBS)}] [args...]", file=sys.stderr)
+        return 2
+    ensure_venv()
+    return JOBS[job](argv[1:])
+
+
+def ensure_venv() -> None:
+    inputs = b"".join((ROOT / name).read_bytes() for name in ("pyproject.toml", "constraints.txt"))
+    wanted = hashlib.sha256(inputs).hexdigest()
+    if STAMP.exists() and STAMP.read_text() == wanted:
+        return
+    if not (BIN / "python").exists():
+        print("creating .venv ...", flush=True)
+        venv.create(VENV, with_pip=True)
+    print("installing pinned dependencies into .venv ...", flush=True)
+    pip = [str(BIN / "python"), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "-c", "constraints.txt", "-e", ".[dev]"], cwd=ROOT, check=True)
+    STAMP.write_text(wanted)
+
+
+def run(*command: str) -> int:
+    print(f"$ {' '.join(command)}", flush=True)
+    return subprocess.run(command, cwd=ROOT).returncode
+
+
+def test(extra: list[str]) -> int:
+    steps = [
+        (str(BIN / "ruff"), "check", "."),
+        (str(BIN / "ruff"), "format", "--check", "."),
+        (str(BIN / "mypy"),),
+        (str(BIN / "python"), "-m", "pytest", *extra),
+    ]
+    failed = [" ".join(step[:2]) for step in steps if run(*step) != 0]
+    if failed:
+        print(f"FAILED: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def sandbox(extra: list[str]) -> int:
+    return run(str(BIN / "chat-bridge"), "check", "--config", "config.example.toml", *extra)
+
+
+JOBS = {"test": test, "sandbox": sandbox}
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,1 @@
+"""Local stand-ins for Slack, Discord and an OpenAI-compatible LLM: the tests, the sandbox and the benchmarks run against them."""

@@ -1,0 +1,371 @@
+"""The SQL implementation of the core's ChatStore port, on SQLite or PostgreSQL.
+
+Hot paths (claiming an event, saving a reply's progress) are single Core statements; the event
+claim relies on the unique constraint, so it is atomic across processes and instances.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, timedelta
+from typing import Any, cast
+
+from sqlalchemy import Select, Table, and_, delete, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from bridge.domain import (
+    Chat,
+    ChatKey,
+    HistoryEntry,
+    InboundMessage,
+    MessageStatus,
+    Role,
+    StoredMessage,
+    TokenUsage,
+)
+from bridge.ports import ReplyProgress
+from storage.models import ChatRow, MessageRow, ProcessedEventRow, utcnow
+
+_UNFINISHED = (MessageStatus.PENDING.value, MessageStatus.STREAMING.value)
+MESSAGES = cast(Table, MessageRow.__table__)
+_INTERRUPTED_ERROR = "interrupted: the bridge stopped while this reply was being written"
+
+
+class SqlChatStore:
+    """ChatStore on an AsyncEngine. Owns no engine lifecycle: the composition root disposes it."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._dialect = engine.dialect.name
+        self.writes = 0  # statements that changed rows; the benchmarks report writes per reply
+
+    # --- chats -------------------------------------------------------------------------------
+
+    async def get_or_create_chat(self, key: ChatKey) -> Chat:
+        async with self._engine.begin() as conn:
+            row = (await conn.execute(_chat_query(key))).first()
+            if row is None:
+                now = utcnow()
+                values = {
+                    "platform": key.platform,
+                    "workspace": key.workspace,
+                    "channel": key.channel,
+                    "thread": key.thread,
+                    "settings": {},
+                    "context_floor": 0,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                # Another instance may create the same chat at the same moment: let it win.
+                await conn.execute(self._insert_ignore(ChatRow).values(**values))
+                self.writes += 1
+                row = (await conn.execute(_chat_query(key))).one()
+        return _chat(row)
+
+    async def set_title(self, chat_id: int, title: str) -> None:
+        await self._write(update(ChatRow).where(ChatRow.id == chat_id).values(title=title[:200]))
+
+    async def reset_context(self, chat_id: int) -> None:
+        async with self._engine.begin() as conn:
+            newest = await conn.scalar(
+                select(func.max(MessageRow.id)).where(MessageRow.chat_id == chat_id)
+            )
+            await conn.execute(
+                update(ChatRow)
+                .where(ChatRow.id == chat_id)
+                .values(context_floor=newest or 0, updated_at=utcnow())
+            )
+            self.writes += 1
+
+    # --- inbound -----------------------------------------------------------------------------
+
+    async def claim_event(self, platform: str, event_id: str) -> bool:
+        async with self._engine.begin() as conn:
+            return await self._claim(conn, platform, event_id)
+
+    async def accept_inbound(self, platform: str, message: InboundMessage) -> StoredMessage | None:
+        chat = await self.get_or_create_chat(message.chat_key)
+        async with self._engine.begin() as conn:
+            if not await self._claim(conn, platform, message.event_id):
+                return None
+            values = _message_values(
+                chat.id,
+                Role.USER,
+                message.text,
+                status=MessageStatus.COMPLETE,
+                author_id=message.author_id,
+                platform_message_ids=[message.platform_message_id],
+            )
+            if message.author_name:
+                values["meta"] = {"author_name": message.author_name}
+            try:
+                async with conn.begin_nested():
+                    new_id = await self._insert_message(conn, values)
+            except IntegrityError:
+                # Same platform message under another event id (Slack's app_mention + message):
+                # the claim stands, and the message is answered once.
+                return None
+        return await self._get_message(new_id)
+
+    async def _claim(self, conn: AsyncConnection, platform: str, event_id: str) -> bool:
+        statement = (
+            self._insert_ignore(ProcessedEventRow)
+            .values(platform=platform, event_id=event_id, claimed_at=utcnow())
+            .returning(ProcessedEventRow.id)
+        )
+        claimed = (await conn.execute(statement)).first() is not None
+        self.writes += 1
+        return claimed
+
+    # --- messages ----------------------------------------------------------------------------
+
+    async def add_message(
+        self,
+        chat_id: int,
+        role: Role,
+        content: str,
+        *,
+        status: MessageStatus,
+        reply_to_id: int | None = None,
+        response_number: int = 0,
+        author_id: str | None = None,
+        platform_message_ids: Sequence[str] = (),
+        model: str | None = None,
+    ) -> StoredMessage:
+        values = _message_values(
+            chat_id,
+            role,
+            content,
+            status=status,
+            reply_to_id=reply_to_id,
+            response_number=response_number,
+            author_id=author_id,
+            platform_message_ids=list(platform_message_ids),
+            model=model,
+        )
+        async with self._engine.begin() as conn:
+            new_id = await self._insert_message(conn, values)
+        return await self._get_message(new_id)
+
+    async def save_reply(self, message_id: int, progress: ReplyProgress) -> None:
+        values: dict[str, Any] = {
+            "content": progress.content,
+            "status": progress.status.value,
+            "updated_at": utcnow(),
+        }
+        if progress.platform_message_ids:
+            ids = list(progress.platform_message_ids)
+            values["platform_message_ids"] = ids
+            values["platform_message_id"] = ids[0]
+        if progress.error is not None:
+            values["error"] = progress.error
+        if progress.model is not None:
+            values["model"] = progress.model
+        if progress.usage is not None:
+            values["prompt_tokens"] = progress.usage.prompt_tokens
+            values["completion_tokens"] = progress.usage.completion_tokens
+        if progress.metadata is not None:
+            values["meta"] = progress.metadata
+        statement = update(MESSAGES).where(MessageRow.id == message_id)
+        await self._write(statement.values(**_columns(values)))
+
+    async def get_message(self, message_id: int) -> StoredMessage | None:
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(_message_columns().where(MessageRow.id == message_id))
+            ).first()
+        return None if row is None else _message(row)
+
+    async def _get_message(self, message_id: int) -> StoredMessage:
+        message = await self.get_message(message_id)
+        assert message is not None
+        return message
+
+    async def messages(self, chat_id: int) -> list[StoredMessage]:
+        """Every message of a chat in insertion order (inspection, tests, the sandbox)."""
+        query = _message_columns().where(MessageRow.chat_id == chat_id).order_by(MessageRow.id)
+        async with self._engine.connect() as conn:
+            return [_message(row) for row in await conn.execute(query)]
+
+    async def context_messages(self, chat: Chat, upto_id: int, limit: int) -> list[StoredMessage]:
+        # A reply sorts right after the message it answers, even when later user messages were
+        # stored before it finished (they were queued behind it).
+        position = func.coalesce(MessageRow.reply_to_id, MessageRow.id)
+        query = (
+            _message_columns()
+            .where(
+                MessageRow.chat_id == chat.id,
+                MessageRow.id > chat.context_floor,
+                position <= upto_id,
+                MessageRow.response_number == 0,
+                or_(
+                    MessageRow.role != Role.ASSISTANT.value,
+                    and_(MessageRow.status.not_in(_UNFINISHED), MessageRow.content != ""),
+                ),
+            )
+            .order_by(position.desc(), MessageRow.id.desc())
+            .limit(limit)
+        )
+        async with self._engine.connect() as conn:
+            rows = list(await conn.execute(query))
+        return [_message(row) for row in reversed(rows)]
+
+    async def import_history(self, chat: Chat, entries: Sequence[HistoryEntry]) -> int:
+        imported = 0
+        async with self._engine.begin() as conn:
+            for entry in entries:
+                values = _message_values(
+                    chat.id,
+                    entry.role,
+                    entry.content,
+                    status=MessageStatus.COMPLETE,
+                    author_id=entry.author_id,
+                    platform_message_ids=[entry.platform_message_id],
+                )
+                values["meta"] = {"imported": True}
+                result = await conn.execute(
+                    self._insert_ignore(MessageRow)
+                    .values(**_columns(values))
+                    .returning(MessageRow.id)
+                )
+                imported += result.first() is not None
+            self.writes += 1
+        return imported
+
+    # --- housekeeping ------------------------------------------------------------------------
+
+    async def interrupt_stale_replies(self, older_than_seconds: float) -> list[StoredMessage]:
+        cutoff = utcnow() - timedelta(seconds=older_than_seconds)
+        stale = and_(MessageRow.status.in_(_UNFINISHED), MessageRow.updated_at < cutoff)
+        async with self._engine.begin() as conn:
+            ids = [row[0] for row in await conn.execute(select(MessageRow.id).where(stale))]
+            if not ids:
+                return []
+            await conn.execute(
+                update(MessageRow)
+                .where(MessageRow.id.in_(ids), MessageRow.status.in_(_UNFINISHED))
+                .values(
+                    status=MessageStatus.INTERRUPTED.value,
+                    error=_INTERRUPTED_ERROR,
+                    updated_at=utcnow(),
+                )
+            )
+            self.writes += 1
+            rows = await conn.execute(_message_columns().where(MessageRow.id.in_(ids)))
+            return [_message(row) for row in rows]
+
+    async def prune_events(self, older_than_seconds: float) -> int:
+        cutoff = utcnow() - timedelta(seconds=older_than_seconds)
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                delete(ProcessedEventRow).where(ProcessedEventRow.claimed_at < cutoff)
+            )
+            self.writes += 1
+        return int(getattr(result, "rowcount", 0) or 0)
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    def _insert_ignore(self, table: type[Any]) -> Any:
+        insert = postgresql.insert if self._dialect == "postgresql" else sqlite.insert
+        return insert(table).on_conflict_do_nothing()
+
+    async def _insert_message(self, conn: AsyncConnection, values: dict[str, Any]) -> int:
+        result = await conn.execute(
+            MESSAGES.insert().values(**_columns(values)).returning(MessageRow.id)
+        )
+        self.writes += 1
+        return int(result.scalar_one())
+
+    async def _write(self, statement: Any) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(statement)
+        self.writes += 1
+
+
+def _chat_query(key: ChatKey) -> Select[Any]:
+    return select(ChatRow).where(
+        ChatRow.platform == key.platform,
+        ChatRow.workspace == key.workspace,
+        ChatRow.channel == key.channel,
+        ChatRow.thread == key.thread,
+    )
+
+
+def _chat(row: Any) -> Chat:
+    return Chat(
+        id=row.id,
+        key=ChatKey(row.platform, row.workspace, row.channel, row.thread),
+        title=row.title,
+        settings=dict(row.settings or {}),
+        context_floor=row.context_floor,
+    )
+
+
+def _message_values(
+    chat_id: int,
+    role: Role,
+    content: str,
+    *,
+    status: MessageStatus,
+    reply_to_id: int | None = None,
+    response_number: int = 0,
+    author_id: str | None = None,
+    platform_message_ids: list[str] | None = None,
+    model: str | None = None,
+) -> dict[str, Any]:
+    ids = platform_message_ids or []
+    now = utcnow()
+    return {
+        "chat_id": chat_id,
+        "role": role.value,
+        "content": content,
+        "author_id": author_id,
+        "platform_message_id": ids[0] if ids else None,
+        "platform_message_ids": ids,
+        "reply_to_id": reply_to_id,
+        "response_number": response_number,
+        "status": status.value,
+        "model": model,
+        "meta": {},
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def _columns(values: dict[str, Any]) -> dict[str, Any]:
+    """ORM attribute names to column names (only `meta` differs)."""
+    out = dict(values)
+    if "meta" in out:
+        out["metadata"] = out.pop("meta")
+    return out
+
+
+def _message_columns() -> Select[Any]:
+    return select(MESSAGES)
+
+
+def _message(row: Any) -> StoredMessage:
+    usage = None
+    if row.prompt_tokens is not None or row.completion_tokens is not None:
+        usage = TokenUsage(row.prompt_tokens or 0, row.completion_tokens or 0)
+    created = row.created_at
+    if created is not None and created.tzinfo is None:
+        created = created.replace(tzinfo=UTC)
+    return StoredMessage(
+        id=row.id,
+        chat_id=row.chat_id,
+        role=Role(row.role),
+        content=row.content,
+        status=MessageStatus(row.status),
+        author_id=row.author_id,
+        platform_message_ids=tuple(row.platform_message_ids or ()),
+        response_number=row.response_number,
+        reply_to_id=row.reply_to_id,
+        error=row.error,
+        model=row.model,
+        usage=usage,
+        metadata=dict(row._mapping["metadata"] or {}),
+        created_at=created,
+    )

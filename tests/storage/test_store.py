@@ -1,0 +1,154 @@
+"""The SQL store on SQLite and PostgreSQL: schema from migrations, round trips, constraints."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import insert, inspect
+from sqlalchemy.exc import IntegrityError
+
+from bridge.domain import ChatKey, HistoryEntry, InboundMessage, MessageStatus, Role, TokenUsage
+from bridge.ports import ReplyProgress
+from storage import SqlChatStore, create_engine, migrate
+from storage.migrate import current_revision
+from storage.models import Base, ChatRow, utcnow
+
+KEY = ChatKey("slack", "T1", "C1", "1700000000.000100")
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[SqlChatStore]:
+    await migrate(database_url)
+    engine = create_engine(database_url)
+    yield SqlChatStore(engine)
+    await engine.dispose()
+
+
+def inbound(event_id: str, text: str, message_id: str, key: ChatKey = KEY) -> InboundMessage:
+    return InboundMessage(
+        event_id=event_id, chat_key=key, author_id="U1", text=text, platform_message_id=message_id
+    )
+
+
+async def test_migrations_create_the_schema_the_models_describe(database_url: str) -> None:
+    await migrate(database_url)
+    assert await current_revision(database_url) == "0001"
+    await migrate(database_url)  # a second run is a no-op, not an error
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
+            diff = await conn.run_sync(
+                lambda c: compare_metadata(MigrationContext.configure(c), Base.metadata)
+            )
+    finally:
+        await engine.dispose()
+    assert {"chats", "messages", "processed_events", "alembic_version"} <= tables
+    assert diff == []
+
+
+async def test_chat_round_trip_with_messages_in_conversation_order(store: SqlChatStore) -> None:
+    chat = await store.get_or_create_chat(KEY)
+    assert (await store.get_or_create_chat(KEY)).id == chat.id
+    first = await store.accept_inbound("slack", inbound("Ev1", "hello", "1.1"))
+    second = await store.accept_inbound("slack", inbound("Ev2", "and another", "1.2"))
+    assert first is not None and second is not None
+    # The reply to the first message finishes after the second message was stored.
+    reply = await store.add_message(
+        chat.id, Role.ASSISTANT, "", status=MessageStatus.STREAMING, reply_to_id=first.id
+    )
+    await store.save_reply(
+        reply.id,
+        ReplyProgress(
+            content="hi there",
+            status=MessageStatus.COMPLETE,
+            platform_message_ids=["1.3"],
+            model="m",
+            usage=TokenUsage(10, 3),
+            metadata={"ttft_ms": 12},
+        ),
+    )
+    context = await store.context_messages(chat, upto_id=second.id, limit=50)
+    assert [(m.role, m.content) for m in context] == [
+        (Role.USER, "hello"),
+        (Role.ASSISTANT, "hi there"),
+        (Role.USER, "and another"),
+    ]
+    saved = context[1]
+    assert saved.usage == TokenUsage(10, 3)
+    assert saved.metadata == {"ttft_ms": 12}
+    assert saved.platform_message_ids == ("1.3",)
+    assert saved.status is MessageStatus.COMPLETE
+    # Context for the first message does not include what came after it.
+    early = await store.context_messages(chat, upto_id=first.id, limit=50)
+    assert [m.content for m in early] == ["hello", "hi there"]
+    # The limit keeps the newest.
+    newest = await store.context_messages(chat, upto_id=second.id, limit=2)
+    assert [m.content for m in newest] == ["hi there", "and another"]
+
+
+async def test_an_event_is_accepted_once(store: SqlChatStore) -> None:
+    assert await store.accept_inbound("slack", inbound("Ev1", "hello", "1.1")) is not None
+    assert await store.accept_inbound("slack", inbound("Ev1", "hello", "1.1")) is None
+    # The same message under a second event id (Slack's app_mention + message) is stored once.
+    assert await store.accept_inbound("slack", inbound("Ev2", "hello", "1.1")) is None
+    chat = await store.get_or_create_chat(KEY)
+    assert [m.content for m in await store.messages(chat.id)] == ["hello"]
+    assert await store.claim_event("discord", "Ev1") is True
+    assert await store.claim_event("discord", "Ev1") is False
+
+
+async def test_unique_chat_location_is_enforced(store: SqlChatStore) -> None:
+    await store.get_or_create_chat(KEY)
+    row = {
+        "platform": KEY.platform,
+        "workspace": KEY.workspace,
+        "channel": KEY.channel,
+        "thread": KEY.thread,
+        "settings": {},
+        "context_floor": 0,
+        "created_at": utcnow(),
+        "updated_at": utcnow(),
+    }
+    with pytest.raises(IntegrityError):
+        async with store._engine.begin() as conn:
+            await conn.execute(insert(ChatRow).values(**row))
+
+
+async def test_history_import_is_idempotent_and_reset_hides_old_context(
+    store: SqlChatStore,
+) -> None:
+    chat = await store.get_or_create_chat(KEY)
+    entries = [
+        HistoryEntry(Role.USER, "earlier question", "U2", "0.1"),
+        HistoryEntry(Role.ASSISTANT, "earlier answer", None, "0.2"),
+    ]
+    assert await store.import_history(chat, entries) == 2
+    assert await store.import_history(chat, entries) == 0
+    message = await store.accept_inbound("slack", inbound("Ev1", "now", "1.1"))
+    assert message is not None
+    context = await store.context_messages(chat, upto_id=message.id, limit=10)
+    assert [m.content for m in context] == ["earlier question", "earlier answer", "now"]
+
+    await store.reset_context(chat.id)
+    chat = await store.get_or_create_chat(KEY)
+    later = await store.accept_inbound("slack", inbound("Ev2", "fresh start", "1.2"))
+    assert later is not None
+    assert [m.content for m in await store.context_messages(chat, later.id, 10)] == ["fresh start"]
+    assert len(await store.messages(chat.id)) == 4  # nothing deleted
+
+
+async def test_stale_replies_are_interrupted_and_old_events_pruned(store: SqlChatStore) -> None:
+    chat = await store.get_or_create_chat(KEY)
+    live = await store.add_message(chat.id, Role.ASSISTANT, "part", status=MessageStatus.STREAMING)
+    assert await store.interrupt_stale_replies(older_than_seconds=60) == []
+    stale = await store.interrupt_stale_replies(older_than_seconds=-1)
+    assert [m.id for m in stale] == [live.id]
+    assert stale[0].status is MessageStatus.INTERRUPTED
+    assert stale[0].content == "part" and stale[0].error
+    await store.claim_event("slack", "old")
+    assert await store.prune_events(older_than_seconds=-1) == 1
+    assert await store.claim_event("slack", "old") is True

@@ -1,0 +1,78 @@
+"""The chat-bridge command as a user runs it: a real subprocess with a clean environment."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def chat_bridge(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_BRIDGE_")}
+    clean.pop("OPENAI_API_KEY", None)
+    return subprocess.run(
+        [sys.executable, "-m", "bridge", *args],
+        cwd=ROOT,
+        env={**clean, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_check_on_the_example_prints_a_summary() -> None:
+    result = chat_bridge("check", "--config", "config.example.toml")
+    assert result.returncode == 0, result.stderr
+    assert "platforms: none enabled" in result.stdout
+    assert "storage: sqlite+aiosqlite:///./chat-bridge.db" in result.stdout
+
+
+def test_check_on_a_broken_file_lists_each_problem(tmp_path: Path) -> None:
+    config = tmp_path / "broken.toml"
+    config.write_text("[slack]\nenabled = true\nhttp_port = 'x'\nfoo = 1\n")
+    result = chat_bridge("check", "--config", str(config))
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    expected = "error: slack.http_port: Input should be a valid integer, unable to parse string"
+    assert any(line.startswith(expected) for line in lines)
+    assert "error: slack.foo: Extra inputs are not permitted" in lines
+    assert result.stdout == ""
+
+
+def test_check_masks_secrets(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("[discord]\nenabled = true\n[llm]\nbase_url = 'http://127.0.0.1:9/v1'\n")
+    result = chat_bridge(
+        "check",
+        "--config",
+        str(config),
+        env={"CHAT_BRIDGE_DISCORD__TOKEN": "MTIzNDU2.secret.value"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "secret.value" not in result.stdout
+    assert "discord: api https://discord.com/api/v10" in result.stdout
+
+
+def test_run_without_a_platform_explains_itself() -> None:
+    result = chat_bridge("run", "--config", "config.example.toml")
+    assert result.returncode == 2
+    assert "no platform is enabled" in result.stderr
+
+
+def test_every_command_has_help() -> None:
+    for command in ("run", "check", "migrate"):
+        result = chat_bridge(command, "--help")
+        assert result.returncode == 0 and "--config FILE" in result.stdout
+
+
+def test_migrate_creates_the_database(tmp_path: Path) -> None:
+    db = tmp_path / "m.db"
+    config = tmp_path / "c.toml"
+    config.write_text(f'[storage]\nurl = "sqlite+aiosqlite:///{db}"\n')
+    result = chat_bridge("migrate", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    assert "database at revision 0001" in result.stdout
+    assert db.exists()
