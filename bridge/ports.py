@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from bridge.domain import (
     Chat,
@@ -61,6 +61,14 @@ class PlatformError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class MessageLimit:
+    """How much one platform message holds, in characters or in UTF-8 bytes."""
+
+    size: int
+    unit: Literal["chars", "utf8_bytes"] = "chars"
+
+
+@dataclass(frozen=True, slots=True)
 class PostedMessage:
     """A message the bot posted; `id` is the platform's id for it."""
 
@@ -75,7 +83,13 @@ class ReplySurface(Protocol):
     """
 
     @property
-    def max_message_chars(self) -> int: ...
+    def message_limit(self) -> MessageLimit: ...
+
+    @property
+    def shows_own_progress(self) -> bool:
+        """True for a native stream (Slack): the platform shows that the reply is still being
+        written, so no cursor is added, and each update only ever extends the previous text."""
+        ...
 
     def post_bucket(self) -> RateBucket:
         """The budget new messages (placeholders, continuations) draw from."""
@@ -177,6 +191,10 @@ class ReplyProgress:
 
 class ChatStore(Protocol):
     async def get_or_create_chat(self, key: ChatKey) -> Chat: ...
+
+    async def get_chat(self, key: ChatKey) -> Chat | None:
+        """The chat at `key` if the bot has taken part in it."""
+        ...
 
     async def accept_inbound(self, platform: str, message: InboundMessage) -> StoredMessage | None:
         """Atomically claim the event id and store the user's message.

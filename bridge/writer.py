@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from bridge.ports import PlatformError, PostedMessage, RateLimited, ReplySurface
 from bridge.scheduler import EditScheduler, Lane, Urgency
-from bridge.segments import Segment, layout
+from bridge.segments import Segment, layout, utf8_length
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +92,16 @@ class ReplyWriter:
             body = self.style.empty_reply
         if not body:
             return [self.style.placeholder]
-        segments = layout(body, self.surface.max_message_chars, reserve=len(self.style.cursor) + 2)
+        limit = self.surface.message_limit
+        measure = utf8_length if limit.unit == "utf8_bytes" else len
+        segments = layout(body, limit.size, reserve=len(self.style.cursor) + 2, measure=measure)
         return [self._display(s, i == len(segments) - 1) for i, s in enumerate(segments)]
 
     def _display(self, segment: Segment, last: bool) -> str:
         if last and not self._finishing:
+            if self.surface.shows_own_progress:
+                # Append-only streams: show the raw text, which later text only ever extends.
+                return segment.text
             return segment.while_streaming(self.style.cursor)
         return segment.final()
 
@@ -126,6 +131,8 @@ class ReplyWriter:
             await self._post(targets[index])
             return True
         final_segment = self._finishing or index < len(self._targets()) - 1
+        # The surface may switch buckets mid-reply (Slack: native stream -> chat.update).
+        self._lane.bucket = self.surface.edit_bucket()
         await self.scheduler.acquire_edit(self._lane, final=final_segment)
         # The text may have grown while we waited for the slot: send the latest.
         targets = self._targets()

@@ -35,9 +35,10 @@ class LocalServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self._requested_port, reuse_address=True)
         await site.start()
-        server = site._server
-        assert server is not None and server.sockets  # aiohttp exposes no public accessor
-        self._port = int(server.sockets[0].getsockname()[1])
+        # aiohttp exposes no public accessor for the bound port of a TCPSite.
+        sockets = getattr(site._server, "sockets", None)
+        assert sockets, "the server did not bind"
+        self._port = int(sockets[0].getsockname()[1])
 
     async def stop(self) -> None:
         if self._runner is not None:

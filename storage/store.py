@@ -64,6 +64,11 @@ class SqlChatStore:
                 row = (await conn.execute(_chat_query(key))).one()
         return _chat(row)
 
+    async def get_chat(self, key: ChatKey) -> Chat | None:
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(_chat_query(key))).first()
+        return None if row is None else _chat(row)
+
     async def set_title(self, chat_id: int, title: str) -> None:
         await self._write(update(ChatRow).where(ChatRow.id == chat_id).values(title=title[:200]))
 

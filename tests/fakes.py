@@ -1,8 +1,8 @@
 """In-memory fakes of the core's ports: queue canned answers, record every call.
 
 `MemoryStore` mirrors `storage.SqlChatStore`'s behaviour (the store tests pin that one down on real
-databases); `ScriptedLLM` plays timed events; `RecordingSurface` is a platform that records what it
-was asked to show and can refuse writes with 429s.
+databases); `ScriptedLLM` plays timed events. The platform fake, `RecordingSurface`, lives in
+`sandbox.memory_platform` because the benchmarks use it too.
 """
 
 from __future__ import annotations
@@ -29,11 +29,6 @@ from bridge.ports import (
     Delta,
     Finished,
     LLMError,
-    PlatformError,
-    PostedMessage,
-    RateBucket,
-    RateLimited,
-    RateObservation,
     ReplyProgress,
     StreamEvent,
 )
@@ -55,6 +50,9 @@ class MemoryStore:
             self.chats[key] = Chat(id=len(self.chats) + 1, key=key)
             self.writes += 1
         return self.chats[key]
+
+    async def get_chat(self, key: ChatKey) -> Chat | None:
+        return self.chats.get(key)
 
     def chat_by_id(self, chat_id: int) -> Chat:
         return next(c for c in self.chats.values() if c.id == chat_id)
@@ -239,113 +237,6 @@ class ScriptedLLM:
     async def complete(self, request: CompletionRequest) -> str:
         self.titles.append(request)
         return self.title_answer
-
-
-# --- platform --------------------------------------------------------------------------------
-
-
-@dataclass
-class Write:
-    at: float
-    kind: str  # "post" | "update"
-    message_id: str
-    text: str
-    final: bool = False
-
-
-class RecordingSurface:
-    """A platform that shows text instantly, or after `latency`, and can answer 429s."""
-
-    def __init__(
-        self,
-        *,
-        limit: int = 2000,
-        edit_bucket: RateBucket | None = None,
-        post_bucket: RateBucket | None = None,
-        latency: float = 0.0,
-        name: str = "s",
-    ) -> None:
-        self.max_message_chars = limit
-        self._edit_bucket = edit_bucket or RateBucket(f"edit:{name}", 1000, 1.0)
-        self._post_bucket = post_bucket or RateBucket(f"post:{name}", 1000, 1.0)
-        self.latency = latency
-        self.writes: list[Write] = []
-        self.shown: dict[str, str] = {}
-        self.typing: list[tuple[float, bool]] = []
-        self.titles: list[str] = []
-        self.refuse_next: list[float] = []  # retry_after of the next refused updates
-        self.fail_updates = False
-        self.observation: RateObservation | None = None
-        self.in_flight = 0
-        self.max_in_flight = 0
-        self._ids = itertools.count(1)
-        self.name = name
-
-    def post_bucket(self) -> RateBucket:
-        return self._post_bucket
-
-    def edit_bucket(self) -> RateBucket:
-        return self._edit_bucket
-
-    async def start_typing(self) -> None:
-        self.typing.append((asyncio.get_running_loop().time(), True))
-
-    async def stop_typing(self) -> None:
-        self.typing.append((asyncio.get_running_loop().time(), False))
-
-    @property
-    def typing_now(self) -> bool:
-        return bool(self.typing) and self.typing[-1][1]
-
-    async def post(self, text: str, *, response_number: int) -> PostedMessage:
-        await self._enter()
-        try:
-            message_id = f"{self.name}-{next(self._ids)}"
-            self.shown[message_id] = text
-            self.writes.append(Write(self._now(), "post", message_id, text))
-            return PostedMessage(message_id)
-        finally:
-            self.in_flight -= 1
-
-    async def update(self, message: PostedMessage, text: str, *, final: bool) -> None:
-        await self._enter()
-        try:
-            if self.refuse_next:
-                raise RateLimited(self.refuse_next.pop(0))
-            if self.fail_updates:
-                raise PlatformError("message_not_found")
-            assert len(text) <= self.max_message_chars, len(text)
-            self.shown[message.id] = text
-            self.writes.append(Write(self._now(), "update", message.id, text, final))
-        finally:
-            self.in_flight -= 1
-
-    async def set_title(self, title: str) -> None:
-        self.titles.append(title)
-
-    def take_rate_observation(self) -> RateObservation | None:
-        seen, self.observation = self.observation, None
-        return seen
-
-    async def _enter(self) -> None:
-        self.in_flight += 1
-        self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        if self.latency:
-            await asyncio.sleep(self.latency)
-
-    def _now(self) -> float:
-        return asyncio.get_running_loop().time()
-
-    def updates(self) -> list[Write]:
-        return [w for w in self.writes if w.kind == "update"]
-
-    def visible_text(self) -> str:
-        """Everything the reply's messages show, in order, joined like a reader sees it."""
-        return "\n".join(self.shown[k] for k in sorted(self.shown, key=_message_number))
-
-
-def _message_number(message_id: str) -> int:
-    return int(message_id.rsplit("-", 1)[1])
 
 
 def inbound(text: str, event_id: str, *, key: ChatKey | None = None, author: str = "U1") -> Any:

@@ -12,7 +12,8 @@ from bridge.ports import LLMError, RateBucket
 from bridge.responder import Responder, ResponderSettings
 from bridge.scheduler import EditScheduler
 from bridge.writer import WriterStyle
-from tests.fakes import MemoryStore, RecordingSurface, Script, ScriptedLLM, inbound
+from sandbox.memory_platform import RecordingSurface
+from tests.fakes import MemoryStore, Script, ScriptedLLM, inbound
 from tests.virtual_time import run_virtual
 
 T = TypeVar("T")
@@ -343,5 +344,22 @@ def test_a_platform_that_rejects_edits_still_gets_the_final_text() -> None:
         last_post = [w for w in surface.writes if w.kind == "post"][-1]
         assert last_post.text == "Hello there, friend."
         assert store.replies()[0].content == "Hello there, friend."
+
+    virtual(scenario)
+
+
+def test_a_native_stream_surface_only_ever_gets_extensions_of_its_text() -> None:
+    code = "Look:\n\n```sh\n" + "\n".join(f"echo {i}" for i in range(40)) + "\n```\nBye."
+
+    async def scenario() -> None:
+        llm = ScriptedLLM(Script.text(code, chunk=7, delay=0.05))
+        responder, _ = build(llm)
+        surface = RecordingSurface()
+        surface.shows_own_progress = True
+        await responder.handle("test", inbound("hi", "e1"), surface)
+        texts = [u.text for u in surface.updates()]
+        assert len(texts) >= 3 and texts[-1] == code
+        assert all(b.startswith(a) for a, b in zip(texts, texts[1:], strict=False))
+        assert not any(t.endswith(" ▌") for t in texts)
 
     virtual(scenario)

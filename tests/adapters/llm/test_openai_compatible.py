@@ -1,0 +1,124 @@
+"""The LLM adapter driving the real openai SDK against the local OpenAI-compatible server."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from adapters.llm import OpenAICompatibleModel
+from bridge.config import LLMSettings
+from bridge.domain import Role, TokenUsage
+from bridge.ports import ChatTurn, CompletionRequest, Delta, Finished, LLMError, StreamEvent
+from sandbox.llm_server import Fault, LLMServer, ScriptedReply
+
+REQUEST = CompletionRequest(
+    model="test-model", messages=[ChatTurn(Role.USER, "hello")], temperature=0.5
+)
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[LLMServer]:
+    async with LLMServer() as running:
+        yield running
+
+
+def model_for(server: LLMServer, **overrides: object) -> OpenAICompatibleModel:
+    settings = LLMSettings(base_url=server.base_url, api_key="test-key", **overrides)  # type: ignore[arg-type]
+    return OpenAICompatibleModel(settings)
+
+
+async def collect(model: OpenAICompatibleModel, request: CompletionRequest) -> list[StreamEvent]:
+    return [event async for event in model.stream(request)]
+
+
+async def test_stream_yields_deltas_finish_and_usage(server: LLMServer) -> None:
+    text = "Streaming works, with punctuation — and “quotes” and\nnew lines."
+    server.script(ScriptedReply(text=text))
+    model = model_for(server)
+    events = await collect(model, REQUEST)
+    assert "".join(e.text for e in events if isinstance(e, Delta)) == text
+    assert Finished(0, "stop") in events
+    usage = [e for e in events if isinstance(e, TokenUsage)]
+    assert len(usage) == 1 and usage[0].completion_tokens > 5 and usage[0].prompt_tokens > 0
+    body = server.requests[-1]
+    assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
+    assert body["messages"] == [{"role": "user", "content": "hello"}]
+    assert body["model"] == "test-model" and body["temperature"] == 0.5
+    await model.stop()
+
+
+async def test_n_choices_are_told_apart(server: LLMServer) -> None:
+    server.script(ScriptedReply(text=["first choice", "second choice"]))
+    model = model_for(server)
+    request = CompletionRequest(model="m", messages=REQUEST.messages, temperature=0.1, n=2)
+    events = await collect(model, request)
+    for choice, expected in enumerate(["first choice", "second choice"]):
+        got = "".join(e.text for e in events if isinstance(e, Delta) and e.choice == choice)
+        assert got == expected
+    await model.stop()
+
+
+async def test_429_is_retryable_with_the_servers_retry_after(server: LLMServer) -> None:
+    server.script(ScriptedReply(text="x", fault=Fault.status(429, retry_after=7)))
+    model = model_for(server)
+    with pytest.raises(LLMError) as info:
+        await collect(model, REQUEST)
+    assert info.value.retryable and info.value.retry_after == 7
+    assert len(server.requests) == 1  # the SDK's own retries are off: the responder decides
+    await model.stop()
+
+
+async def test_server_errors_are_retryable_client_errors_are_not(server: LLMServer) -> None:
+    server.script(
+        ScriptedReply(text="x", fault=Fault.status(503)),
+        ScriptedReply(text="x", fault=Fault.status(400, message="bad model name")),
+    )
+    model = model_for(server)
+    with pytest.raises(LLMError) as unavailable:
+        await collect(model, REQUEST)
+    assert unavailable.value.retryable
+    with pytest.raises(LLMError) as bad:
+        await collect(model, REQUEST)
+    assert not bad.value.retryable and "bad model name" in str(bad.value)
+    await model.stop()
+
+
+async def test_a_cut_connection_raises_after_the_partial_text(server: LLMServer) -> None:
+    server.script(ScriptedReply(text="one two three four five six", fault=Fault.cut_after(3)))
+    model = model_for(server)
+    seen: list[str] = []
+    with pytest.raises(LLMError) as info:
+        async for event in model.stream(REQUEST):
+            if isinstance(event, Delta):
+                seen.append(event.text)
+    assert 1 <= len(seen) <= 3 and info.value.retryable
+    await model.stop()
+
+
+async def test_an_error_event_mid_stream_is_not_retryable(server: LLMServer) -> None:
+    server.script(
+        ScriptedReply(text="one two three four", fault=Fault.error_after(2, "content filtered"))
+    )
+    model = model_for(server)
+    with pytest.raises(LLMError) as info:
+        await collect(model, REQUEST)
+    assert "content filtered" in str(info.value) and not info.value.retryable
+    await model.stop()
+
+
+async def test_unreachable_server_is_a_retryable_error() -> None:
+    settings = LLMSettings(base_url="http://127.0.0.1:9/v1", api_key="k", request_timeout=2)  # type: ignore[arg-type]
+    model = OpenAICompatibleModel(settings)
+    with pytest.raises(LLMError) as info:
+        await collect(model, REQUEST)
+    assert info.value.retryable and "cannot reach" in str(info.value)
+    await model.stop()
+
+
+async def test_complete_returns_the_text(server: LLMServer) -> None:
+    server.script(ScriptedReply(text="A Tidy Title"))
+    model = model_for(server)
+    assert await model.complete(REQUEST) == "A Tidy Title"
+    assert server.requests[-1].get("stream") in (None, False)
+    await model.stop()
