@@ -1,1 +1,4 @@
-"""Local stand-ins for Slack, Discord and an OpenAI-compatible LLM: the tests, the sandbox and the benchmarks run against them."""
+"""Local stand-ins for Slack, Discord and an OpenAI-compatible LLM.
+
+The tests, the sandbox and the benchmarks run against them.
+"""

@@ -33,7 +33,11 @@ class LocalServer:
     async def start(self) -> None:
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self._requested_port, reuse_address=True)
+        # The default backlog (128) overflows when hundreds of clients connect at once (the
+        # benchmarks), and the kernel then makes them retry a second later.
+        site = web.TCPSite(
+            self._runner, self.host, self._requested_port, reuse_address=True, backlog=4096
+        )
         await site.start()
         # aiohttp exposes no public accessor for the bound port of a TCPSite.
         sockets = getattr(site._server, "sockets", None)

@@ -1,0 +1,61 @@
+"""Runs the local LLM server as its own process (for the benchmarks) until Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+
+from .script import lorem_responder
+from .server import LLMServer
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m sandbox.llm_server", description="Local OpenAI-compatible LLM server."
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8001, help="0 picks a free port")
+    parser.add_argument(
+        "--tokens-per-second", type=float, default=None, help="stream pace (default: unpaced)"
+    )
+    parser.add_argument(
+        "--reply-tokens",
+        type=int,
+        default=None,
+        help="answer every request with this many lorem tokens (default: echo the user)",
+    )
+    parser.add_argument("--tick", type=float, default=0.02, help="pacing granularity, seconds")
+    return parser.parse_args(argv)
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    server = LLMServer(
+        args.tokens_per_second,
+        args.tick,
+        host=args.host,
+        port=args.port,
+        # Nobody can read the recorded bodies of a separate process; do not let them pile up.
+        record_requests=False,
+    )
+    if args.reply_tokens is not None:
+        server.responder = lorem_responder(args.reply_tokens)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with server:
+        # Benchmarks wait for this line before they connect.
+        print(f"llm server listening on {server.base_url}", flush=True)
+        await stop.wait()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parse_args(argv)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(args))
+
+
+if __name__ == "__main__":
+    main()

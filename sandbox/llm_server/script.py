@@ -1,0 +1,234 @@
+"""What the local LLM answers: scripted replies, injected faults and the default responders.
+
+Pure data and pure functions; the HTTP side lives in ``server`` and ``stream``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from functools import lru_cache
+from typing import Any
+
+
+class FaultKind(Enum):
+    STATUS = "status"
+    CUT = "cut"
+    STALL = "stall"
+    ERROR = "error"
+
+
+_DEFAULT_STATUS_MESSAGES = {
+    400: "Invalid request.",
+    401: "Incorrect API key provided.",
+    404: "The model does not exist.",
+    429: "Rate limit reached for requests. Please try again later.",
+    500: "The server had an error while processing your request.",
+    502: "Bad gateway.",
+    503: "The engine is currently overloaded, please try again later.",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """A failure to inject into one reply; build it with the classmethods."""
+
+    kind: FaultKind
+    status_code: int = 0
+    retry_after: float | None = None
+    message: str = ""
+    after_chunks: int = 0
+    seconds: float = 0.0
+
+    @classmethod
+    def status(cls, code: int, retry_after: float | None = None, message: str = "") -> Fault:
+        """Answer with HTTP ``code`` and an OpenAI-shaped error body before any streaming."""
+        return cls(
+            FaultKind.STATUS,
+            status_code=code,
+            retry_after=retry_after,
+            message=message or _DEFAULT_STATUS_MESSAGES.get(code, f"HTTP {code}"),
+        )
+
+    @classmethod
+    def cut_after(cls, n_chunks: int) -> Fault:
+        """Close the connection after ``n_chunks`` chunks, mid-body, with no ``[DONE]``."""
+        return cls(FaultKind.CUT, after_chunks=_non_negative(n_chunks))
+
+    @classmethod
+    def stall_after(cls, n_chunks: int, seconds: float) -> Fault:
+        """Go silent for ``seconds`` after ``n_chunks`` chunks; ``inf``: until the client leaves."""
+        if seconds < 0:
+            raise ValueError("seconds must be >= 0")
+        return cls(FaultKind.STALL, after_chunks=_non_negative(n_chunks), seconds=seconds)
+
+    @classmethod
+    def error_after(
+        cls, n_chunks: int, message: str = "The server had an error while processing your request."
+    ) -> Fault:
+        """Send an ``{"error": ...}`` event after ``n_chunks`` chunks and end the stream."""
+        return cls(FaultKind.ERROR, after_chunks=_non_negative(n_chunks), message=message)
+
+
+def _non_negative(n: int) -> int:
+    if n < 0:
+        raise ValueError("n_chunks must be >= 0")
+    return n
+
+
+@dataclass(slots=True)
+class ScriptedReply:
+    """One answer of the local LLM.
+
+    ``text`` is a list to give each choice its own text (requests with ``n`` > 1); ``chunks``
+    replaces the automatic chunking and is then the content of every choice.
+    """
+
+    text: str | list[str] = ""
+    chunks: list[str] | None = None
+    tokens_per_second: float | None = None
+    first_token_delay: float = 0.0
+    fault: Fault | None = None
+    model: str | None = None
+    finish_reason: str = "stop"
+
+    def __post_init__(self) -> None:
+        if self.chunks is not None and isinstance(self.text, str) and self.text:
+            if "".join(self.chunks) != self.text:
+                raise ValueError("chunks must join to text (or leave text empty)")
+        if self.tokens_per_second is not None and self.tokens_per_second <= 0:
+            raise ValueError("tokens_per_second must be > 0 (None means as fast as possible)")
+        if self.first_token_delay < 0:
+            raise ValueError("first_token_delay must be >= 0")
+
+    def choice_chunks(self, n: int) -> list[list[str]]:
+        """The content chunks of each choice; a single text serves all ``n`` choices."""
+        if self.chunks is not None:
+            return [self.chunks] * max(n, 1)
+        if isinstance(self.text, list):
+            return [split_tokens(text) for text in self.text]
+        return [split_tokens(self.text)] * max(n, 1)
+
+
+Responder = Callable[[dict[str, Any]], ScriptedReply]
+
+# A "token" is a word with its leading whitespace; trailing whitespace rides on the last one.
+_WORD = re.compile(r"\s*\S+(?:\s+\Z)?|\s+\Z")
+_LONG_WORD = 8
+_PIECE = 4
+
+
+def split_tokens(text: str) -> list[str]:
+    """Cut text roughly the way a tokenizer would, so that chunks look like real deltas."""
+    tokens: list[str] = []
+    for match in _WORD.finditer(text):
+        token = match.group()
+        stripped = token.strip()
+        if len(stripped) <= _LONG_WORD:
+            tokens.append(token)
+            continue
+        lead = token[: len(token) - len(token.lstrip())]
+        trail = token[len(token.rstrip()) :]
+        pieces = [stripped[i : i + _PIECE] for i in range(0, len(stripped), _PIECE)]
+        pieces[0] = lead + pieces[0]
+        pieces[-1] += trail
+        tokens.extend(pieces)
+    return tokens
+
+
+def message_text(message: Any) -> str:
+    """The text of a chat message, whether its content is a string or a list of parts."""
+    if not isinstance(message, dict):
+        return ""
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            part.get("text", "")
+            for part in content
+            if isinstance(part, dict) and isinstance(part.get("text"), str)
+        )
+    return ""
+
+
+def estimate_prompt_tokens(request: dict[str, Any]) -> int:
+    """About four characters per token, as with OpenAI's English text; no tokenizer download."""
+    messages = request.get("messages")
+    if not isinstance(messages, list):
+        return 0
+    return math.ceil(sum(len(message_text(m)) for m in messages) / 4)
+
+
+def echo_reply(request: dict[str, Any]) -> ScriptedReply:
+    """The default answer: repeats the last user message, so tests can see what was sent."""
+    messages = request.get("messages")
+    if isinstance(messages, list):
+        for message in reversed(messages):
+            if isinstance(message, dict) and message.get("role") == "user":
+                return ScriptedReply(text=f"You said: {message_text(message)}")
+    return ScriptedReply(text="You said nothing.")
+
+
+_LOREM = (
+    "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor incididunt ut "
+    "labore et dolore magna aliqua enim ad minim veniam quis nostrud exercitation ullamco laboris "
+    "nisi aliquip ex ea commodo consequat duis aute irure in reprehenderit voluptate velit esse "
+    "cillum fugiat nulla pariatur excepteur sint occaecat cupidatat non proident sunt culpa qui "
+    "officia deserunt mollit anim id est laborum"
+).split()
+
+_CODE_BLOCK = [
+    "\n\n```python",
+    "\ndef",
+    " tally(",
+    "words:",
+    " list[str])",
+    " ->",
+    " int:",
+    "\n    return",
+    " sum(",
+    "len(w)",
+    " for",
+    " w",
+    " in",
+    " words)",
+    "\n```",
+    "\n\n",
+]
+_WITH_CODE_FROM = 120
+
+
+@lru_cache(maxsize=16)
+def _lorem_tokens(tokens: int) -> tuple[str, ...]:
+    # Code goes in the middle of longer replies: that is where a renderer's fence handling breaks.
+    code = _CODE_BLOCK if tokens >= _WITH_CODE_FROM else []
+    prose = tokens - len(code)
+    out: list[str] = []
+    for i in range(prose):
+        word = _LOREM[(i * 7) % len(_LOREM)]
+        if i % 11 == 0:
+            word = word.capitalize()
+        token = word if i == 0 or out[-1].endswith("\n\n") else " " + word
+        if i % 11 == 10:
+            token += "."
+        out.append(token)
+        if code and i == prose // 2 - 1:
+            out.extend(code)
+    if out and not out[-1].endswith("."):
+        out[-1] += "."
+    return tuple(out)
+
+
+def lorem_reply(tokens: int) -> ScriptedReply:
+    """A deterministic reply of exactly ``tokens`` chunks (lorem words, a code fence if long)."""
+    chunks = list(_lorem_tokens(tokens))
+    return ScriptedReply(text="".join(chunks), chunks=chunks)
+
+
+def lorem_responder(tokens: int) -> Responder:
+    reply = lorem_reply(tokens)
+    return lambda _request: reply

@@ -1,0 +1,245 @@
+"""The local OpenAI-compatible LLM: ``/v1/chat/completions`` and ``/v1/models`` on a LocalServer.
+
+Tests script its replies and faults; the sandbox and the benchmarks run it with a default responder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+from aiohttp import web
+
+from ..local_server import LocalServer
+from .script import FaultKind, Responder, ScriptedReply, echo_reply, estimate_prompt_tokens
+from .stream import LLMServerStats, ReplyStream, wait_until
+from .ticker import Ticker
+from .wire import (
+    ChunkEvents,
+    completion_body,
+    error_body,
+    fault_headers,
+    models_body,
+    status_error_body,
+)
+
+_NO_KEY = (
+    "You didn't provide an API key. You need to provide your API key in an Authorization header "
+    "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
+)
+# Long chat histories must not trip aiohttp's 1 MiB default body limit.
+_MAX_BODY = 64 * 1024 * 1024
+
+
+def _invalid(message: str, param: str | None = None) -> web.Response:
+    body = error_body(message, error_type="invalid_request_error", param=param)
+    return web.json_response(body, status=400)
+
+
+class LLMServer(LocalServer):
+    """An OpenAI-compatible chat-completions server on 127.0.0.1, scripted from the test.
+
+    Each request to ``/v1/chat/completions`` consumes the next scripted reply, or asks
+    ``responder`` once the script is empty. ``tick`` is the pacing granularity: chunks that fall
+    due within one tick leave in one write.
+    """
+
+    def __init__(
+        self,
+        default_tokens_per_second: float | None = None,
+        tick: float = 0.02,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        models: Sequence[str] = ("local-llm",),
+        record_requests: bool = True,
+    ) -> None:
+        if default_tokens_per_second is not None and default_tokens_per_second <= 0:
+            raise ValueError("default_tokens_per_second must be > 0 (None means no pacing)")
+        app = web.Application(client_max_size=_MAX_BODY)
+        app.router.add_post("/v1/chat/completions", self._chat_completions)
+        app.router.add_get("/v1/models", self._models)
+        app.on_shutdown.append(self._close_streams)
+        super().__init__(app, host=host, port=port)
+        self.default_tokens_per_second = default_tokens_per_second
+        self.tick = tick
+        self.models = list(models)
+        self.responder: Responder = echo_reply
+        self.requests: list[dict[str, Any]] = []
+        self.stats = LLMServerStats()
+        self.record_requests = record_requests
+        self._script: deque[ScriptedReply] = deque()
+        self._ticker = Ticker(tick)
+        self._streaming: set[asyncio.BaseTransport] = set()
+        self._ids = itertools.count(1)
+
+    @property
+    def base_url(self) -> str:
+        """What ``AsyncOpenAI(base_url=...)`` takes, e.g. ``http://127.0.0.1:54321/v1``."""
+        return f"{self.url}/v1"
+
+    @property
+    def scripted(self) -> int:
+        """Scripted replies not consumed yet."""
+        return len(self._script)
+
+    @property
+    def ticker(self) -> Ticker:
+        return self._ticker
+
+    def script(self, *replies: ScriptedReply | str) -> None:
+        """Queue replies; a plain string is a reply with that text."""
+        self._script.extend(
+            r if isinstance(r, ScriptedReply) else ScriptedReply(r) for r in replies
+        )
+
+    async def start(self) -> None:
+        self._ticker = Ticker(self.tick)
+        await super().start()
+
+    async def __aenter__(self) -> LLMServer:
+        await self.start()
+        return self
+
+    async def _close_streams(self, _app: web.Application) -> None:
+        # aiohttp waits up to a minute for running handlers on shutdown; a stalled stream would
+        # hold stop() that long, so end every stream first.
+        self._ticker.close()
+        for transport in list(self._streaming):
+            if isinstance(transport, asyncio.Transport):
+                transport.abort()
+
+    def _denied(self, request: web.Request) -> web.Response | None:
+        scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and key.strip():
+            return None
+        body = error_body(_NO_KEY, error_type="invalid_request_error")
+        return web.json_response(body, status=401)
+
+    async def _models(self, request: web.Request) -> web.Response:
+        return self._denied(request) or web.json_response(models_body(self.models, 1_700_000_000))
+
+    async def _chat_completions(self, request: web.Request) -> web.StreamResponse:
+        if (denied := self._denied(request)) is not None:
+            return denied
+        try:
+            body = await request.json()
+        except ValueError:
+            return _invalid("We could not parse the JSON body of your request.")
+        if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+            return _invalid("'messages' is a required property", param="messages")
+        n = body.get("n") or 1
+        if not isinstance(n, int) or n < 1:
+            return _invalid(f"{n!r} is less than the minimum of 1 - 'n'", param="n")
+
+        self.stats.requests += 1
+        if self.record_requests:
+            self.requests.append(body)
+        reply = self._script.popleft() if self._script else self.responder(body)
+        fault = reply.fault
+        request_id = f"req_{next(self._ids):012d}"
+        if fault is not None and fault.kind is FaultKind.STATUS:
+            headers = {"x-request-id": request_id, **fault_headers(fault)}
+            error = status_error_body(fault.status_code, fault.message)
+            return web.json_response(error, status=fault.status_code, headers=headers)
+        if body.get("stream") is True:
+            return await self._stream(request, body, reply, n, request_id)
+        return await self._complete(request, body, reply, n, request_id)
+
+    def _interval(self, reply: ScriptedReply) -> float:
+        tps = reply.tokens_per_second or self.default_tokens_per_second
+        return 1.0 / tps if tps else 0.0
+
+    def _model(self, body: dict[str, Any], reply: ScriptedReply) -> str:
+        return reply.model or str(body.get("model") or self.models[0])
+
+    async def _stream(
+        self, request: web.Request, body: dict[str, Any], reply: ScriptedReply, n: int, rid: str
+    ) -> web.StreamResponse:
+        choices = reply.choice_chunks(n)
+        options = body.get("stream_options")
+        include_usage = isinstance(options, dict) and options.get("include_usage") is True
+        events = ChunkEvents(
+            completion_id=f"chatcmpl-{rid[4:]}",
+            created=int(time.time()),
+            model=self._model(body, reply),
+            n_choices=len(choices),
+            finish_reason=reply.finish_reason,
+            include_usage=include_usage,
+        )
+        usage_event = None
+        if include_usage:
+            completion_tokens = sum(len(chunks) for chunks in choices)
+            usage_event = events.usage(estimate_prompt_tokens(body), completion_tokens)
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "x-request-id": rid,
+            }
+        )
+        transport = request.transport
+        if transport is None:
+            return response  # the client already left
+        self.stats.streams_started += 1
+        self._streaming.add(transport)
+        completed = False
+        try:
+            await response.prepare(request)
+            completed = await ReplyStream(
+                request=request,
+                response=response,
+                ticker=self._ticker,
+                stats=self.stats,
+                events=events,
+                choices=choices,
+                interval=self._interval(reply),
+                first_token_delay=reply.first_token_delay,
+                fault=reply.fault,
+                usage_event=usage_event,
+            ).run()
+        except ConnectionError:
+            pass  # the client left while the headers were going out
+        finally:
+            self._streaming.discard(transport)
+            if completed:
+                self.stats.streams_completed += 1
+            else:
+                self.stats.streams_aborted += 1
+        return response
+
+    async def _complete(
+        self, request: web.Request, body: dict[str, Any], reply: ScriptedReply, n: int, rid: str
+    ) -> web.StreamResponse:
+        choices = reply.choice_chunks(n)
+        fault = reply.fault
+        if fault is not None and fault.kind is FaultKind.CUT:
+            if request.transport is not None:
+                request.transport.close()
+            return web.Response()  # never reaches the client; aiohttp drops the write
+        # A whole completion takes as long as streaming it would have.
+        delay = reply.first_token_delay + self._interval(reply) * max(map(len, choices), default=0)
+        if fault is not None and fault.kind is FaultKind.STALL:
+            delay += fault.seconds
+        if delay > 0:
+            deadline = self._ticker.loop_time() + delay
+            if await wait_until(self._ticker, request, deadline) is None:
+                if request.transport is not None:
+                    request.transport.abort()
+                return web.Response()
+        if fault is not None and fault.kind is FaultKind.ERROR:
+            return web.json_response(status_error_body(500, fault.message), status=500)
+        completion = completion_body(
+            completion_id=f"chatcmpl-{rid[4:]}",
+            created=int(time.time()),
+            model=self._model(body, reply),
+            texts=["".join(chunks) for chunks in choices],
+            finish_reason=reply.finish_reason,
+            prompt_tokens=estimate_prompt_tokens(body),
+            completion_tokens=sum(len(chunks) for chunks in choices),
+        )
+        return web.json_response(completion, headers={"x-request-id": rid})

@@ -1,0 +1,171 @@
+"""Plays one scripted reply as a paced SSE stream, faults included, for the local LLM server."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from .script import Fault, FaultKind
+from .ticker import Ticker
+from .wire import DONE_EVENT, ChunkEvents, error_event
+
+# aiohttp tells a handler that its client left only when it writes; silent waits poll instead.
+DISCONNECT_POLL = 0.1
+# Float slack when comparing loop times (a microsecond is nothing next to a tick).
+_EPSILON = 1e-6
+
+
+@dataclass(slots=True)
+class LLMServerStats:
+    """Counters of the local LLM server. ``chunks_sent`` counts content deltas."""
+
+    requests: int = 0
+    streams_started: int = 0
+    streams_completed: int = 0
+    streams_aborted: int = 0  # ended without [DONE]: a fault, the client left, the server stopped
+    chunks_sent: int = 0
+
+    @property
+    def streams_active(self) -> int:
+        return self.streams_started - self.streams_completed - self.streams_aborted
+
+
+def client_gone(request: web.BaseRequest) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+async def wait_until(ticker: Ticker, request: web.BaseRequest, when: float) -> float | None:
+    """Sleep on the ticker until ``when``; None if the client left or the server is closing."""
+    loop_time = ticker.loop_time
+    while True:
+        woken = await ticker.at(min(when, loop_time() + DISCONNECT_POLL))
+        if woken is None or client_gone(request):
+            return None
+        if woken >= when - _EPSILON:
+            return woken
+
+
+class ReplyStream:
+    """Writes the chunk events of every choice, step by step, on the shared ticker.
+
+    Step ``i`` carries the ``i``-th content chunk of each choice (choices interleave); steps that
+    fall due within one tick leave in a single write. Faults count steps.
+    """
+
+    def __init__(
+        self,
+        *,
+        request: web.BaseRequest,
+        response: web.StreamResponse,
+        ticker: Ticker,
+        stats: LLMServerStats,
+        events: ChunkEvents,
+        choices: list[list[str]],
+        interval: float,
+        first_token_delay: float,
+        fault: Fault | None,
+        usage_event: bytes | None,
+    ) -> None:
+        self._request = request
+        self._response = response
+        self._ticker = ticker
+        self._stats = stats
+        self._events = events
+        self._choices = choices
+        self._interval = interval
+        self._first_token_delay = first_token_delay
+        self._fault = fault if fault is not None and fault.kind is not FaultKind.STATUS else None
+        self._usage_event = usage_event
+        self._steps = max(1, *(len(chunks) for chunks in choices)) if choices else 1
+
+    async def run(self) -> bool:
+        """Stream the reply; True when it ended with ``[DONE]``."""
+        try:
+            return await self._play()
+        except ConnectionError:  # the client went away between our check and the write
+            return False
+
+    async def _play(self) -> bool:
+        now = self._ticker.loop_time()
+        if self._first_token_delay > 0:
+            woken = await self._sleep_until(now + self._first_token_delay)
+            if woken is None:
+                return self._abort()
+            now = woken
+        origin = now  # step i falls due at origin + i * interval
+        fault = self._fault
+        fault_step = min(fault.after_chunks, self._steps) if fault is not None else None
+        step = 0
+        while True:
+            limit = self._steps if fault_step is None else fault_step
+            upto = limit if self._interval == 0 else min(limit, self._due_steps(step, origin, now))
+            parts: list[bytes] = []
+            sent = self._add_steps(parts, step, upto)
+            step = upto
+            if step == self._steps and fault_step is None:
+                if self._usage_event is not None:
+                    parts.append(self._usage_event)
+                parts.append(DONE_EVENT)
+                # write_eof sends the last events and the chunked terminator in one write.
+                await self._response.write_eof(b"".join(parts))
+                self._stats.chunks_sent += sent
+                return True
+            if parts:
+                await self._response.write(b"".join(parts))
+                self._stats.chunks_sent += sent
+            if fault is not None and step == fault_step:
+                if fault.kind is FaultKind.CUT:
+                    self._cut()
+                    return False
+                if fault.kind is FaultKind.ERROR:
+                    await self._response.write_eof(error_event(fault.message))
+                    return False
+                woken = await self._sleep_until(self._ticker.loop_time() + fault.seconds)
+                if woken is None:
+                    return self._abort()
+                now, origin = woken, woken - step * self._interval  # the schedule resumes
+                fault = fault_step = None
+                continue
+            woken = await self._sleep_until(origin + step * self._interval)
+            if woken is None:
+                return self._abort()
+            now = woken
+
+    def _sleep_until(self, when: float) -> Awaitable[float | None]:
+        return wait_until(self._ticker, self._request, when)
+
+    def _due_steps(self, step: int, origin: float, now: float) -> int:
+        # We only get here once step's own time has come, whatever the float rounding says.
+        return max(step + 1, math.floor((now - origin + _EPSILON) / self._interval) + 1)
+
+    def _add_steps(self, parts: list[bytes], start: int, stop: int) -> int:
+        """Append the events of steps [start, stop); returns how many content deltas."""
+        events = self._events
+        sent = 0
+        for step in range(start, stop):
+            for index, chunks in enumerate(self._choices):
+                if step == 0:
+                    parts.append(events.role(index))
+                if step < len(chunks):
+                    events.add_content(parts, index, chunks[step])
+                    sent += 1
+                if step == max(len(chunks), 1) - 1:
+                    parts.append(events.finish(index))
+        return sent
+
+    def _cut(self) -> None:
+        # close(), not abort(): what was written still reaches the client, then the body stops
+        # short of its terminating chunk, as when an upstream proxy or worker dies mid-reply.
+        transport = self._request.transport
+        if transport is not None:
+            transport.close()
+
+    def _abort(self) -> bool:
+        transport = self._request.transport
+        if transport is not None:
+            transport.abort()
+        return False

@@ -1,0 +1,143 @@
+"""OpenAI's chat-completions wire format: SSE chunk events, completions and error bodies.
+
+Chunk events are byte templates filled per stream, so the hot path escapes only the content.
+"""
+
+from __future__ import annotations
+
+import json
+from json.encoder import encode_basestring
+from typing import Any
+
+from .script import Fault
+
+DONE_EVENT = b"data: [DONE]\n\n"
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def usage_body(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+class ChunkEvents:
+    """The ``data: {chat.completion.chunk}`` events of one stream, from precomputed bytes."""
+
+    __slots__ = ("_content_heads", "_content_tail", "_roles", "_finishes", "_envelope")
+
+    def __init__(
+        self,
+        *,
+        completion_id: str,
+        created: int,
+        model: str,
+        n_choices: int,
+        finish_reason: str,
+        include_usage: bool,
+    ) -> None:
+        envelope = (
+            b'data: {"id":' + _dumps(completion_id) + b',"object":"chat.completion.chunk",'
+            b'"created":' + str(created).encode() + b',"model":' + _dumps(model) + b',"choices":'
+        )
+        # OpenAI adds "usage":null to every chunk once include_usage is on; clients see the same.
+        tail = b'}],"usage":null}\n\n' if include_usage else b"}]}\n\n"
+        choice = [envelope + b'[{"index":' + str(i).encode() for i in range(n_choices)]
+        not_finished = b',"logprobs":null,"finish_reason":null' + tail
+        self._envelope = envelope
+        self._content_heads = [head + b',"delta":{"content":' for head in choice]
+        self._content_tail = b"}" + not_finished
+        self._roles = [
+            head + b',"delta":{"role":"assistant","content":""}' + not_finished for head in choice
+        ]
+        self._finishes = [
+            head + b',"delta":{},"logprobs":null,"finish_reason":' + _dumps(finish_reason) + tail
+            for head in choice
+        ]
+
+    def add_content(self, out: list[bytes], index: int, text: str) -> None:
+        """Append the event for one content delta; parts are joined once per write."""
+        out.append(self._content_heads[index])
+        out.append(encode_basestring(text).encode())
+        out.append(self._content_tail)
+
+    def role(self, index: int) -> bytes:
+        return self._roles[index]
+
+    def finish(self, index: int) -> bytes:
+        return self._finishes[index]
+
+    def usage(self, prompt_tokens: int, completion_tokens: int) -> bytes:
+        usage = _dumps(usage_body(prompt_tokens, completion_tokens))
+        return self._envelope + b'[],"usage":' + usage + b"}\n\n"
+
+
+def error_body(
+    message: str, *, error_type: str, code: str | None = None, param: str | None = None
+) -> dict[str, Any]:
+    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+
+
+def status_error_body(status: int, message: str) -> dict[str, Any]:
+    """The body OpenAI sends with an HTTP error of this status."""
+    if status == 429:
+        return error_body(message, error_type="requests", code="rate_limit_exceeded")
+    if status >= 500:
+        return error_body(message, error_type="server_error")
+    return error_body(message, error_type="invalid_request_error")
+
+
+def error_event(message: str) -> bytes:
+    """A mid-stream error: the SDK raises ``APIError`` when it parses this event."""
+    return b"data: " + _dumps(error_body(message, error_type="server_error")) + b"\n\n"
+
+
+def fault_headers(fault: Fault) -> dict[str, str]:
+    if fault.retry_after is None:
+        return {}
+    seconds = fault.retry_after
+    return {"retry-after": str(int(seconds)) if seconds == int(seconds) else repr(seconds)}
+
+
+def completion_body(
+    *,
+    completion_id: str,
+    created: int,
+    model: str,
+    texts: list[str],
+    finish_reason: str,
+    prompt_tokens: int,
+    completion_tokens: int,
+) -> dict[str, Any]:
+    """A non-streamed ``chat.completion``."""
+    return {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [
+            {
+                "index": i,
+                "message": {"role": "assistant", "content": text, "refusal": None},
+                "logprobs": None,
+                "finish_reason": finish_reason,
+            }
+            for i, text in enumerate(texts)
+        ],
+        "usage": usage_body(prompt_tokens, completion_tokens),
+    }
+
+
+def models_body(models: list[str], created: int) -> dict[str, Any]:
+    return {
+        "object": "list",
+        "data": [
+            {"id": m, "object": "model", "created": created, "owned_by": "chat-bridge-sandbox"}
+            for m in models
+        ],
+    }
