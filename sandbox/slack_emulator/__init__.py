@@ -1,0 +1,31 @@
+"""A local Slack: Web API, Socket Mode and signed Events API delivery for one workspace and app.
+
+The real slack_sdk and slack_bolt talk to it over loopback HTTP and WebSocket; see
+docs/emulators/slack.md for what it covers.
+"""
+
+from sandbox.slack_emulator.arguments import ApiError
+from sandbox.slack_emulator.delivery import Attempt, Delivery, slack_signature
+from sandbox.slack_emulator.emulator import EmulatorStats, SlackEmulator
+from sandbox.slack_emulator.model import Change, Message, User
+from sandbox.slack_emulator.rate_limits import SLACK_TIERS
+from sandbox.slack_emulator.rendering import ShownMessage, render_blocks
+from sandbox.slack_emulator.socket_mode import SocketAck
+from sandbox.slack_emulator.web_api import ApiCall
+
+__all__ = [
+    "SLACK_TIERS",
+    "ApiCall",
+    "ApiError",
+    "Attempt",
+    "Change",
+    "Delivery",
+    "EmulatorStats",
+    "Message",
+    "ShownMessage",
+    "SlackEmulator",
+    "SocketAck",
+    "User",
+    "render_blocks",
+    "slack_signature",
+]

@@ -1,0 +1,161 @@
+"""What people in the workspace do: post, edit, delete, open assistant threads, and the raw
+event injection behind it. Each action changes the model first, then reaches the app as events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+from sandbox.slack_emulator import events
+from sandbox.slack_emulator.delivery import Delivery, EventDelivery
+from sandbox.slack_emulator.methods.chat import thread_root
+from sandbox.slack_emulator.model import (
+    AppIdentity,
+    Change,
+    Message,
+    User,
+    Workspace,
+    channel_type_of,
+)
+
+
+class PeopleActions:
+    """Mixed into SlackEmulator, which provides the three attributes below."""
+
+    identity: AppIdentity
+    workspace: Workspace
+    events: EventDelivery
+
+    async def user_message(
+        self,
+        channel: str,
+        text: str,
+        user: str = "U0ALICE",
+        thread_ts: str | None = None,
+        channel_type: str | None = None,
+    ) -> str:
+        """A person posts: a `message` event, and `app_mention` outside DMs if the bot is named."""
+        self._known_user(user)
+        message = Message(
+            ts=self.workspace.next_ts(),
+            channel=channel,
+            text=text,
+            user=user,
+            team=self.identity.team_id,
+            client_msg_id=str(uuid.uuid4()),
+            blocks=events.rich_text_blocks(text),
+            thread_ts=thread_root(self.workspace, channel, thread_ts),
+        )
+        await self._post_and_announce(message, channel_type)
+        return message.ts
+
+    async def bot_message(
+        self,
+        channel: str,
+        text: str,
+        bot_id: str = "B0OTHER",
+        username: str = "other-bot",
+        thread_ts: str | None = None,
+        user: str | None = None,
+        channel_type: str | None = None,
+    ) -> str:
+        """Another integration posts (subtype bot_message); delivered as events like a person's."""
+        message = Message(
+            ts=self.workspace.next_ts(),
+            channel=channel,
+            text=text,
+            user=user,
+            bot_id=bot_id,
+            username=username,
+            subtype="bot_message",
+            thread_ts=thread_root(self.workspace, channel, thread_ts),
+        )
+        await self._post_and_announce(message, channel_type)
+        return message.ts
+
+    async def edit_user_message(self, channel: str, ts: str, new_text: str) -> None:
+        message = self._message(channel, ts)
+        previous = message.to_api()
+        message.text = new_text
+        message.blocks = events.rich_text_blocks(new_text)
+        message.edits += 1
+        message.edited = {"user": message.author, "ts": self.workspace.next_ts()}
+        self.workspace.notify(Change("updated", channel, ts, message))
+        kind = channel_type_of(channel)
+        event_ts = self.workspace.next_ts()
+        await self.deliver(events.message_changed_event(previous, message, kind, event_ts))
+
+    async def delete_user_message(self, channel: str, ts: str) -> None:
+        message = self._message(channel, ts)
+        self.workspace.remove(channel, ts)
+        kind = channel_type_of(channel)
+        await self.deliver(events.message_deleted_event(message, kind, self.workspace.next_ts()))
+
+    async def start_assistant_thread(
+        self, user: str, channel: str, context_channel: str | None = None
+    ) -> str:
+        """The user opens the AI-app container: a new DM thread and an assistant_thread_started."""
+        self._known_user(user)
+        root = Message(
+            ts=self.workspace.next_ts(),
+            channel=channel,
+            text="New Assistant Thread",
+            user=self.identity.bot_user_id,
+            bot_id=self.identity.bot_id,
+            app_id=self.identity.app_id,
+            subtype="assistant_app_thread",
+        )
+        self.workspace.add(root)
+        identity = self.identity
+        await self.deliver(
+            events.assistant_thread_started_event(identity, user, channel, root.ts, context_channel)
+        )
+        return root.ts
+
+    async def deliver(
+        self, event: dict[str, Any], retries: int = 0, retry_reason: str | None = None
+    ) -> Delivery:
+        """Wrap `event` in an event_callback, send it, and re-send that event_id `retries` times."""
+        body = events.event_callback(self.identity, event)
+        return await self.events.deliver(body, retries=retries, retry_reason=retry_reason)
+
+    async def post_signed(
+        self,
+        body: bytes,
+        signature: str | None = None,
+        timestamp: int | str | None = None,
+        *,
+        sign: bool = True,
+        headers: dict[str, str] | None = None,
+    ) -> int:
+        """POST raw bytes to event_url; signature None signs correctly unless `sign` is False."""
+        stamp = None if timestamp is None else str(timestamp)
+        sent = self.events.signed_headers(body, timestamp=stamp, signature=signature)
+        if signature is None and not sign:
+            del sent["X-Slack-Signature"]
+        sent.update(headers or {})
+        status, _ = await self.events.post(body, sent)
+        return status
+
+    # ---- internals ---------------------------------------------------------------------------
+
+    async def _post_and_announce(self, message: Message, channel_type: str | None) -> None:
+        self.workspace.add(message)
+        kind = channel_type or channel_type_of(message.channel)
+        announced = [events.message_event(message, kind)]
+        if kind != "im" and events.mentions(message.text, self.identity.bot_user_id):
+            announced.append(events.app_mention_event(message))
+        await asyncio.gather(*(self.deliver(event) for event in announced))
+
+    def _message(self, channel: str, ts: str) -> Message:
+        message = self.workspace.find(channel, ts)
+        if message is None:
+            raise LookupError(f"no message {ts} in {channel}")
+        return message
+
+    def _known_user(self, user_id: str) -> None:
+        if user_id not in self.workspace.users:
+            name = user_id.lower().removeprefix("u0") or user_id
+            self.workspace.add_user(User(user_id, name, self.identity.team_id))

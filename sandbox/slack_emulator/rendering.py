@@ -1,0 +1,125 @@
+"""What a person would see in the Slack client: messages flattened to text, blocks rendered roughly.
+
+Tests assert on this view and the sandbox prints it; exact visual fidelity is not the goal.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sandbox.slack_emulator.model import Message, User
+
+_USER_MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
+
+
+@dataclass(frozen=True, slots=True)
+class ShownMessage:
+    ts: str
+    user: str | None
+    bot_id: str | None
+    text: str
+    blocks: list[dict[str, Any]] | None
+    rendered: str  # the text a reader sees: blocks when present, otherwise `text`
+    is_streaming: bool
+    edits: int
+    subtype: str | None = None
+    thread_ts: str | None = None
+    chunks: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def is_bot(self) -> bool:
+        return self.bot_id is not None
+
+
+def show(message: Message, users: Mapping[str, User]) -> ShownMessage:
+    rendered = render_blocks(message.blocks, users) if message.blocks else ""
+    if message.streamed or not rendered:
+        # Streamed text lives in `text`; blocks given to chat.stopStream sit below it.
+        rendered = "\n".join(part for part in (message.text, rendered) if part)
+    return ShownMessage(
+        ts=message.ts,
+        user=message.user,
+        bot_id=message.bot_id,
+        text=message.text,
+        blocks=message.blocks,
+        rendered=rendered,
+        is_streaming=message.streaming,
+        edits=message.edits,
+        subtype=message.subtype,
+        thread_ts=message.thread_ts,
+        chunks=tuple(message.chunks),
+    )
+
+
+def render_blocks(blocks: list[dict[str, Any]] | None, users: Mapping[str, User]) -> str:
+    lines = [_render_block(block, users) for block in blocks or ()]
+    return "\n".join(line for line in lines if line)
+
+
+def _render_block(block: dict[str, Any], users: Mapping[str, User]) -> str:
+    kind = block.get("type")
+    if kind in ("section", "header"):
+        parts = [_text_object(block.get("text"))]
+        parts += [_text_object(f) for f in block.get("fields") or ()]
+        accessory = block.get("accessory")
+        if isinstance(accessory, dict):
+            parts.append(_element(accessory))
+        return _mentions("\n".join(p for p in parts if p), users)
+    if kind == "markdown":
+        return _mentions(str(block.get("text", "")), users)
+    if kind == "context":
+        return _mentions(" ".join(_element(e) for e in block.get("elements") or ()), users)
+    if kind == "divider":
+        return "---"
+    if kind == "actions":
+        return " ".join(_element(e) for e in block.get("elements") or ())
+    if kind == "image":
+        return f"[image: {block.get('alt_text', '')}]"
+    if kind == "rich_text":
+        return "".join(_rich_text(e, users) for e in block.get("elements") or ())
+    return f"[{kind}]"
+
+
+def _text_object(obj: Any) -> str:
+    return str(obj.get("text", "")) if isinstance(obj, dict) else ""
+
+
+def _element(element: dict[str, Any]) -> str:
+    kind = element.get("type")
+    if kind in ("mrkdwn", "plain_text"):
+        return _text_object(element)
+    if kind == "button":
+        return f"[{_text_object(element.get('text'))}]"
+    if kind == "image":
+        return f"[image: {element.get('alt_text', '')}]"
+    return f"[{kind}]"
+
+
+def _rich_text(element: dict[str, Any], users: Mapping[str, User]) -> str:
+    kind = element.get("type")
+    if kind in ("rich_text_section", "rich_text_preformatted", "rich_text_quote"):
+        return "".join(_rich_text(e, users) for e in element.get("elements") or ())
+    if kind == "rich_text_list":
+        items = [_rich_text(e, users) for e in element.get("elements") or ()]
+        return "\n".join(f"- {item}" for item in items)
+    if kind == "text":
+        return str(element.get("text", ""))
+    if kind == "link":
+        return str(element.get("text") or element.get("url", ""))
+    if kind == "user":
+        return _user_label(str(element.get("user_id", "")), users)
+    if kind == "emoji":
+        return f":{element.get('name', '')}:"
+    return ""
+
+
+def _mentions(text: str, users: Mapping[str, User]) -> str:
+    return _USER_MENTION.sub(lambda m: _user_label(m.group(1), users), text)
+
+
+def _user_label(user_id: str, users: Mapping[str, User]) -> str:
+    user = users.get(user_id)
+    return f"@{user.name}" if user else f"@{user_id}"
