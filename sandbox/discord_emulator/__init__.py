@@ -1,0 +1,28 @@
+"""A local Discord (REST API and gateway) that discord.py connects to unchanged.
+
+See docs/emulators/discord.md for what it emulates and what it does not.
+"""
+
+from .emulator import DiscordEmulator
+from .rate_limits import BucketRule
+from .records import (
+    EmulatorStats,
+    InteractionRecord,
+    RecordedRequest,
+    RegisteredCommand,
+    ShownMessage,
+    ThreadInfo,
+    TypingEvent,
+)
+
+__all__ = [
+    "BucketRule",
+    "DiscordEmulator",
+    "EmulatorStats",
+    "InteractionRecord",
+    "RecordedRequest",
+    "RegisteredCommand",
+    "ShownMessage",
+    "ThreadInfo",
+    "TypingEvent",
+]

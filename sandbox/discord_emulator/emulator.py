@@ -1,0 +1,346 @@
+"""`DiscordEmulator`: Discord's REST API and gateway on one loopback port, and levers to script it.
+
+Tests, the offline sandbox and the benchmarks all drive discord.py against this; everything they
+observe (requests, shown messages, typing, threads, interactions, rate-limit stats) is read here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from typing import Any, Self
+
+from aiohttp import web
+
+from sandbox.local_server import LocalServer
+
+from .api import Context
+from .channels_api import ChannelRoutes
+from .dispatches import EventFeed
+from .gateway import Gateway
+from .interactions_api import InteractionRoutes
+from .model import DM_CHANNEL, EPHEMERAL, TEXT_CHANNEL, Channel, Json, User
+from .rate_limits import GLOBAL_RULE, BucketRule, RateLimiter, Scope
+from .records import (
+    EmulatorStats,
+    InteractionRecord,
+    RecordedRequest,
+    RegisteredCommand,
+    ShownMessage,
+    ThreadInfo,
+    TypingEvent,
+)
+from .rest import API_PREFIX, BotRoutes, RestServer
+from .snowflakes import SnowflakeGenerator
+from .wire import Wire
+from .world import World
+
+_OPTION_TYPES: tuple[tuple[type, int], ...] = ((bool, 5), (int, 4), (float, 10), (str, 3))
+
+
+class DiscordEmulator(LocalServer):
+    """A local Discord for one bot: guilds, channels, users, and the bot's view of them."""
+
+    def __init__(
+        self,
+        token: str = "test-token",
+        bot_name: str = "bridge-bot",
+        *,
+        message_content_intent: bool = True,
+        heartbeat_interval: int = 41250,
+        interaction_ack_timeout: float = 3.0,
+        global_rate_limit: BucketRule | None = GLOBAL_RULE,
+        shard_count: int = 1,
+        clock: Callable[[], float] = time.monotonic,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.token = token
+        self.clock = clock
+        self.world = World(
+            bot_name=bot_name,
+            message_content_intent=message_content_intent,
+            clock=clock,
+            snowflakes=SnowflakeGenerator(),
+        )
+        wire = Wire(self.world)
+        self.stats = EmulatorStats()
+        self.gateway = Gateway(
+            self.world, wire, self.stats, token=token, heartbeat_interval=heartbeat_interval
+        )
+        self.gateway.shard_count = shard_count
+        self.feed = EventFeed(wire, self.gateway)
+        self._ctx = Context(
+            self.world, wire, self.feed, interaction_ack_timeout=interaction_ack_timeout
+        )
+        self.limiter = RateLimiter(clock, time.time, global_rule=global_rate_limit)
+        self._rest = RestServer(token=token, limiter=self.limiter, stats=self.stats, clock=clock)
+        app = web.Application()
+        shards = self.gateway
+        bot_routes = BotRoutes(self._ctx, lambda: self.gateway_url, lambda: shards.shard_count)
+        specs = [
+            *bot_routes.specs(),
+            *ChannelRoutes(self._ctx).specs(),
+            *InteractionRoutes(self._ctx).specs(),
+        ]
+        self._rest.install(app, specs)
+        app.router.add_get("/gateway", self.gateway.handle)
+        super().__init__(app, host=host, port=port)
+        self._webhooks: dict[tuple[int, str], User] = {}
+        self._background: set[asyncio.Task[None]] = set()
+
+    # --- lifecycle and addresses -------------------------------------------------------------
+
+    async def stop(self) -> None:
+        await self.gateway.close()
+        await super().stop()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    @property
+    def api_base_url(self) -> str:
+        return self.url + API_PREFIX
+
+    @property
+    def gateway_url(self) -> str:
+        return f"ws://{self.host}:{self.port}/gateway"
+
+    @property
+    def bot_user_id(self) -> int:
+        return self.world.bot.id
+
+    @property
+    def application_id(self) -> int:
+        return self.world.application.id
+
+    @property
+    def message_content_intent(self) -> bool:
+        return self.world.application.message_content_intent
+
+    @message_content_intent.setter
+    def message_content_intent(self, granted: bool) -> None:
+        self.world.application.message_content_intent = granted
+
+    # --- setup -------------------------------------------------------------------------------
+
+    def add_guild(self, name: str) -> int:
+        guild = self.world.add_guild(name)
+        self._in_background(self.feed.guild_created(guild))
+        return guild.id
+
+    def add_text_channel(self, guild_id: int, name: str, *, topic: str | None = None) -> int:
+        guild = self.world.guilds.get(guild_id)
+        if guild is None:
+            raise LookupError(f"no guild {guild_id}")
+        channel = self.world.add_text_channel(guild, name, topic)
+        self._in_background(self.feed.channel_created(channel))
+        return channel.id
+
+    def add_user(self, name: str, bot: bool = False) -> int:
+        return self.world.add_user(name, bot=bot).id
+
+    def dm_channel(self, user_id: int) -> int:
+        return self.world.open_dm(self._user(user_id).id).id
+
+    def _in_background(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        # Setup is synchronous; a bot already connected still hears about what was added.
+        if not self.gateway.sessions:
+            coroutine.close()
+            return
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # --- scripted activity -------------------------------------------------------------------
+
+    async def user_message(
+        self,
+        channel_id: int,
+        author_id: int,
+        content: str,
+        mention_bot: bool = False,
+        reply_to: int | None = None,
+        *,
+        embeds: Sequence[Json] | None = None,
+    ) -> int:
+        """Posts as a user and dispatches MESSAGE_CREATE; `mention_bot` prefixes `<@bot>`."""
+        channel = self._channel(channel_id)
+        author = self._user(author_id)
+        if channel.type == DM_CHANNEL and author.id != channel.recipient_id:
+            raise ValueError("only the DM's recipient can write in it")
+        mention = f"<@{self.bot_user_id}>"
+        if mention_bot and mention not in content and f"<@!{self.bot_user_id}>" not in content:
+            content = f"{mention} {content}"
+        if len(content) > 2000:
+            raise ValueError("Discord users cannot send more than 2000 characters either")
+        replied, reference = None, None
+        if reply_to is not None:
+            replied = self.world.message(channel.id, reply_to)
+            if replied is None:
+                raise LookupError(f"no message {reply_to} in channel {channel_id}")
+            reference = {"type": 0, "channel_id": str(channel.id), "message_id": str(replied.id)}
+            if channel.guild_id is not None:
+                reference["guild_id"] = str(channel.guild_id)
+        message = self.world.post_message(
+            channel,
+            author.id,
+            content,
+            embeds=list(embeds or []),
+            reply_to=replied,
+            reference=reference,
+        )
+        await self.feed.message_created(message)
+        return message.id
+
+    async def webhook_message(
+        self, channel_id: int, content: str, *, username: str = "Captain Hook"
+    ) -> int:
+        """Posts as a channel webhook (author flagged bot, `webhook_id` set, no member)."""
+        channel = self._channel(channel_id)
+        if channel.guild_id is None:
+            raise ValueError("webhooks post in guild channels only")
+        hook = self._webhooks.get((channel.id, username))
+        if hook is None:
+            hook = self.world.add_user(username, bot=True, webhook=True)
+            self._webhooks[(channel.id, username)] = hook
+        message = self.world.post_message(channel, hook.id, content, webhook_id=hook.id)
+        await self.feed.message_created(message)
+        return message.id
+
+    async def edit_user_message(self, channel_id: int, message_id: int, content: str) -> None:
+        message = self.world.message(channel_id, message_id)
+        if message is None:
+            raise LookupError(f"no message {message_id} in channel {channel_id}")
+        if message.author_id == self.bot_user_id:
+            raise ValueError("that is the bot's message; edit it through the bot")
+        self.world.edit_message(message, content=content)
+        await self.feed.message_updated(message)
+
+    async def start_thread(
+        self, channel_id: int, user_id: int, name: str, *, from_message: int | None = None
+    ) -> int:
+        """A user starts a public thread (from a message if given); dispatches THREAD_CREATE."""
+        parent = self._channel(channel_id)
+        if parent.type != TEXT_CHANNEL:
+            raise ValueError("threads start in guild text channels")
+        starter = None
+        if from_message is not None:
+            starter = self.world.message(parent.id, from_message)
+            if starter is None:
+                raise LookupError(f"no message {from_message} in channel {channel_id}")
+        owner = self._user(user_id)
+        thread = self.world.start_thread(parent, name, owner_id=owner.id, starter=starter)
+        await self.feed.thread_created(thread)
+        return thread.id
+
+    async def slash_command(
+        self,
+        channel_id: int,
+        user_id: int,
+        name: str,
+        options: Mapping[str, Any] | Sequence[Json] | None = None,
+    ) -> int:
+        """Invokes a registered chat-input command; returns the interaction id."""
+        channel = self._channel(channel_id)
+        user = self._user(user_id)
+        command = self.world.find_command(name, channel.guild_id)
+        if command is None:
+            raise LookupError(f"/{name} is not registered for channel {channel_id}")
+        if isinstance(options, Mapping):
+            declared = {o["name"]: o.get("type") for o in command.payload.get("options") or []}
+            options = [
+                {"name": key, "type": declared.get(key) or _option_type(value), "value": value}
+                for key, value in options.items()
+            ]
+        interaction = self.world.new_interaction(command, channel, user.id, list(options or []))
+        await self.feed.interaction_created(interaction)
+        return interaction.id
+
+    async def replay(self, message_id: int) -> None:
+        """Sends a message's MESSAGE_CREATE again, as a resumed session's replay can."""
+        if not await self.feed.replay_create(message_id):
+            raise LookupError(f"no MESSAGE_CREATE was dispatched for {message_id}")
+
+    async def drop_gateway(self, code: int | None = None, *, outage: float = 0.0) -> int:
+        """Closes the gateway sockets (code 4000 by default, which discord.py resumes from).
+
+        For `outage` seconds new connections wait for HELLO, so dispatches made meanwhile are
+        buffered and replayed on RESUME. Returns how many sockets were closed.
+        """
+        return await self.gateway.drop(4000 if code is None else code, outage)
+
+    # --- rate limits -------------------------------------------------------------------------
+
+    def set_bucket(self, route: str, limit: int, per: float) -> None:
+        self.limiter.set_bucket(route, limit, per)
+
+    def inject_429(
+        self,
+        route: str,
+        count: int = 1,
+        retry_after: float = 1.0,
+        *,
+        channel_id: int | None = None,
+        scope: Scope = "user",
+    ) -> None:
+        """The next `count` requests on `route` (in `channel_id` if given) get a 429."""
+        major = None if channel_id is None else str(channel_id)
+        self.limiter.inject(route, count, retry_after, major=major, scope=scope)
+
+    # --- observation -------------------------------------------------------------------------
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        return self._rest.requests
+
+    @property
+    def typing_events(self) -> list[TypingEvent]:
+        return self._ctx.typing
+
+    def messages(self, channel_id: int, *, include_ephemeral: bool = False) -> list[ShownMessage]:
+        return [
+            m.shown()
+            for m in self.world.messages(channel_id)
+            if include_ephemeral or not m.flags & EPHEMERAL
+        ]
+
+    def message(self, message_id: int) -> ShownMessage | None:
+        found = self.world.find_message(message_id)
+        return None if found is None else found.shown()
+
+    @property
+    def threads(self) -> list[ThreadInfo]:
+        return [t.thread_info() for t in self.world.threads()]
+
+    @property
+    def commands(self) -> list[RegisteredCommand]:
+        return [c.registered() for c in self.world.commands.values()]
+
+    @property
+    def interactions(self) -> list[InteractionRecord]:
+        return [i.record() for i in self.world.interactions.values()]
+
+    def interaction(self, interaction_id: int) -> InteractionRecord:
+        return self.world.interactions[interaction_id].record()
+
+    def _channel(self, channel_id: int) -> Channel:
+        channel = self.world.channels.get(channel_id)
+        if channel is None:
+            raise LookupError(f"no channel {channel_id}")
+        return channel
+
+    def _user(self, user_id: int) -> User:
+        user = self.world.users.get(user_id)
+        if user is None or user.webhook:
+            raise LookupError(f"no user {user_id}")
+        return user
+
+
+def _option_type(value: object) -> int:
+    for python_type, option_type in _OPTION_TYPES:
+        if isinstance(value, python_type):
+            return option_type
+    return 3

@@ -1,0 +1,192 @@
+"""The entities of the emulated Discord: users, guilds, channels, messages, commands, interactions.
+
+Plain data; `world` holds and changes them, `wire` turns them into Discord's payloads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .records import InteractionRecord, RegisteredCommand, ShownMessage, ThreadInfo
+
+Json = dict[str, Any]
+
+TEXT_CHANNEL = 0
+DM_CHANNEL = 1
+PUBLIC_THREAD = 11
+PRIVATE_THREAD = 12
+THREAD_TYPES = (10, PUBLIC_THREAD, PRIVATE_THREAD)
+
+DEFAULT_MESSAGE = 0
+REPLY_MESSAGE = 19
+CHAT_INPUT_COMMAND_MESSAGE = 20
+
+EPHEMERAL = 1 << 6
+LOADING = 1 << 7
+
+
+@dataclass
+class Application:
+    id: int
+    name: str
+    bot_user_id: int
+    verify_key: str
+    # The portal toggles: an IDENTIFY asking for a privileged intent not granted here gets 4014.
+    message_content_intent: bool = True
+    members_intent: bool = False
+    presences_intent: bool = False
+
+
+@dataclass
+class User:
+    id: int
+    username: str
+    bot: bool = False
+    webhook: bool = False  # a webhook's pseudo-author: never a guild member
+
+
+@dataclass
+class Guild:
+    id: int
+    name: str
+    owner_id: int
+    bot_role_id: int
+    joined_at: str
+    channel_ids: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Channel:
+    id: int
+    type: int
+    name: str | None
+    guild_id: int | None
+    parent_id: int | None = None
+    position: int = 0
+    topic: str | None = None
+    recipient_id: int | None = None  # DMs: the user on the other side of the bot
+    owner_id: int | None = None  # threads
+    auto_archive_duration: int = 1440
+    created_at: str = ""
+    starter_message_id: int | None = None
+    message_count: int = 0
+    last_message_id: int | None = None
+
+    @property
+    def is_thread(self) -> bool:
+        return self.type in THREAD_TYPES
+
+    def thread_info(self) -> ThreadInfo:
+        return ThreadInfo(
+            self.id,
+            self.parent_id or 0,
+            self.guild_id or 0,
+            self.name or "",
+            self.type,
+            self.owner_id or 0,
+            self.auto_archive_duration,
+            self.starter_message_id,
+        )
+
+
+@dataclass
+class StoredMessage:
+    id: int
+    channel_id: int
+    guild_id: int | None
+    author_id: int
+    content: str
+    type: int
+    created_at: float
+    flags: int = 0
+    embeds: list[Json] = field(default_factory=list)
+    attachments: list[Json] = field(default_factory=list)
+    message_reference: Json | None = None
+    referenced_id: int | None = None
+    replied_author_pinged: bool = False
+    allowed_mentions: Json | None = None
+    mentions: tuple[int, ...] = ()
+    mention_roles: tuple[int, ...] = ()
+    mention_everyone: bool = False
+    nonce: str | int | None = None
+    webhook_id: int | None = None
+    application_id: int | None = None
+    interaction_id: int | None = None
+    edited_at: str | None = None
+    edit_times: list[float] = field(default_factory=list)
+    deleted: bool = False
+
+    def shown(self) -> ShownMessage:
+        return ShownMessage(
+            id=self.id,
+            channel_id=self.channel_id,
+            author_id=self.author_id,
+            content=self.content,
+            type=self.type,
+            flags=self.flags,
+            embeds=tuple(self.embeds),
+            attachments=tuple(self.attachments),
+            message_reference=self.message_reference,
+            allowed_mentions=self.allowed_mentions,
+            mentions=self.mentions,
+            mention_everyone=self.mention_everyone,
+            created_at=self.created_at,
+            edit_count=len(self.edit_times),
+            edit_times=tuple(self.edit_times),
+            webhook_id=self.webhook_id,
+            interaction_id=self.interaction_id,
+        )
+
+
+@dataclass
+class Command:
+    id: int
+    application_id: int
+    guild_id: int | None
+    version: int
+    payload: Json
+
+    @property
+    def name(self) -> str:
+        return str(self.payload["name"])
+
+    @property
+    def type(self) -> int:
+        return int(self.payload.get("type", 1))
+
+    def registered(self) -> RegisteredCommand:
+        return RegisteredCommand(self.id, self.name, self.type, self.guild_id, dict(self.payload))
+
+
+@dataclass
+class Interaction:
+    id: int
+    token: str
+    command: Command
+    channel_id: int
+    guild_id: int | None
+    user_id: int
+    options: list[Json]
+    created_at: float
+    response_type: int | None = None
+    response: Json | None = None
+    responded_at: float | None = None
+    message_id: int | None = None
+    followup_ids: list[int] = field(default_factory=list)
+
+    def record(self) -> InteractionRecord:
+        return InteractionRecord(
+            id=self.id,
+            token=self.token,
+            command=self.command.name,
+            channel_id=self.channel_id,
+            user_id=self.user_id,
+            options=tuple(self.options),
+            created_at=self.created_at,
+            response_type=self.response_type,
+            response=self.response,
+            responded_at=self.responded_at,
+            message_id=self.message_id,
+            followup_ids=tuple(self.followup_ids),
+        )

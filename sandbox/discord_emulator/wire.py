@@ -1,0 +1,393 @@
+"""Discord's JSON shapes for the emulated world, as discord.py parses them (see discord/types/).
+
+One place builds every payload, so REST replies and gateway dispatches of an entity always match.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .model import (
+    DM_CHANNEL,
+    Channel,
+    Command,
+    Guild,
+    Interaction,
+    Json,
+    StoredMessage,
+    User,
+)
+from .snowflakes import snowflake_iso
+from .world import World
+
+# What a fresh server's @everyone may do: view, send, embed, attach, history, react, external
+# emojis, use application commands, create threads and talk in them.
+EVERYONE_PERMISSIONS = sum(
+    1 << bit for bit in (0, 6, 10, 11, 14, 15, 16, 18, 20, 21, 26, 31, 35, 36, 38)
+)
+# A bot's managed role as an invite with "Send Messages" + "Manage Threads" would create it.
+BOT_ROLE_PERMISSIONS = EVERYONE_PERMISSIONS | (1 << 13) | (1 << 34)
+ATTACHMENT_SIZE_LIMIT = 10 * 1024 * 1024
+# GATEWAY_MESSAGE_CONTENT_LIMITED: the toggle of an app in fewer than 100 servers.
+APP_FLAG_MESSAGE_CONTENT_LIMITED = 1 << 19
+APP_FLAG_GUILD_MEMBERS_LIMITED = 1 << 15
+
+
+class Wire:
+    """Builds payloads from a `World`."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+
+    def user(self, user: User) -> Json:
+        payload: Json = {
+            "id": str(user.id),
+            "username": user.username,
+            "discriminator": "0000" if user.webhook else "0",
+            "global_name": None if user.bot else user.username,
+            "avatar": None,
+            "public_flags": 0,
+            "flags": 0,
+            "banner": None,
+            "accent_color": None,
+            "avatar_decoration_data": None,
+            "primary_guild": None,
+            "collectibles": None,
+        }
+        if user.bot:
+            payload["bot"] = True
+        return payload
+
+    def current_user(self) -> Json:
+        extra = {"verified": True, "mfa_enabled": False, "email": None, "locale": "en-US"}
+        return {**self.user(self.world.bot), **extra}
+
+    def member(self, guild: Guild, user: User, *, with_user: bool = True) -> Json:
+        is_bot = user.id == self.world.bot.id
+        payload: Json = {
+            "roles": [str(guild.bot_role_id)] if is_bot else [],
+            "joined_at": guild.joined_at,
+            "deaf": False,
+            "mute": False,
+            "flags": 0,  # discord.py reads this key unconditionally
+            "pending": False,
+            "nick": None,
+            "avatar": None,
+            "banner": None,
+            "premium_since": None,
+            "communication_disabled_until": None,
+        }
+        if with_user:
+            payload["user"] = self.user(user)
+        return payload
+
+    def roles(self, guild: Guild) -> list[Json]:
+        def role(role_id: int, name: str, position: int, permissions: int, **extra: Any) -> Json:
+            return {
+                "id": str(role_id),
+                "name": name,
+                "color": 0,
+                "colors": {"primary_color": 0, "secondary_color": None, "tertiary_color": None},
+                "hoist": False,
+                "position": position,
+                "permissions": str(permissions),
+                "managed": bool(extra),
+                "mentionable": False,
+                "flags": 0,
+                "icon": None,
+                "unicode_emoji": None,
+                **extra,
+            }
+
+        return [
+            role(guild.id, "@everyone", 0, EVERYONE_PERMISSIONS),  # @everyone's id is the guild's
+            role(
+                guild.bot_role_id,
+                self.world.bot.username,
+                1,
+                BOT_ROLE_PERMISSIONS,
+                tags={"bot_id": str(self.world.bot.id)},
+            ),
+        ]
+
+    def channel(self, channel: Channel) -> Json:
+        if channel.type == DM_CHANNEL:
+            recipient = self.world.users[channel.recipient_id or 0]
+            return {
+                "id": str(channel.id),
+                "type": DM_CHANNEL,
+                "flags": 0,
+                "last_message_id": _opt_id(channel.last_message_id),
+                "recipients": [self.user(recipient)],
+            }
+        if channel.is_thread:
+            return self.thread(channel)
+        return {
+            "id": str(channel.id),
+            "type": channel.type,
+            "guild_id": str(channel.guild_id),
+            "name": channel.name,
+            "position": channel.position,
+            "permission_overwrites": [],
+            "parent_id": None,
+            "topic": channel.topic,
+            "nsfw": False,
+            "flags": 0,
+            "last_message_id": _opt_id(channel.last_message_id),
+            "rate_limit_per_user": 0,
+            "default_auto_archive_duration": 1440,
+            "default_thread_rate_limit_per_user": 0,
+        }
+
+    def thread(self, thread: Channel, *, newly_created: bool = False) -> Json:
+        payload: Json = {
+            "id": str(thread.id),
+            "type": thread.type,
+            "guild_id": str(thread.guild_id),
+            "parent_id": str(thread.parent_id),
+            "owner_id": str(thread.owner_id),
+            "name": thread.name,
+            "last_message_id": _opt_id(thread.last_message_id),
+            "rate_limit_per_user": 0,
+            "message_count": thread.message_count,
+            "total_message_sent": thread.message_count,
+            "member_count": 1,
+            "flags": 0,
+            "applied_tags": [],
+            "thread_metadata": {
+                "archived": False,
+                "auto_archive_duration": thread.auto_archive_duration,
+                "archive_timestamp": thread.created_at,
+                "locked": False,
+                "create_timestamp": thread.created_at,
+                "invitable": True,
+            },
+        }
+        if thread.owner_id == self.world.bot.id:
+            payload["member"] = {
+                "id": str(thread.id),
+                "user_id": str(self.world.bot.id),
+                "join_timestamp": thread.created_at,
+                "flags": 1,
+            }
+        if newly_created:
+            payload["newly_created"] = True
+        return payload
+
+    def guild_create(self, guild: Guild, *, all_members: bool) -> Json:
+        members = self.world.members(guild)
+        listed = members if all_members else [self.world.bot]
+        channels = [self.world.channels[c] for c in guild.channel_ids]
+        threads = [t for t in self.world.threads() if t.guild_id == guild.id]
+        return {
+            "id": str(guild.id),
+            "name": guild.name,
+            "icon": None,
+            "splash": None,
+            "discovery_splash": None,
+            "banner": None,
+            "description": None,
+            "owner_id": str(guild.owner_id),
+            "afk_channel_id": None,
+            "afk_timeout": 300,
+            "verification_level": 0,
+            "default_message_notifications": 0,
+            "explicit_content_filter": 0,
+            "mfa_level": 0,
+            "nsfw_level": 0,
+            "premium_tier": 0,
+            "premium_subscription_count": 0,
+            "premium_progress_bar_enabled": False,
+            "preferred_locale": "en-US",
+            "features": [],
+            "system_channel_id": None,
+            "system_channel_flags": 0,
+            "rules_channel_id": None,
+            "public_updates_channel_id": None,
+            "safety_alerts_channel_id": None,
+            "vanity_url_code": None,
+            "application_id": None,
+            "max_members": 500000,
+            "max_video_channel_users": 25,
+            "max_stage_video_channel_users": 50,
+            "roles": self.roles(guild),
+            "emojis": [],
+            "stickers": [],
+            "joined_at": guild.joined_at,
+            "large": False,
+            "unavailable": False,
+            "lazy": True,
+            "member_count": len(members),
+            "members": [self.member(guild, u) for u in listed],
+            "channels": [self.channel(c) for c in channels],
+            "threads": [self.thread(t) for t in threads],
+            "presences": [],
+            "voice_states": [],
+            "stage_instances": [],
+            "guild_scheduled_events": [],
+            "soundboard_sounds": [],
+            "embedded_activities": [],
+            "activity_instances": [],
+        }
+
+    def message(
+        self, message: StoredMessage, *, redact: bool = False, nested: bool = False
+    ) -> Json:
+        """A message object; `redact` empties what the MESSAGE_CONTENT intent guards."""
+        author = self.world.users[message.author_id]
+        guild = self.world.guilds.get(message.guild_id) if message.guild_id else None
+        payload: Json = {
+            "id": str(message.id),
+            "channel_id": str(message.channel_id),
+            "type": message.type,
+            "author": self.user(author),
+            "content": "" if redact else message.content,
+            "timestamp": snowflake_iso(message.id),
+            "edited_timestamp": message.edited_at,
+            "tts": False,
+            "pinned": False,
+            "flags": message.flags,
+            "mention_everyone": message.mention_everyone,
+            "mentions": [self._mentioned(guild, uid) for uid in message.mentions],
+            "mention_roles": [str(r) for r in message.mention_roles],
+            "attachments": [] if redact else list(message.attachments),
+            "embeds": [] if redact else list(message.embeds),
+            "components": [],
+        }
+        if guild is not None:
+            payload["guild_id"] = str(guild.id)
+            if not author.webhook:
+                payload["member"] = self.member(guild, author, with_user=False)
+        if message.nonce is not None:
+            payload["nonce"] = message.nonce
+        if message.webhook_id is not None:
+            payload["webhook_id"] = str(message.webhook_id)
+        if message.application_id is not None:
+            payload["application_id"] = str(message.application_id)
+        if message.interaction_id is not None:
+            interaction = self.world.interactions[message.interaction_id]
+            payload["interaction_metadata"] = self._interaction_metadata(interaction)
+        channel = self.world.channels[message.channel_id]
+        if channel.is_thread:
+            payload["position"] = max(channel.message_count - 1, 0)
+        if message.message_reference is not None:
+            payload["message_reference"] = message.message_reference
+            if not nested:
+                referenced = self.world.find_message(message.referenced_id or 0)
+                # Discord nests one level only, and sends null for a deleted referenced message.
+                payload["referenced_message"] = (
+                    self.message(referenced, redact=redact, nested=True) if referenced else None
+                )
+        return payload
+
+    def _mentioned(self, guild: Guild | None, user_id: int) -> Json:
+        user = self.world.users[user_id]
+        payload = self.user(user)
+        if guild is not None and not user.webhook:
+            payload["member"] = self.member(guild, user, with_user=False)
+        return payload
+
+    def _interaction_metadata(self, interaction: Interaction) -> Json:
+        return {
+            "id": str(interaction.id),
+            "type": 2,
+            "name": interaction.command.name,
+            "command_type": interaction.command.type,
+            "user": self.user(self.world.users[interaction.user_id]),
+            "authorizing_integration_owners": self._owners(interaction),
+        }
+
+    def _owners(self, interaction: Interaction) -> Json:
+        if interaction.guild_id is not None:
+            return {"0": str(interaction.guild_id)}
+        return {"1": str(interaction.user_id)}
+
+    def interaction(self, interaction: Interaction) -> Json:
+        channel = self.world.channels[interaction.channel_id]
+        user = self.world.users[interaction.user_id]
+        data: Json = {
+            "id": str(interaction.command.id),
+            "name": interaction.command.name,
+            "type": interaction.command.type,
+            "options": interaction.options,
+        }
+        payload: Json = {
+            "id": str(interaction.id),
+            "application_id": str(self.world.application.id),
+            "type": 2,
+            "data": data,
+            "token": interaction.token,
+            "version": 1,
+            "channel_id": str(channel.id),
+            "channel": {**self.channel(channel), "permissions": str(EVERYONE_PERMISSIONS)},
+            "app_permissions": str(BOT_ROLE_PERMISSIONS),
+            "locale": "en-US",
+            "entitlements": [],
+            "entitlement_sku_ids": [],
+            "authorizing_integration_owners": self._owners(interaction),
+            "context": 0 if interaction.guild_id is not None else 1,
+            "attachment_size_limit": ATTACHMENT_SIZE_LIMIT,
+        }
+        if interaction.guild_id is not None:
+            guild = self.world.guilds[interaction.guild_id]
+            if interaction.command.guild_id is not None:
+                data["guild_id"] = str(interaction.command.guild_id)
+            payload["guild_id"] = str(guild.id)
+            payload["guild"] = {"id": str(guild.id), "locale": "en-US", "features": []}
+            payload["guild_locale"] = "en-US"
+            member = self.member(guild, user)
+            payload["member"] = {**member, "permissions": str(EVERYONE_PERMISSIONS)}
+        else:
+            payload["user"] = self.user(user)
+        return payload
+
+    def command(self, command: Command) -> Json:
+        payload: Json = {
+            "type": 1,
+            "description": "",
+            "options": [],
+            "nsfw": False,
+            "default_member_permissions": None,
+            "dm_permission": True,
+            "contexts": None,
+            "integration_types": [0],
+            **command.payload,
+            "id": str(command.id),
+            "application_id": str(command.application_id),
+            "version": str(command.version),
+        }
+        if command.guild_id is not None:
+            payload["guild_id"] = str(command.guild_id)
+        return payload
+
+    def application(self) -> Json:
+        app = self.world.application
+        flags = APP_FLAG_MESSAGE_CONTENT_LIMITED if app.message_content_intent else 0
+        if app.members_intent:
+            flags |= APP_FLAG_GUILD_MEMBERS_LIMITED
+        return {
+            "id": str(app.id),
+            "name": app.name,
+            "icon": None,
+            "description": "",
+            "summary": "",
+            "type": None,
+            "bot_public": True,
+            "bot_require_code_grant": False,
+            "verify_key": app.verify_key,
+            "flags": flags,
+            "hook": True,
+            "tags": [],
+            "owner": self.user(self.world.bot),
+            "team": None,
+            "bot": self.user(self.world.bot),
+            "redirect_uris": [],
+            "interactions_endpoint_url": None,
+            "role_connections_verification_url": None,
+            "approximate_guild_count": len(self.world.guilds),
+            "integration_types_config": {"0": {}},
+        }
+
+
+def _opt_id(value: int | None) -> str | None:
+    return None if value is None else str(value)

@@ -1,0 +1,288 @@
+"""The emulated Discord world: holds every entity and applies Discord's rules for changing them.
+
+No I/O here: REST handlers and the emulator's scripting call it, then dispatch what changed.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+
+from . import mentions
+from .model import (
+    CHAT_INPUT_COMMAND_MESSAGE,
+    DEFAULT_MESSAGE,
+    DM_CHANNEL,
+    PUBLIC_THREAD,
+    REPLY_MESSAGE,
+    TEXT_CHANNEL,
+    Application,
+    Channel,
+    Command,
+    Guild,
+    Interaction,
+    Json,
+    StoredMessage,
+    User,
+)
+from .snowflakes import SnowflakeGenerator, now_iso
+
+
+class World:
+    """Users, guilds, channels (threads and DMs included), messages, commands, interactions."""
+
+    def __init__(
+        self,
+        *,
+        bot_name: str,
+        message_content_intent: bool,
+        clock: Callable[[], float],
+        snowflakes: SnowflakeGenerator,
+    ) -> None:
+        self.clock = clock
+        self.snowflakes = snowflakes
+        bot = User(snowflakes.next(), bot_name, bot=True)
+        self.users: dict[int, User] = {bot.id: bot}
+        self.application = Application(
+            id=snowflakes.next(),
+            name=bot_name,
+            bot_user_id=bot.id,
+            verify_key=secrets.token_hex(32),
+            message_content_intent=message_content_intent,
+        )
+        self.guilds: dict[int, Guild] = {}
+        self.channels: dict[int, Channel] = {}
+        self._messages: dict[int, dict[int, StoredMessage]] = {}
+        self._dms: dict[int, int] = {}  # user id -> DM channel id
+        self.commands: dict[int, Command] = {}
+        self.interactions: dict[int, Interaction] = {}
+        self._interactions_by_token: dict[str, Interaction] = {}
+
+    @property
+    def bot(self) -> User:
+        return self.users[self.application.bot_user_id]
+
+    # --- setup -------------------------------------------------------------------------------
+
+    def add_user(self, username: str, *, bot: bool = False, webhook: bool = False) -> User:
+        user = User(self.snowflakes.next(), username, bot=bot, webhook=webhook)
+        self.users[user.id] = user
+        return user
+
+    def add_guild(self, name: str) -> Guild:
+        guild_id = self.snowflakes.next()
+        guild = Guild(guild_id, name, self.snowflakes.next(), self.snowflakes.next(), now_iso())
+        self.guilds[guild.id] = guild
+        return guild
+
+    def members(self, guild: Guild) -> list[User]:
+        """Every user is a member of every guild, except webhook authors."""
+        return [u for u in self.users.values() if not u.webhook]
+
+    def add_text_channel(self, guild: Guild, name: str, topic: str | None = None) -> Channel:
+        channel = Channel(
+            self.snowflakes.next(),
+            TEXT_CHANNEL,
+            name,
+            guild.id,
+            position=len(guild.channel_ids),
+            topic=topic,
+        )
+        self._add_channel(channel)
+        guild.channel_ids.append(channel.id)
+        return channel
+
+    def open_dm(self, user_id: int) -> Channel:
+        existing = self._dms.get(user_id)
+        if existing is not None:
+            return self.channels[existing]
+        channel = Channel(self.snowflakes.next(), DM_CHANNEL, None, None, recipient_id=user_id)
+        self._add_channel(channel)
+        self._dms[user_id] = channel.id
+        return channel
+
+    def start_thread(
+        self,
+        parent: Channel,
+        name: str,
+        *,
+        owner_id: int,
+        starter: StoredMessage | None,
+        auto_archive_duration: int = 1440,
+        thread_type: int = PUBLIC_THREAD,
+    ) -> Channel:
+        # A thread started from a message takes the message's id, which is how Discord links them.
+        thread_id = starter.id if starter is not None else self.snowflakes.next()
+        thread = Channel(
+            thread_id,
+            thread_type,
+            name,
+            parent.guild_id,
+            parent_id=parent.id,
+            owner_id=owner_id,
+            auto_archive_duration=auto_archive_duration,
+            created_at=now_iso(),
+            starter_message_id=starter.id if starter is not None else None,
+        )
+        self._add_channel(thread)
+        return thread
+
+    def threads(self) -> list[Channel]:
+        return [c for c in self.channels.values() if c.is_thread]
+
+    def _add_channel(self, channel: Channel) -> None:
+        self.channels[channel.id] = channel
+        self._messages[channel.id] = {}
+
+    # --- messages ----------------------------------------------------------------------------
+
+    def message(self, channel_id: int, message_id: int) -> StoredMessage | None:
+        found = self._messages.get(channel_id, {}).get(message_id)
+        return None if found is None or found.deleted else found
+
+    def messages(self, channel_id: int) -> list[StoredMessage]:
+        return [m for m in self._messages.get(channel_id, {}).values() if not m.deleted]
+
+    def find_message(self, message_id: int) -> StoredMessage | None:
+        for by_id in self._messages.values():
+            found = by_id.get(message_id)
+            if found is not None and not found.deleted:
+                return found
+        return None
+
+    def post_message(
+        self,
+        channel: Channel,
+        author_id: int,
+        content: str,
+        *,
+        embeds: list[Json] | None = None,
+        attachments: list[Json] | None = None,
+        allowed_mentions: Json | None = None,
+        reply_to: StoredMessage | None = None,
+        reference: Json | None = None,
+        nonce: str | int | None = None,
+        flags: int = 0,
+        webhook_id: int | None = None,
+        interaction: Interaction | None = None,
+    ) -> StoredMessage:
+        message_type = DEFAULT_MESSAGE
+        if interaction is not None:
+            message_type = CHAT_INPUT_COMMAND_MESSAGE
+        elif reference is not None:
+            message_type = REPLY_MESSAGE
+        message = StoredMessage(
+            id=self.snowflakes.next(),
+            channel_id=channel.id,
+            guild_id=channel.guild_id,
+            author_id=author_id,
+            content=content,
+            type=message_type,
+            created_at=self.clock(),
+            flags=flags,
+            embeds=list(embeds or []),
+            attachments=list(attachments or []),
+            message_reference=reference,
+            referenced_id=reply_to.id if reply_to is not None else None,
+            allowed_mentions=allowed_mentions,
+            nonce=nonce,
+            webhook_id=webhook_id,
+            application_id=self.application.id if interaction is not None else None,
+            interaction_id=interaction.id if interaction is not None else None,
+        )
+        if reply_to is not None and mentions.pings_replied_author(allowed_mentions):
+            message.replied_author_pinged = True
+        self._apply_mentions(message)
+        self._messages[channel.id][message.id] = message
+        channel.last_message_id = message.id
+        if channel.is_thread:
+            channel.message_count += 1
+        return message
+
+    def edit_message(
+        self,
+        message: StoredMessage,
+        *,
+        content: str | None = None,
+        embeds: list[Json] | None = None,
+        allowed_mentions: Json | None = None,
+        flags: int | None = None,
+    ) -> None:
+        """Applies a PATCH; None means absent (and absent allowed_mentions re-parses everything)."""
+        if content is not None:
+            message.content = content
+        if embeds is not None:
+            message.embeds = list(embeds)
+        if flags is not None:
+            message.flags = flags
+        message.allowed_mentions = allowed_mentions
+        message.edited_at = now_iso()
+        message.edit_times.append(self.clock())
+        self._apply_mentions(message)
+
+    def delete_message(self, message: StoredMessage) -> None:
+        message.deleted = True
+
+    def _apply_mentions(self, message: StoredMessage) -> None:
+        replied_author = None
+        if message.replied_author_pinged and message.referenced_id is not None:
+            replied = self.find_message(message.referenced_id)
+            replied_author = replied.author_id if replied is not None else None
+        found = mentions.resolve(
+            message.content,
+            message.allowed_mentions,
+            known_users=self.users,
+            replied_author=replied_author,
+        )
+        message.mentions = found.users
+        message.mention_roles = found.roles
+        message.mention_everyone = found.everyone
+
+    # --- commands and interactions -----------------------------------------------------------
+
+    def commands_for(self, guild_id: int | None) -> list[Command]:
+        return [c for c in self.commands.values() if c.guild_id == guild_id]
+
+    def overwrite_commands(self, guild_id: int | None, payloads: list[Json]) -> list[Command]:
+        """Bulk overwrite: commands keep their id when name and type match, others are dropped."""
+        old = {(c.name, c.type): c for c in self.commands_for(guild_id)}
+        for command in old.values():
+            del self.commands[command.id]
+        result = []
+        for payload in payloads:
+            key = (str(payload["name"]), int(payload.get("type", 1)))
+            previous = old.get(key)
+            command_id = previous.id if previous is not None else self.snowflakes.next()
+            version = self.snowflakes.next()
+            command = Command(command_id, self.application.id, guild_id, version, payload)
+            self.commands[command.id] = command
+            result.append(command)
+        return result
+
+    def find_command(self, name: str, guild_id: int | None) -> Command | None:
+        scopes = (guild_id, None) if guild_id is not None else (None,)
+        for scope in scopes:
+            for command in self.commands_for(scope):
+                if command.name == name and command.type == 1:
+                    return command
+        return None
+
+    def new_interaction(
+        self, command: Command, channel: Channel, user_id: int, options: list[Json]
+    ) -> Interaction:
+        interaction = Interaction(
+            id=self.snowflakes.next(),
+            token=f"aW50ZXJhY3Rpb24{secrets.token_urlsafe(48)}",
+            command=command,
+            channel_id=channel.id,
+            guild_id=channel.guild_id,
+            user_id=user_id,
+            options=options,
+            created_at=self.clock(),
+        )
+        self.interactions[interaction.id] = interaction
+        self._interactions_by_token[interaction.token] = interaction
+        return interaction
+
+    def interaction_by_token(self, token: str) -> Interaction | None:
+        return self._interactions_by_token.get(token)

@@ -1,0 +1,389 @@
+"""The Discord emulator against the real discord.py client (and raw HTTP/WebSocket where a client
+would hide what is on the wire): login, messages, edits, typing, threads, rate limits, intents,
+resumes and slash commands."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import discord
+import pytest
+from discord import app_commands
+
+from sandbox.discord_emulator import DiscordEmulator
+from tests.sandbox.discord_emulator_harness import (
+    RecordingClient,
+    bot_intents,
+    discord_pointed_at,
+    running_bot,
+    wait_until,
+)
+
+TOKEN = "test-token"
+EDIT_ROUTE = "PATCH /channels/{channel_id}/messages/{message_id}"
+CREATE_ROUTE = "POST /channels/{channel_id}/messages"
+
+
+@dataclass
+class Scene:
+    emu: DiscordEmulator
+    guild_id: int
+    channel_id: int
+    alice: int
+
+
+@pytest.fixture
+async def scene() -> AsyncIterator[Scene]:
+    async with DiscordEmulator(token=TOKEN, bot_name="bridge-bot") as emu:
+        guild_id = emu.add_guild("Test Guild")
+        channel_id = emu.add_text_channel(guild_id, "general")
+        yield Scene(emu, guild_id, channel_id, emu.add_user("alice"))
+
+
+def bot_headers() -> dict[str, str]:
+    return {"Authorization": f"Bot {TOKEN}"}
+
+
+async def on_message_of(bot: RecordingClient, message_id: int) -> discord.Message:
+    (message,) = await bot.next_event("message", lambda m: m.id == message_id)
+    return message
+
+
+async def test_login_and_ready_show_guild_channel_and_members(scene: Scene) -> None:
+    async with running_bot(scene.emu) as bot:
+        assert bot.user is not None and bot.user.id == scene.emu.bot_user_id
+        assert bot.application_id == scene.emu.application_id
+        guild = bot.get_guild(scene.guild_id)
+        assert guild is not None and guild.name == "Test Guild"
+        channel = guild.get_channel(scene.channel_id)
+        assert isinstance(channel, discord.TextChannel) and channel.name == "general"
+        # Without the GUILD_MEMBERS intent Discord lists only the bot among the members.
+        assert guild.me is not None and guild.member_count == 2
+        assert guild.default_role.id == scene.guild_id
+    routes = [r.route for r in scene.emu.requests]
+    assert routes[:2] == ["GET /users/@me", "GET /oauth2/applications/@me"]
+    assert scene.emu.stats.identifies == 1
+
+
+async def test_user_messages_reach_on_message_with_discord_shapes(scene: Scene) -> None:
+    emu = scene.emu
+    async with running_bot(emu) as bot:
+        plain_id = await emu.user_message(scene.channel_id, scene.alice, "hello there")
+        plain = await on_message_of(bot, plain_id)
+        assert plain.content == "hello there"
+        assert isinstance(plain.author, discord.Member) and plain.author.id == scene.alice
+        assert plain.guild is not None and plain.channel.id == scene.channel_id
+        assert bot.user not in plain.mentions
+
+        mention_id = await emu.user_message(scene.channel_id, scene.alice, "ping", mention_bot=True)
+        mention = await on_message_of(bot, mention_id)
+        assert mention.content == f"<@{emu.bot_user_id}> ping" and bot.user in mention.mentions
+
+        reply_id = await emu.user_message(scene.channel_id, scene.alice, "and", reply_to=plain_id)
+        reply = await on_message_of(bot, reply_id)
+        assert reply.type is discord.MessageType.reply
+        assert reply.reference is not None and reply.reference.message_id == plain_id
+        assert isinstance(reply.reference.resolved, discord.Message)
+
+        dm_id = await emu.user_message(emu.dm_channel(scene.alice), scene.alice, "psst")
+        dm = await on_message_of(bot, dm_id)
+        assert dm.guild is None and isinstance(dm.channel, discord.DMChannel)
+
+        hook_id = await emu.webhook_message(scene.channel_id, "deploy finished")
+        hook = await on_message_of(bot, hook_id)
+        assert hook.webhook_id is not None and hook.author.bot
+
+
+async def test_reply_and_edit_are_shown_with_the_allowed_mentions_received(scene: Scene) -> None:
+    emu = scene.emu
+    async with running_bot(emu) as bot:
+        question_id = await emu.user_message(scene.channel_id, scene.alice, "what is 2+2?")
+        question = await on_message_of(bot, question_id)
+        none = discord.AllowedMentions.none()
+        reply = await question.reply("thinking…", allowed_mentions=none)
+        await reply.edit(content="4", allowed_mentions=none)
+
+        (shown,) = [m for m in emu.messages(scene.channel_id) if m.id == reply.id]
+        assert shown.content == "4" and shown.author_id == emu.bot_user_id
+        assert shown.allowed_mentions == {"parse": []} and shown.mentions == ()
+        assert shown.message_reference is not None
+        assert shown.message_reference["message_id"] == str(question_id)
+        assert shown.edit_count == 1 and shown.edit_times[0] >= shown.created_at
+
+        # An edit without allowed_mentions parses mentions again with Discord's defaults.
+        await reply.edit(content=f"4, <@{scene.alice}>")
+        shown_again = emu.message(reply.id)
+        assert shown_again is not None and shown_again.allowed_mentions is None
+        assert shown_again.mentions == (scene.alice,) and shown_again.edit_count == 2
+        # The bot also receives its own messages and edits over the gateway, as on Discord.
+        await bot.next_event("message", lambda m: m.id == reply.id)
+        await bot.next_event("raw_message_edit", lambda e: e.message_id == reply.id)
+
+
+async def test_typing_is_recorded(scene: Scene) -> None:
+    async with running_bot(scene.emu) as bot:
+        channel = bot.get_channel(scene.channel_id)
+        assert isinstance(channel, discord.TextChannel)
+        async with channel.typing():
+            await channel.send("done")
+    (event,) = scene.emu.typing_events
+    assert event.channel_id == scene.channel_id
+    assert event.time <= scene.emu.messages(scene.channel_id)[-1].created_at
+
+
+async def test_thread_created_from_a_message(scene: Scene) -> None:
+    emu = scene.emu
+    async with running_bot(emu) as bot:
+        starter_id = await emu.user_message(scene.channel_id, scene.alice, "long question")
+        starter = await on_message_of(bot, starter_id)
+        thread = await starter.create_thread(name="long question", auto_archive_duration=60)
+        assert thread.id == starter_id
+        (created,) = await bot.next_event("thread_create")
+        assert created.id == thread.id and created.parent_id == scene.channel_id
+        await thread.send("answer in the thread")
+        await thread.edit(name="answered")
+
+    (info,) = emu.threads
+    assert (info.id, info.type, info.parent_id) == (starter_id, 11, scene.channel_id)
+    assert info.starter_message_id == starter_id and info.auto_archive_duration == 60
+    assert info.name == "answered" and info.owner_id == emu.bot_user_id
+    assert [m.content for m in emu.messages(thread.id)] == ["answer in the thread"]
+
+
+async def test_injected_429_is_waited_out_and_retried_by_discord_py(scene: Scene) -> None:
+    emu = scene.emu
+    emu.inject_429(CREATE_ROUTE, count=1, retry_after=0.3)
+    async with running_bot(emu) as bot:
+        channel = bot.get_channel(scene.channel_id)
+        assert isinstance(channel, discord.TextChannel)
+        sent = await channel.send("survives a 429")
+
+    creates = [r for r in emu.requests if r.route == CREATE_ROUTE]
+    assert [r.status for r in creates] == [429, 200]
+    assert creates[1].time - creates[0].time >= 0.3
+    assert [m.id for m in emu.messages(scene.channel_id)] == [sent.id]
+    assert emu.stats.rate_limited == 1 and emu.stats.violations == 0
+
+
+async def test_bucket_headers_pace_discord_py_without_violations(scene: Scene) -> None:
+    emu = scene.emu
+    emu.set_bucket(EDIT_ROUTE, limit=5, per=1.5)
+    async with running_bot(emu) as bot:
+        channel = bot.get_channel(scene.channel_id)
+        assert isinstance(channel, discord.TextChannel)
+        draft = await channel.send("draft")
+        for version in range(7):
+            await draft.edit(content=f"version {version}")
+
+    edits = [r for r in emu.requests if r.route == EDIT_ROUTE]
+    assert [r.status for r in edits] == [200] * 7
+    assert emu.stats.violations == 0 and emu.stats.rate_limited == 0
+    # discord.py held the sixth edit until the window announced by the headers had passed.
+    assert edits[5].time - edits[0].time >= 1.5
+    shown = emu.message(draft.id)
+    assert shown is not None and shown.content == "version 6" and shown.edit_count == 7
+
+
+async def test_client_ignoring_the_headers_gets_429s_counted_as_violations(scene: Scene) -> None:
+    emu = scene.emu
+    emu.set_bucket(CREATE_ROUTE, limit=5, per=60.0)
+    url = f"{emu.api_base_url}/channels/{scene.channel_id}/messages"
+    async with aiohttp.ClientSession(headers=bot_headers()) as http:
+        answers = []
+        for n in range(7):
+            async with http.post(url, json={"content": f"spam {n}"}) as response:
+                answers.append((response.status, dict(response.headers), await response.read()))
+
+    assert [status for status, _, _ in answers] == [200] * 5 + [429] * 2
+    _, ok_headers, _ = answers[0]
+    assert ok_headers["Content-Type"] == "application/json"
+    assert ok_headers["X-RateLimit-Limit"] == "5" and ok_headers["X-RateLimit-Remaining"] == "4"
+    assert 59.0 < float(ok_headers["X-RateLimit-Reset-After"]) <= 60.0
+    assert ok_headers["X-RateLimit-Bucket"] and float(ok_headers["X-RateLimit-Reset"]) > 0
+    _, limited_headers, limited_body = answers[5]
+    assert limited_headers["Via"] and limited_headers["X-RateLimit-Scope"] == "user"
+    assert int(limited_headers["Retry-After"]) >= 59
+    body = json.loads(limited_body)
+    assert body["global"] is False and 59.0 < body["retry_after"] <= 60.0 and body["message"]
+    assert emu.stats.violations == 2 and emu.stats.violations_by_route[CREATE_ROUTE] == 2
+    assert len(emu.messages(scene.channel_id)) == 5
+
+
+async def test_global_limit_applies_across_routes(scene: Scene) -> None:
+    emu = scene.emu
+    async with aiohttp.ClientSession(headers=bot_headers()) as http:
+        statuses = []
+        for _ in range(51):
+            async with http.get(f"{emu.api_base_url}/users/@me") as response:
+                statuses.append(response.status)
+                if response.status == 429:
+                    assert response.headers["X-RateLimit-Global"] == "true"
+                    assert (await response.json())["global"] is True
+    assert statuses == [200] * 50 + [429]
+    assert emu.stats.violations_by_route["global"] == 1
+
+
+async def test_rest_errors_use_discord_shapes(scene: Scene) -> None:
+    emu = scene.emu
+    with discord_pointed_at(emu):
+        stranger = discord.Client(intents=bot_intents())
+        with pytest.raises(discord.LoginFailure):
+            await stranger.login("wrong-token")
+        await stranger.close()
+    async with running_bot(emu) as bot:
+        channel = bot.get_channel(scene.channel_id)
+        assert isinstance(channel, discord.TextChannel)
+        with pytest.raises(discord.HTTPException) as too_long:
+            await channel.send("x" * 2001)
+        assert too_long.value.status == 400 and too_long.value.code == 50035
+        assert "content" in too_long.value.text
+        user_message = await emu.user_message(scene.channel_id, scene.alice, "mine")
+        with pytest.raises(discord.Forbidden) as forbidden:
+            await channel.get_partial_message(user_message).edit(content="hijacked")
+        assert forbidden.value.code == 50005
+    shown = emu.message(user_message)
+    assert shown is not None and shown.content == "mine"
+    assert [m.content for m in emu.messages(scene.channel_id)] == ["mine"]
+
+
+async def test_privileged_intent_not_granted_closes_with_4014(scene: Scene) -> None:
+    scene.emu.message_content_intent = False
+    with pytest.raises(discord.PrivilegedIntentsRequired):
+        async with running_bot(scene.emu, intents=bot_intents(message_content=True)):
+            pass
+    assert scene.emu.stats.identifies == 0
+
+
+async def test_without_content_intent_only_mentions_and_dms_carry_content(scene: Scene) -> None:
+    emu = scene.emu
+    async with running_bot(emu, intents=bot_intents(message_content=False)) as bot:
+        plain_id = await emu.user_message(scene.channel_id, scene.alice, "hi")
+        plain = await on_message_of(bot, plain_id)
+        mention_id = await emu.user_message(scene.channel_id, scene.alice, "hi", mention_bot=True)
+        mention = await on_message_of(bot, mention_id)
+        dm_id = await emu.user_message(emu.dm_channel(scene.alice), scene.alice, "hi in private")
+        dm = await on_message_of(bot, dm_id)
+    assert plain.content == ""
+    assert mention.content == f"<@{emu.bot_user_id}> hi"
+    assert dm.content == "hi in private"
+
+
+async def test_gateway_protocol_on_the_wire(scene: Scene) -> None:
+    emu = scene.emu
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(emu.gateway_url + "?v=10&encoding=json") as ws:
+            hello = await ws.receive_json()
+            assert hello["op"] == 10 and hello["d"]["heartbeat_interval"] == 41250
+            await ws.send_json({"op": 1, "d": None})
+            assert (await ws.receive_json())["op"] == 11
+            await ws.send_json({"op": 2, "d": {"token": "wrong", "intents": 513, "properties": {}}})
+            await ws.receive()
+            assert ws.close_code == 4004
+
+        async with http.ws_connect(emu.gateway_url) as ws:
+            await ws.receive_json()
+            identify = {"token": TOKEN, "intents": 513, "shard": [0, 1], "properties": {}}
+            await ws.send_json({"op": 2, "d": identify})
+            ready = await ws.receive_json()
+            assert (ready["op"], ready["t"], ready["s"]) == (0, "READY", 1)
+            assert ready["d"]["resume_gateway_url"] == emu.gateway_url
+            assert ready["d"]["shard"] == [0, 1]
+            assert ready["d"]["guilds"] == [{"id": str(scene.guild_id), "unavailable": True}]
+            guild = await ws.receive_json()
+            assert (guild["t"], guild["s"]) == ("GUILD_CREATE", 2)
+            assert all("flags" in member for member in guild["d"]["members"])
+            message_id = await emu.user_message(scene.channel_id, scene.alice, "secret sauce")
+            created = await ws.receive_json()
+            assert (created["t"], created["s"]) == ("MESSAGE_CREATE", 3)
+            assert created["d"]["id"] == str(message_id) and created["d"]["content"] == ""
+            assert "member" in created["d"] and created["d"]["guild_id"] == str(scene.guild_id)
+
+
+async def test_dropped_gateway_resumes_and_replays(scene: Scene) -> None:
+    emu = scene.emu
+    async with running_bot(emu) as bot:
+        first_id = await emu.user_message(scene.channel_id, scene.alice, "before the drop")
+        await on_message_of(bot, first_id)
+        assert await emu.drop_gateway(outage=0.2) == 1
+        missed_id = await emu.user_message(scene.channel_id, scene.alice, "while disconnected")
+        await bot.next_event("resumed")
+        assert (await on_message_of(bot, missed_id)).content == "while disconnected"
+        assert emu.stats.resumes == 1 and emu.stats.identifies == 1 and emu.stats.replayed >= 1
+
+        await emu.replay(first_id)
+        await wait_until(lambda: len(bot.seen("message", lambda m: m.id == first_id)) == 2)
+
+
+async def test_slash_commands_are_synced_invoked_and_answered(scene: Scene) -> None:
+    emu = scene.emu
+    trees: list[app_commands.CommandTree[Any]] = []
+
+    def register(client: RecordingClient) -> None:
+        tree = app_commands.CommandTree(client)
+        trees.append(tree)
+
+        @tree.command(name="reset", description="Forget this chat")
+        async def reset(interaction: discord.Interaction) -> None:
+            await interaction.response.send_message("Chat reset.")
+
+        @tree.command(name="ask", description="Ask the model")
+        async def ask(interaction: discord.Interaction, question: str) -> None:
+            await interaction.response.defer(thinking=True)
+            await interaction.followup.send(f"You asked: {question}")
+
+    async with running_bot(emu, before_connect=register):
+        synced = await trees[0].sync()
+        assert {c.name for c in synced} == {c.name for c in emu.commands} == {"reset", "ask"}
+
+        reset_id = await emu.slash_command(scene.channel_id, scene.alice, "reset")
+        await wait_until(lambda: emu.interaction(reset_id).response_type)
+        ask_id = await emu.slash_command(scene.channel_id, scene.alice, "ask", {"question": "why?"})
+        # The deferred "thinking..." message (flag LOADING, 128) is replaced by the follow-up.
+        await wait_until(lambda: emu.interaction(ask_id).message_id)
+        answer_id = emu.interaction(ask_id).message_id or 0
+        await wait_until(lambda: getattr(emu.message(answer_id), "flags", 128) & 128 == 0)
+
+    reset = emu.interaction(reset_id)
+    assert reset.response_type == 4 and reset.response is not None
+    assert reset.response["data"]["content"] == "Chat reset."
+    shown = emu.message(reset.message_id or 0)
+    assert shown is not None and shown.content == "Chat reset." and shown.type == 20
+    ask = emu.interaction(ask_id)
+    assert ask.response_type == 5 and ask.followup_ids == ()
+    assert ask.options == ({"name": "question", "type": 3, "value": "why?"},)
+    answer = emu.message(answer_id)
+    assert answer is not None and answer.content == "You asked: why?"
+
+
+async def test_late_interaction_response_is_unknown() -> None:
+    async with DiscordEmulator(token=TOKEN, interaction_ack_timeout=0.1) as emu:
+        guild_id = emu.add_guild("Test Guild")
+        channel_id = emu.add_text_channel(guild_id, "general")
+        alice = emu.add_user("alice")
+        failures: list[discord.NotFound] = []
+        trees: list[app_commands.CommandTree[Any]] = []
+
+        def register(client: RecordingClient) -> None:
+            tree = app_commands.CommandTree(client)
+            trees.append(tree)
+
+            @tree.command(name="slow", description="Answers too late")
+            async def slow(interaction: discord.Interaction) -> None:
+                await asyncio.sleep(0.2)
+                try:
+                    await interaction.response.send_message("too late")
+                except discord.NotFound as error:
+                    failures.append(error)
+
+        async with running_bot(emu, before_connect=register):
+            await trees[0].sync()
+            interaction_id = await emu.slash_command(channel_id, alice, "slow")
+            await wait_until(lambda: failures)
+        assert failures[0].code == 10062  # Unknown interaction: the 3-second window passed
+        assert emu.interaction(interaction_id).response_type is None
+        assert emu.messages(channel_id) == []
