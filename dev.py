@@ -23,7 +23,7 @@ STAMP = VENV / ".chat-bridge-installed"
 
 
 def main(argv: list[str]) -> int:
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 (dev.py may run on an older python3)
         print("chat-bridge needs Python 3.11 or newer", file=sys.stderr)
         return 2
     job = argv[0] if argv else "test"

@@ -57,6 +57,14 @@ class PlatformError(Exception):
     """A platform write failed for a reason a retry will not fix."""
 
 
+class PlatformUnavailable(Exception):
+    """A platform write failed for a passing reason (network, 5xx): the same write may be retried.
+
+    Not a PlatformError on purpose: the writer must not continue in a new message, which would
+    show the text twice if the failed write had in fact gone through.
+    """
+
+
 # --- the platform side ---------------------------------------------------------------------
 
 

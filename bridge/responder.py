@@ -169,8 +169,7 @@ class Responder:
             self._active.add(task)
         try:
             async with self._chat_turn(user_message.chat_id):
-                chat = await self._store.get_or_create_chat(key)
-                return await self._reply(chat, user_message, surface, received)
+                return await self._reply(key, user_message, surface, received)
         finally:
             if task is not None:
                 self._active.discard(task)
@@ -193,39 +192,44 @@ class Responder:
     # --- one reply ---------------------------------------------------------------------------
 
     async def _reply(
-        self, chat: Chat, user_message: StoredMessage, surface: ReplySurface, received: float
+        self, key: ChatKey, user_message: StoredMessage, surface: ReplySurface, received: float
     ) -> ReplyReport:
         settings = self.settings
         await _quietly(surface.start_typing(), "start typing")
-        rows = [
-            await self._store.add_message(
-                chat.id,
-                Role.ASSISTANT,
-                "",
-                status=MessageStatus.PENDING,
-                reply_to_id=user_message.id,
-                response_number=number,
-                model=settings.model,
-            )
-            for number in range(settings.n)
-        ]
-        ids = {number: row.id for number, row in enumerate(rows)}
+        saves = _ProgressSaves(self._store)
         writers = [
             ReplyWriter(
                 surface,
                 self._scheduler,
                 response_number=number,
                 style=settings.style,
-                on_visible=self._progress_saver(ids[number]),
+                on_visible=saves.saver(number),
             )
             for number in range(settings.n)
         ]
-        report = ReplyReport(user_message.id, list(ids.values()), MessageStatus.COMPLETE)
+        report = ReplyReport(user_message.id, [], MessageStatus.COMPLETE)
         report.received_at = received
         failure: str | None = None
         cancelled = False
+        chat: Chat | None = None
         try:
+            # The placeholder goes out first; storage work that can wait comes after it.
             await asyncio.gather(*(writer.open() for writer in writers))
+            for number in range(settings.n):
+                row = await self._store.add_message(
+                    user_message.chat_id,
+                    Role.ASSISTANT,
+                    "",
+                    status=MessageStatus.PENDING,
+                    reply_to_id=user_message.id,
+                    response_number=number,
+                    model=settings.model,
+                )
+                saves.ids[number] = row.id
+            report.assistant_message_ids = list(saves.ids.values())
+            chat = await self._store.get_chat(key)
+            if chat is None:
+                raise _Failure("the conversation is missing from storage")
             request, estimated = await self._request(chat, user_message)
             await self._stream(request, estimated, writers, report)
         except asyncio.CancelledError:
@@ -238,10 +242,10 @@ class Responder:
             failure = f"internal error ({type(exc).__name__})"
         finally:
             # Shielded: even a cancelled reply must leave its final state on screen and on disk.
-            await asyncio.shield(self._conclude(writers, ids, report, failure, surface))
+            await asyncio.shield(self._conclude(writers, saves, report, failure, surface))
         if cancelled:
             raise asyncio.CancelledError
-        if failure is None and chat.title is None and settings.titles:
+        if failure is None and chat is not None and chat.title is None and settings.titles:
             self._spawn(self._make_title(chat, user_message, writers[0].text, surface))
         return report
 
@@ -312,7 +316,7 @@ class Responder:
     async def _conclude(
         self,
         writers: Sequence[ReplyWriter],
-        ids: dict[int, int],
+        saves: _ProgressSaves,
         report: ReplyReport,
         failure: str | None,
         surface: ReplySurface,
@@ -329,9 +333,12 @@ class Responder:
         report.final_at = max((w.final_at for w in writers if w.final_at), default=None)
         firsts = [w.first_text_at for w in writers if w.first_text_at is not None]
         report.first_text_at = min(firsts) if firsts else None
+        await saves.settle()
         for number, writer in enumerate(writers):
+            if number not in saves.ids:
+                continue  # storage failed before the row existed; nothing to finish there
             await self._store.save_reply(
-                ids[number],
+                saves.ids[number],
                 ReplyProgress(
                     content=writer.text,
                     status=status,
@@ -342,19 +349,6 @@ class Responder:
                     metadata=_metadata(report, writer),
                 ),
             )
-
-    def _progress_saver(self, message_id: int) -> Any:
-        async def save(writer: ReplyWriter) -> None:
-            await self._store.save_reply(
-                message_id,
-                ReplyProgress(
-                    content=writer.text,
-                    status=MessageStatus.STREAMING,
-                    platform_message_ids=writer.platform_message_ids,
-                ),
-            )
-
-        return save
 
     # --- titles ------------------------------------------------------------------------------
 
@@ -388,6 +382,45 @@ class Responder:
         """Wait for title generation and other follow-ups (tests, graceful shutdown)."""
         while self._background:
             await asyncio.gather(*list(self._background), return_exceptions=True)
+
+
+class _ProgressSaves:
+    """Saves a reply's progress without holding up its edits; the final save waits for them.
+
+    Progress is only for crash recovery, so the edit pump must not wait on the database; but a
+    progress save still running when the final one starts could overwrite it, hence `settle`.
+    """
+
+    def __init__(self, store: ChatStore) -> None:
+        self._store = store
+        self.ids: dict[int, int] = {}
+        self._running: set[asyncio.Task[None]] = set()
+
+    def saver(self, number: int) -> Any:
+        async def save(writer: ReplyWriter) -> None:
+            message_id = self.ids.get(number)
+            if message_id is None:
+                return  # the row is created right after the placeholder; the final save covers it
+            progress = ReplyProgress(
+                content=writer.text,
+                status=MessageStatus.STREAMING,
+                platform_message_ids=writer.platform_message_ids,
+            )
+            task = asyncio.get_running_loop().create_task(self._save(message_id, progress))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+        return save
+
+    async def _save(self, message_id: int, progress: ReplyProgress) -> None:
+        try:
+            await self._store.save_reply(message_id, progress)
+        except Exception as exc:  # the final save will still record the reply
+            log.warning("could not save progress of message %s: %s", message_id, exc)
+
+    async def settle(self) -> None:
+        if self._running:
+            await asyncio.gather(*list(self._running), return_exceptions=True)
 
 
 def clean_title(raw: str) -> str:

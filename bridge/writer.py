@@ -13,13 +13,23 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from bridge.ports import PlatformError, PostedMessage, RateLimited, ReplySurface
+from bridge.ports import (
+    PlatformError,
+    PlatformUnavailable,
+    PostedMessage,
+    RateLimited,
+    ReplySurface,
+)
 from bridge.scheduler import EditScheduler, Lane, Urgency
 from bridge.segments import Segment, layout, utf8_length
 
 log = logging.getLogger(__name__)
 
 Persist = Callable[["ReplyWriter"], Awaitable[None]]
+
+# Failed writes tolerated per reply (retried, or continued in a new message) before its visible
+# updates stop; the reply is still stored in full.
+MAX_TRANSIENT_FAILURES = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +60,10 @@ class ReplyWriter:
         self.notice = ""
         self.messages: list[PostedMessage] = []
         self._shown: list[str] = []
+        # Messages that got their final update; every message gets exactly one (it ends a
+        # native stream even when its text did not change).
+        self._finalized: set[int] = set()
+        self._failed_writes = 0
         self._lane = Lane(surface.edit_bucket())
         self._wake = asyncio.Event()
         self._finishing = False
@@ -142,22 +156,40 @@ class ReplyWriter:
             await self.surface.update(self.messages[index], targets[index], final=final)
         except RateLimited as limited:
             self.rate_limited += 1
-            self.scheduler.penalize(self._lane.bucket, limited.retry_after)
+            # Re-read: the surface may have switched buckets during this very write.
+            self.scheduler.penalize(self.surface.edit_bucket(), limited.retry_after)
+            return True
+        except PlatformUnavailable as exc:
+            self._failed_writes += 1
+            if self._failed_writes > MAX_TRANSIENT_FAILURES:
+                raise
+            log.warning("reply %s: edit failed (%s); retrying the same edit", index, exc)
+            self.scheduler.penalize(self.surface.edit_bucket(), 2.0**self._failed_writes)
             return True
         except PlatformError as exc:
+            self._failed_writes += 1
+            if self._failed_writes > MAX_TRANSIENT_FAILURES:
+                raise
             log.warning("reply %s: edit failed (%s); continuing in a new message", index, exc)
             del self.messages[index:]
             del self._shown[index:]
+            self._finalized = {i for i in self._finalized if i < index}
             return True
         finally:
             self._observe()
         self._shown[index] = targets[index]
+        if final:
+            self._finalized.add(index)
         await self._after_visible(self._finishing and index == len(targets) - 1)
         return True
 
     def _first_difference(self, targets: list[str]) -> int | None:
+        last = len(targets) - 1
         for index, target in enumerate(targets):
             if index >= len(self._shown) or self._shown[index] != target:
+                return index
+            must_be_final = index < last or self._finishing
+            if must_be_final and index not in self._finalized:
                 return index
         return None
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from bridge.ports import (
     MessageLimit,
     PlatformError,
+    PlatformUnavailable,
     PostedMessage,
     RateBucket,
     RateLimited,
@@ -25,8 +26,9 @@ class Write:
     at: float
     kind: str  # "post" | "update"
     message_id: str
-    text: str
+    text: str  # "" when the surface keeps lengths only
     final: bool = False
+    length: int = 0
 
 
 class RecordingSurface:
@@ -40,6 +42,7 @@ class RecordingSurface:
         post_bucket: RateBucket | None = None,
         latency: float = 0.0,
         name: str = "s",
+        keep_text: bool = True,
     ) -> None:
         self.message_limit = MessageLimit(limit)
         self.shows_own_progress = False
@@ -52,10 +55,13 @@ class RecordingSurface:
         self.titles: list[str] = []
         self.refuse_next: list[float] = []  # retry_after of the next refused updates
         self.fail_updates = False
+        self.unavailable_next = 0  # the next N updates fail as a network error would
         self.observation: RateObservation | None = None
         self.in_flight = 0
         self.max_in_flight = 0
         self.name = name
+        # A benchmark of a thousand replies would measure this recording, not the bridge.
+        self.keep_text = keep_text
 
     def post_bucket(self) -> RateBucket:
         return self._post_bucket
@@ -78,7 +84,7 @@ class RecordingSurface:
         try:
             message_id = f"{self.name}-{next(_MESSAGE_IDS)}"
             self.shown[message_id] = text
-            self.writes.append(Write(self._now(), "post", message_id, text))
+            self.writes.append(self._record("post", message_id, text, False))
             return PostedMessage(message_id)
         finally:
             self.in_flight -= 1
@@ -88,11 +94,14 @@ class RecordingSurface:
         try:
             if self.refuse_next:
                 raise RateLimited(self.refuse_next.pop(0))
+            if self.unavailable_next:
+                self.unavailable_next -= 1
+                raise PlatformUnavailable("connection reset")
             if self.fail_updates:
                 raise PlatformError("message_not_found")
             assert len(text) <= self.message_limit.size, len(text)
             self.shown[message.id] = text
-            self.writes.append(Write(self._now(), "update", message.id, text, final))
+            self.writes.append(self._record("update", message.id, text, final))
         finally:
             self.in_flight -= 1
 
@@ -108,6 +117,10 @@ class RecordingSurface:
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         if self.latency:
             await asyncio.sleep(self.latency)
+
+    def _record(self, kind: str, message_id: str, text: str, final: bool) -> Write:
+        kept = text if self.keep_text else ""
+        return Write(self._now(), kind, message_id, kept, final, len(text))
 
     def _now(self) -> float:
         return asyncio.get_running_loop().time()

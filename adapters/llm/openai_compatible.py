@@ -26,13 +26,14 @@ class OpenAICompatibleModel:
 
     def __init__(self, settings: LLMSettings, *, client: openai.AsyncOpenAI | None = None) -> None:
         key = settings.api_key.get_secret_value() if settings.api_key else "not-needed"
+        timeout = openai.Timeout(settings.request_timeout, connect=10.0, read=settings.idle_timeout)
         self._client = client or openai.AsyncOpenAI(
             base_url=settings.base_url,
             api_key=key,
             max_retries=0,
-            timeout=openai.Timeout(
-                settings.request_timeout, connect=10.0, read=settings.idle_timeout
-            ),
+            timeout=timeout,
+            # aiohttp's C parser reads a stream for a fraction of the CPU of the default transport.
+            http_client=openai.DefaultAioHttpClient(timeout=timeout),
         )
         self.name = "llm"
 

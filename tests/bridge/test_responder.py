@@ -363,3 +363,31 @@ def test_a_native_stream_surface_only_ever_gets_extensions_of_its_text() -> None
         assert not any(t.endswith(" ▌") for t in texts)
 
     virtual(scenario)
+
+
+def test_every_message_gets_one_final_update_even_when_its_text_is_unchanged() -> None:
+    async def scenario() -> None:
+        llm = ScriptedLLM(Script.text("Plain words, streamed.", chunk=3, delay=0.05))
+        responder, _ = build(llm)
+        surface = RecordingSurface()
+        surface.shows_own_progress = True  # the last streamed text equals the final text
+        await responder.handle("test", inbound("hi", "e1"), surface)
+        finals = [u for u in surface.updates() if u.final]
+        assert len(finals) == 1 and finals[0].text == "Plain words, streamed."
+        assert surface.updates()[-1].final
+
+    virtual(scenario)
+
+
+def test_a_passing_platform_failure_retries_the_same_message() -> None:
+    async def scenario() -> None:
+        llm = ScriptedLLM(Script.text(TEXT, chunk=4, delay=0.02))
+        responder, _ = build(llm)
+        surface = RecordingSurface()
+        surface.unavailable_next = 2
+        report = await responder.handle("test", inbound("hi", "e1"), surface)
+        assert report is not None and report.status is MessageStatus.COMPLETE
+        assert list(surface.shown.values()) == [TEXT]  # one message, nothing shown twice
+        assert len([w for w in surface.writes if w.kind == "post"]) == 1
+
+    virtual(scenario)

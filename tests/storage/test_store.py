@@ -152,3 +152,33 @@ async def test_stale_replies_are_interrupted_and_old_events_pruned(store: SqlCha
     await store.claim_event("slack", "old")
     assert await store.prune_events(older_than_seconds=-1) == 1
     assert await store.claim_event("slack", "old") is True
+
+
+async def test_concurrent_reply_saves_are_coalesced_and_the_newest_wins(
+    store: SqlChatStore,
+) -> None:
+    import asyncio
+
+    chat = await store.get_or_create_chat(KEY)
+    rows = [
+        await store.add_message(chat.id, Role.ASSISTANT, "", status=MessageStatus.PENDING)
+        for _ in range(200)
+    ]
+    commits_before = store.commits
+
+    async def stream(row_id: int) -> None:
+        for step in range(3):
+            await store.save_reply(
+                row_id, ReplyProgress(content=f"{row_id}:{step}", status=MessageStatus.STREAMING)
+            )
+        await store.save_reply(
+            row_id, ReplyProgress(content=f"{row_id}:done", status=MessageStatus.COMPLETE)
+        )
+
+    await asyncio.gather(*(stream(row.id) for row in rows))
+    # 800 saves from 200 concurrent replies: a handful of transactions, not 800.
+    assert store.commits - commits_before <= 10
+    saved = {m.id: m for m in await store.messages(chat.id)}
+    for row in rows:
+        assert saved[row.id].content == f"{row.id}:done"
+        assert saved[row.id].status is MessageStatus.COMPLETE
