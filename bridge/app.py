@@ -110,9 +110,22 @@ def _platforms(
     lifecycle: Lifecycle,
 ) -> list[Service]:
     platforms: list[Service] = []
-    for name in settings.enabled_platforms():
-        raise StartupError(f"the {name} adapter is not part of this build yet")
+    if settings.slack.enabled:
+        from adapters.slack import SlackAdapter
+
+        platforms.append(
+            SlackAdapter(settings.slack, responder=responder, store=store, lifecycle=lifecycle)
+        )
+    if settings.discord.enabled:
+        raise StartupError("the discord adapter is not part of this build yet")
     return platforms
+
+
+def slack_manifest(settings: Settings) -> tuple[str, list[str]]:
+    """The Slack app manifest (JSON) and the notes a person needs beside it."""
+    from adapters.slack import manifest_notes, render_manifest
+
+    return render_manifest(settings), manifest_notes(settings)
 
 
 async def run(settings: Settings, *, handle_signals: bool = True) -> int:
@@ -128,5 +141,6 @@ async def run(settings: Settings, *, handle_signals: bool = True) -> int:
     try:
         return await bridge.lifecycle.run(bridge.services, handle_signals=handle_signals)
     finally:
+        await bridge.store.close()
         if bridge.close is not None:
             await bridge.close()

@@ -1,4 +1,4 @@
-"""The `chat-bridge` command line: run, check and migrate.
+"""The `chat-bridge` command line: run, check, migrate and the setup helpers.
 
 Heavy imports (SDKs, SQLAlchemy) happen inside the commands, through the composition root, so that
 `--help` and `check` stay fast and the core stays importable without them.
@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     command("run", "Run every enabled platform adapter until SIGINT or SIGTERM.")
     command("check", "Validate the configuration and print what `run` would start.")
     command("migrate", "Create or upgrade the database schema.")
+    command("slack-manifest", "Print a Slack app manifest (JSON) that matches the configuration.")
     return parser
 
 
@@ -66,6 +67,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         revision: str | None = asyncio.run(app.migrate_database(settings))
         print(f"database at revision {revision}")
+        return EXIT_OK
+    if args.command == "slack-manifest":
+        from bridge import app
+
+        manifest, notes = app.slack_manifest(settings)
+        print(manifest)
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
         return EXIT_OK
     if args.command == "run":
         return _run(settings, args.config)

@@ -63,7 +63,7 @@ def test_run_without_a_platform_explains_itself() -> None:
 
 
 def test_every_command_has_help() -> None:
-    for command in ("run", "check", "migrate"):
+    for command in ("run", "check", "migrate", "slack-manifest"):
         result = chat_bridge(command, "--help")
         assert result.returncode == 0 and "--config FILE" in result.stdout
 

@@ -1,0 +1,248 @@
+"""`SlackAdapter`: the Bolt app, its ingress (Socket Mode or HTTP) and the routing from Slack
+events to the core's responder. A service of the lifecycle: `start()` returns once connected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Coroutine
+from typing import Any
+
+import aiohttp
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.web.async_client import AsyncWebClient
+
+from adapters.slack.api import call
+from adapters.slack.events import (
+    PLATFORM,
+    BotIdentity,
+    SlackMessage,
+    parse_assistant_thread,
+    parse_message,
+)
+from adapters.slack.formatting import prompt_title
+from adapters.slack.history import thread_history
+from adapters.slack.ingress import HttpIngress, Ingress, SocketModeIngress
+from adapters.slack.surface import NativeStreaming, SlackReplySurface
+from bridge.config import SlackSettings
+from bridge.domain import ChatKey
+from bridge.lifecycle import Lifecycle
+from bridge.ports import ChatStore, PlatformError, RateLimited
+from bridge.responder import Responder
+
+log = logging.getLogger(__name__)
+
+DRAIN_TIMEOUT = 10.0
+
+
+class SlackAdapter:
+    """Answers mentions, DMs and follow-ups in threads the bot takes part in, in one workspace."""
+
+    def __init__(
+        self,
+        settings: SlackSettings,
+        *,
+        responder: Responder,
+        store: ChatStore,
+        lifecycle: Lifecycle,
+    ) -> None:
+        if settings.bot_token is None:
+            raise ValueError("slack.bot_token is required")
+        if settings.mode == "socket" and settings.app_token is None:
+            raise ValueError('slack.app_token is required when slack.mode is "socket"')
+        if settings.mode == "http" and settings.signing_secret is None:
+            raise ValueError('slack.signing_secret is required when slack.mode is "http"')
+        self.name = "slack"
+        self._settings = settings
+        self._responder = responder
+        self._store = store
+        self._lifecycle = lifecycle
+        self._client = AsyncWebClient(
+            token=settings.bot_token.get_secret_value(), base_url=settings.api_base_url
+        )
+        secret = settings.signing_secret.get_secret_value() if settings.signing_secret else ""
+        self._app = AsyncApp(
+            name="chat-bridge",
+            client=self._client,
+            # Passed even when empty: Bolt reads SLACK_SIGNING_SECRET from the environment if None.
+            signing_secret=secret,
+            # Socket Mode has no signature to check; over HTTP every request must carry one.
+            request_verification_enabled=settings.mode == "http",
+        )
+        self._register_listeners()
+        self._ingress: Ingress
+        if settings.mode == "socket":
+            assert settings.app_token is not None
+            app_token = settings.app_token.get_secret_value()
+            self._ingress = SocketModeIngress(self._app, app_token, self._client)
+        else:
+            self._ingress = HttpIngress(self._app, settings.http_host, settings.http_port)
+        self._native = NativeStreaming(settings.native_streaming)
+        self._placeholder = responder.settings.style.placeholder
+        self._bot: BotIdentity | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._imports: dict[ChatKey, asyncio.Future[None]] = {}
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        # One HTTP session for every Web API call instead of a new connection per call.
+        self._client.session = aiohttp.ClientSession()
+        try:
+            auth = await call("auth.test", "start", self._client.auth_test())
+            self._bot = BotIdentity(str(auth["user_id"]), str(auth["bot_id"]), str(auth["team_id"]))
+            log.info("slack: signed in as %s in workspace %s", self._bot.user_id, self._bot.team_id)
+            await self._ingress.start()
+        except BaseException:
+            await self._close_session()  # the ingress cleaned up after itself
+            raise
+
+    async def stop(self) -> None:
+        await self._ingress.stop()
+        # The responder stops first and finishes its replies; what is left here is quick.
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=DRAIN_TIMEOUT)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        await self._close_session()
+
+    async def drain(self) -> None:
+        """Wait until every event taken so far is handled (tests, and before a planned stop)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def _close_session(self) -> None:
+        session, self._client.session = self._client.session, None
+        if session is not None:
+            await session.close()
+
+    # --- listeners ---------------------------------------------------------------------------
+
+    def _register_listeners(self) -> None:
+        app = self._app
+        app.event("app_mention")(self._on_message)
+        app.event("message")(self._on_message)
+        app.event("assistant_thread_started")(self._on_assistant_thread)
+        app.event("app_uninstalled")(self._on_uninstalled)
+        app.event("tokens_revoked")(self._on_tokens_revoked)
+        # Last: every other event is acknowledged too, so Bolt never answers 404 (and Slack never
+        # retries an event nobody here wants).
+        app.event(re.compile(".*"))(self._on_other_event)
+
+    async def _on_message(self, body: dict[str, Any]) -> None:
+        assert self._bot is not None, "events arrive only after start()"
+        message = parse_message(body, self._bot, ignore_other_bots=self._settings.ignore_other_bots)
+        if message is not None:
+            self._spawn(self._answer(message))
+
+    async def _on_assistant_thread(self, body: dict[str, Any]) -> None:
+        key = parse_assistant_thread(body)
+        if key is not None:
+            self._spawn(self._open_assistant_thread(key))
+
+    async def _on_uninstalled(self, body: dict[str, Any]) -> None:
+        self._lifecycle.fail(RuntimeError("the Slack app was uninstalled from the workspace"))
+
+    async def _on_tokens_revoked(self, body: dict[str, Any]) -> None:
+        tokens = (body.get("event") or {}).get("tokens") or {}
+        if self._bot is not None and self._bot.user_id in (tokens.get("bot") or ()):
+            self._lifecycle.fail(RuntimeError("the Slack bot token was revoked"))
+
+    async def _on_other_event(self, body: dict[str, Any]) -> None:
+        event_type = str((body.get("event") or {}).get("type"))[:64]
+        log.debug("slack: no handling for %s events", event_type)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        # Bolt has acknowledged the event already; the reply runs in a task we own and await.
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("slack: handling an event failed", exc_info=task.exception())
+
+    # --- routing -----------------------------------------------------------------------------
+
+    async def _answer(self, message: SlackMessage) -> None:
+        where = f"{message.channel}/{message.thread_ts}"
+        try:
+            addressed = message.is_dm or message.mentions_bot
+            if not addressed and not message.in_existing_thread:
+                return  # a top-level channel message that does not name the bot
+            chat = None
+            if message.in_existing_thread:
+                chat = await self._store.get_chat(message.inbound.chat_key)
+            if not addressed and chat is None:
+                return  # a thread the bot takes no part in
+            if chat is None and message.in_existing_thread:
+                await self._import_thread(message)
+            await self._responder.handle(PLATFORM, message.inbound, self._surface(message))
+        except Exception:
+            log.exception("slack: answering message %s in %s failed", message.ts, where)
+
+    async def _import_thread(self, message: SlackMessage) -> None:
+        """Called into the middle of a thread: its earlier messages become the context first.
+
+        A mention arrives twice (app_mention and message): both wait for one read of the thread.
+        """
+        key = message.inbound.chat_key
+        reading = self._imports.get(key)
+        if reading is None:
+            reading = asyncio.ensure_future(self._read_thread(message))
+            self._imports[key] = reading
+            reading.add_done_callback(lambda _: self._imports.pop(key, None))
+        await asyncio.shield(reading)
+
+    async def _read_thread(self, message: SlackMessage) -> None:
+        assert self._bot is not None
+        where = f"{message.channel}/{message.thread_ts}"
+        try:
+            entries = await thread_history(
+                self._client,
+                channel=message.channel,
+                thread_ts=message.thread_ts,
+                before_ts=message.ts,
+                bot=self._bot,
+            )
+        except (RateLimited, PlatformError) as exc:
+            log.warning("slack: earlier messages of %s not imported (%s)", where, exc)
+            return
+        if entries:
+            chat = await self._store.get_or_create_chat(message.inbound.chat_key)
+            imported = await self._store.import_history(chat, entries)
+            log.info("slack: imported %d earlier messages of %s", imported, where)
+
+    def _surface(self, message: SlackMessage) -> SlackReplySurface:
+        return SlackReplySurface(
+            self._client,
+            self._settings,
+            message.reply_place,
+            self._native,
+            placeholder=self._placeholder,
+        )
+
+    async def _open_assistant_thread(self, key: ChatKey) -> None:
+        # The thread exists before its first message: its chat too, so that first message is not
+        # taken for a mention in the middle of a thread (whose history would be read first).
+        await self._store.get_or_create_chat(key)
+        if not self._settings.suggested_prompts:
+            return
+        prompts = [
+            {"title": prompt_title(prompt), "message": prompt}
+            for prompt in self._settings.suggested_prompts
+        ]
+        try:
+            await call(
+                "assistant.threads.setSuggestedPrompts",
+                f"{key.channel}/{key.thread}",
+                self._client.assistant_threads_setSuggestedPrompts(
+                    channel_id=key.channel, thread_ts=key.thread, prompts=prompts
+                ),
+            )
+        except (RateLimited, PlatformError) as exc:
+            log.warning("slack: no suggested prompts in %s/%s: %s", key.channel, key.thread, exc)

@@ -1,0 +1,102 @@
+"""How events reach the Bolt app: Socket Mode (an outbound WebSocket, the default) or HTTP (Bolt's
+aiohttp app on http_host:http_port/slack/events, every request's signature checked by Bolt).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from aiohttp import web
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.web.async_client import AsyncWebClient
+
+from adapters.slack.api import call
+
+log = logging.getLogger(__name__)
+
+EVENTS_PATH = "/slack/events"
+CONNECT_TIMEOUT = 30.0
+
+
+class Ingress(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class SocketModeIngress:
+    """One Socket Mode connection; slack_sdk reconnects on its own after Slack's `disconnect`."""
+
+    def __init__(self, app: AsyncApp, app_token: str, client: AsyncWebClient) -> None:
+        self._app = app
+        self._app_token = app_token
+        self._client = client
+        self._handler: AsyncSocketModeHandler | None = None
+
+    async def start(self) -> None:
+        # The handler's client opens an aiohttp session and starts a task: it needs the loop.
+        handler = AsyncSocketModeHandler(self._app, self._app_token, web_client=self._client)
+        self._handler = handler
+        socket = handler.client
+        # slack_bolt leaves connect_async and close_async unannotated: name their types.
+        connect: Callable[[], Awaitable[None]] = handler.connect_async
+        try:
+            # slack_sdk retries a failing connect forever; asking for the URL first makes a wrong
+            # app token fail the start with Slack's error instead.
+            socket.wss_uri = await call(
+                "apps.connections.open", "socket mode", socket.issue_new_wss_url()
+            )
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                await connect()
+        except BaseException:
+            await self.stop()
+            raise
+        log.info("slack: connected in Socket Mode")
+
+    async def stop(self) -> None:
+        if self._handler is None:
+            return
+        socket = self._handler.client
+        close: Callable[[], Awaitable[None]] = self._handler.close_async
+        await close()
+        # close() cancels its tasks without waiting; wait so none outlives the adapter.
+        tasks = [socket.message_processor, socket.current_session_monitor, socket.message_receiver]
+        pending = [t for t in tasks if isinstance(t, asyncio.Future) and not t.done()]
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*pending, return_exceptions=True)
+        self._handler = None
+
+
+class HttpIngress:
+    """The Events API endpoint. Bolt answers a bad, missing or stale signature with 401."""
+
+    def __init__(self, app: AsyncApp, host: str, port: int) -> None:
+        self._app = app
+        self._host = host
+        self._port = port
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        runner = web.AppRunner(
+            self._app.web_app(path=EVENTS_PATH, port=self._port),
+            access_log=None,
+            handle_signals=False,
+        )
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, self._host, self._port).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        log.info("slack: receiving events at http://%s:%s%s", self._host, self._port, EVENTS_PATH)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None

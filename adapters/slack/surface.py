@@ -1,0 +1,261 @@
+"""`SlackReplySurface`: one reply in one Slack thread, streamed natively (chat.startStream /
+appendStream / stopStream) or posted and edited (chat.postMessage + chat.update), with the
+assistant status ("is thinking…") shown until the reply is done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Literal
+
+from slack_sdk.web.async_client import AsyncWebClient
+
+from adapters.slack.api import SlackCallFailed, call
+from adapters.slack.events import ReplyPlace
+from adapters.slack.formatting import message_content
+from adapters.slack.streams import NativeStream, StreamEnded
+from bridge.config import SlackSettings
+from bridge.ports import (
+    MessageLimit,
+    PlatformError,
+    PostedMessage,
+    RateBucket,
+    RateLimited,
+    RateObservation,
+)
+
+log = logging.getLogger(__name__)
+
+# chat.update re-sends the whole message; Slack refuses `text` from about 4,000 characters and
+# splits a markdown block into several blocks, so keep each message comfortably small.
+UPDATE_LIMIT = MessageLimit(3_500, "utf8_bytes")
+# A stream takes 12,000 characters per call, and a stream that expires is finished with
+# chat.update and a markdown block (12,000 characters). Defusing mentions adds at most one
+# character per five ("@here"), so 10,000 leaves room for the worst case.
+NATIVE_LIMIT = MessageLimit(10_000, "chars")
+# Errors that mean "this workspace or app cannot stream" rather than "this call failed".
+STREAMING_UNAVAILABLE = frozenset(
+    {"not_allowed", "missing_scope", "unknown_method", "not_allowed_token_type",
+     "feature_not_enabled", "no_permission", "method_deprecated"}
+)  # fmt: skip
+FINISHING_ATTEMPTS = 3
+MAX_FINISHING_WAIT = 5.0
+
+
+class NativeStreaming:
+    """Per process: whether to try native streams, and which workspaces turned out unable to."""
+
+    def __init__(self, mode: Literal["auto", "always", "never"]) -> None:
+        self.mode = mode
+        self._unavailable: set[str] = set()
+
+    def should_try(self, team: str) -> bool:
+        if self.mode == "auto":
+            return team not in self._unavailable
+        return self.mode == "always"
+
+    def mark_unavailable(self, team: str, code: str) -> None:
+        if team not in self._unavailable:
+            log.info(
+                "slack: native streaming unavailable in %s (%s); using chat.update", team, code
+            )
+        self._unavailable.add(team)
+
+
+class SlackReplySurface:
+    """The ReplySurface for one inbound Slack message."""
+
+    def __init__(
+        self,
+        client: AsyncWebClient,
+        settings: SlackSettings,
+        place: ReplyPlace,
+        native: NativeStreaming,
+        *,
+        placeholder: str,
+    ) -> None:
+        self._client = client
+        self._settings = settings
+        self._place = place
+        self._support = native
+        self._placeholder = placeholder
+        self._native: bool | None = None  # decided by the first post
+        self._limit = UPDATE_LIMIT
+        self._streams: dict[str, NativeStream] = {}
+        self._typing = False
+
+    # --- what the writer reads --------------------------------------------------------------
+
+    @property
+    def message_limit(self) -> MessageLimit:
+        return self._limit
+
+    @property
+    def shows_own_progress(self) -> bool:
+        return bool(self._native)
+
+    def post_bucket(self) -> RateBucket:
+        return RateBucket(
+            f"slack:chat.postMessage:{self._place.team}:{self._place.channel}", 1, 1.0
+        )
+
+    def edit_bucket(self) -> RateBucket:
+        team = self._place.team
+        if self._native:
+            return RateBucket(f"slack:chat.appendStream:{team}", 90, 60.0)  # Tier 4
+        return RateBucket(f"slack:chat.update:{team}", self._settings.update_rate_per_minute, 60.0)
+
+    def take_rate_observation(self) -> RateObservation | None:
+        return None  # Slack sends no X-RateLimit-* headers, only Retry-After on a 429
+
+    # --- typing ------------------------------------------------------------------------------
+
+    async def start_typing(self) -> None:
+        self._typing = True
+        await self._set_status(self._settings.status_text)
+
+    async def stop_typing(self) -> None:
+        """The reply is over: close streams the writer left open, then clear the status."""
+        self._typing = False
+        for stream in self._streams.values():
+            if stream.open:
+                await self._retrying(functools.partial(self._finish_stream, stream), "finish")
+        await self._retrying(functools.partial(self._set_status, ""), "clear the status")
+
+    async def _retrying(self, attempt: Callable[[], Awaitable[None]], what: str) -> None:
+        """The end of a reply must reach Slack: wait out a few 429s instead of giving up."""
+        for number in range(FINISHING_ATTEMPTS):
+            try:
+                await attempt()
+                return
+            except RateLimited as limited:
+                if number + 1 < FINISHING_ATTEMPTS:
+                    await asyncio.sleep(min(limited.retry_after, MAX_FINISHING_WAIT))
+            except PlatformError as exc:
+                log.warning("slack: could not %s in %s: %s", what, self._place, exc)
+                return
+        log.warning("slack: could not %s in %s: still rate limited", what, self._place)
+
+    async def _set_status(self, status: str) -> None:
+        await call(
+            "assistant.threads.setStatus",
+            str(self._place),
+            self._client.assistant_threads_setStatus(
+                channel_id=self._place.channel,
+                thread_ts=self._place.thread_ts,
+                status=status,
+                loading_messages=(self._settings.loading_messages or None) if status else None,
+            ),
+        )
+
+    async def _keep_status(self) -> None:
+        # Slack clears the status when the app posts in the thread; the reply is not done yet.
+        if not self._typing:
+            return
+        try:
+            await self._set_status(self._settings.status_text)
+        except (RateLimited, PlatformError) as exc:
+            log.info("slack: could not re-set the status in %s: %s", self._place, exc)
+
+    # --- posting -----------------------------------------------------------------------------
+
+    async def post(self, text: str, *, response_number: int) -> PostedMessage:
+        if self._native is None:
+            self._native = self._support.should_try(self._place.team)
+            self._limit = NATIVE_LIMIT if self._native else UPDATE_LIMIT
+        ts: str | None = None
+        if self._native:
+            ts = await self._start_stream(text)
+            if ts is None:
+                self._native = False
+                if not self._streams:  # nothing streamed yet: this reply is laid out afresh
+                    self._limit = UPDATE_LIMIT
+        if ts is None:
+            answer = await call(
+                "chat.postMessage",
+                str(self._place),
+                self._client.chat_postMessage(
+                    channel=self._place.channel,
+                    thread_ts=self._place.thread_ts,
+                    unfurl_links=False,
+                    unfurl_media=False,
+                    **message_content(text),
+                ),
+            )
+            ts = str(answer["ts"])
+        await self._keep_status()
+        return PostedMessage(ts)
+
+    async def _start_stream(self, text: str) -> str | None:
+        """The new stream's ts, or None when this reply must use chat.postMessage instead."""
+        place = self._place
+        try:
+            stream = await NativeStream.start(
+                self._client, place, "" if text == self._placeholder else text
+            )
+        except SlackCallFailed as exc:
+            if self._support.mode == "always":
+                raise
+            if exc.code in STREAMING_UNAVAILABLE:
+                self._support.mark_unavailable(place.team, exc.code)
+            else:
+                log.warning("slack: no native stream in %s (%s); posting instead", place, exc.code)
+            return None
+        self._streams[stream.ts] = stream
+        return stream.ts
+
+    # --- editing -----------------------------------------------------------------------------
+
+    async def update(self, message: PostedMessage, text: str, *, final: bool) -> None:
+        stream = self._streams.get(message.id)
+        if stream is not None and stream.open:
+            if self._native and await self._extend(stream, text, final=final):
+                return
+            if stream.open:  # the text no longer extends what the stream shows (a split)
+                await stream.stop()
+        await self._chat_update(message.id, text)
+
+    async def _extend(self, stream: NativeStream, text: str, *, final: bool) -> bool:
+        try:
+            return await stream.extend(text, final=final)
+        except StreamEnded as ended:
+            # Expired (message_not_in_streaming_state) or broken: the rest of the reply goes
+            # through chat.update on the same message, with the whole text.
+            log.warning("slack: stream in %s ended (%s); using chat.update", self._place, ended)
+            self._native = False
+            return False
+
+    async def _finish_stream(self, stream: NativeStream) -> None:
+        """Show a stream's held-back tail and stop it (the writer sends no final edit when the
+        final text equals the last one it streamed)."""
+        if not await self._extend(stream, stream.last_text, final=True):
+            if stream.open:
+                await stream.stop()
+            await self._chat_update(stream.ts, stream.last_text or self._placeholder)
+
+    async def _chat_update(self, ts: str, text: str) -> None:
+        await call(
+            "chat.update",
+            str(self._place),
+            self._client.chat_update(channel=self._place.channel, ts=ts, **message_content(text)),
+        )
+
+    # --- the assistant thread ----------------------------------------------------------------
+
+    async def set_title(self, title: str) -> None:
+        # Titles belong to the AI app's DM threads; a channel thread has no title to set.
+        if not self._place.is_dm:
+            return
+        try:
+            await call(
+                "assistant.threads.setTitle",
+                str(self._place),
+                self._client.assistant_threads_setTitle(
+                    channel_id=self._place.channel, thread_ts=self._place.thread_ts, title=title
+                ),
+            )
+        except (RateLimited, PlatformError) as exc:
+            log.info("slack: no title for %s: %s", self._place, exc)

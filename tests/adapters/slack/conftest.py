@@ -1,0 +1,161 @@
+"""A whole bridge around the Slack adapter: the real slack-bolt and slack_sdk against the Slack
+emulator, the real Responder and SqlChatStore (SQLite in tmp_path), openai against the local LLM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from adapters.llm import OpenAICompatibleModel
+from adapters.slack import SlackAdapter
+from bridge.config import LLMSettings, SlackSettings
+from bridge.lifecycle import Lifecycle
+from bridge.responder import Responder, ResponderSettings
+from bridge.scheduler import EditScheduler
+from sandbox.llm_server import LLMServer
+from sandbox.slack_emulator import ShownMessage, SlackEmulator
+from storage import SqlChatStore, create_engine, migrate
+
+GENERAL = "C0GENERAL"
+DM = "D0ALICE"
+BOT = "U0BOT"
+EDIT_INTERVAL = 0.2
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class Bridge:
+    emu: SlackEmulator
+    llm: LLMServer
+    store: SqlChatStore
+    responder: Responder
+    adapter: SlackAdapter
+    lifecycle: Lifecycle
+    settings: SlackSettings
+
+    def bot_messages(self, channel: str, thread_ts: str) -> list[ShownMessage]:
+        """The bot's replies (not the root Slack posts for it when an assistant thread opens)."""
+        thread = self.emu.thread(channel, thread_ts)
+        return [m for m in thread if m.user == BOT and m.subtype != "assistant_app_thread"]
+
+    def status_calls(self, channel: str, thread_ts: str) -> list[str]:
+        return [
+            str(call.args["status"])
+            for call in self.emu.calls_to("assistant.threads.setStatus")
+            if call.args.get("channel_id") == channel and call.args.get("thread_ts") == thread_ts
+        ]
+
+    async def reply_done(self, channel: str, thread_ts: str, replies: int = 1) -> None:
+        """Wait until `replies` replies in the thread ended (each clears the status once)."""
+        await self.emu.wait_for(
+            lambda: self.status_calls(channel, thread_ts).count("") >= replies, timeout=15
+        )
+        await self.settle()
+
+    async def settle(self) -> None:
+        """Wait until every event was delivered and everything the adapter started is done."""
+        for _ in range(3):
+            await self.emu.wait_for(lambda: not self.emu.events.busy, timeout=15)
+            # Bolt runs a listener in a task after acknowledging the event: let it start.
+            await asyncio.sleep(0.05)
+            await self.adapter.drain()
+
+    def llm_turns(self) -> list[tuple[str, str]]:
+        """The conversation the model was given for the latest reply (not a title request)."""
+        request = [r for r in self.llm.requests if r.get("stream")][-1]
+        return [(m["role"], m["content"]) for m in request["messages"] if m["role"] != "system"]
+
+
+Factory = Callable[..., Awaitable[Bridge]]
+
+
+@pytest.fixture(scope="session")
+def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One migrated SQLite file; each test copies it instead of running Alembic again."""
+    path = tmp_path_factory.mktemp("template") / "bridge.db"
+    asyncio.run(migrate(f"sqlite+aiosqlite:///{path}"))
+    return path
+
+
+@pytest.fixture
+async def emu() -> AsyncIterator[SlackEmulator]:
+    async with SlackEmulator() as emulator:
+        yield emulator
+
+
+@pytest.fixture
+async def llm() -> AsyncIterator[LLMServer]:
+    async with LLMServer(default_tokens_per_second=400, tick=0.01) as server:
+        yield server
+
+
+@pytest.fixture
+async def make_bridge(
+    emu: SlackEmulator, llm: LLMServer, tmp_path: Path, migrated_template: Path
+) -> AsyncIterator[Factory]:
+    started: list[tuple[Bridge, Any, OpenAICompatibleModel]] = []
+
+    async def make(*, mode: str = "socket", titles: bool = False, **slack: Any) -> Bridge:
+        database = tmp_path / f"bridge{len(started)}.db"
+        shutil.copy(migrated_template, database)
+        engine = create_engine(f"sqlite+aiosqlite:///{database}")
+        store = SqlChatStore(engine)
+        model = OpenAICompatibleModel(
+            LLMSettings(base_url=llm.base_url, api_key=SecretStr("k"), idle_timeout=5.0)
+        )
+        responder = Responder(
+            store=store,
+            llm=model,
+            scheduler=EditScheduler(interval=EDIT_INTERVAL),
+            settings=ResponderSettings(model="m", titles=titles, idle_timeout=5.0, max_retries=0),
+        )
+        port = free_port()
+        fields: dict[str, Any] = {
+            "enabled": True,
+            "mode": mode,
+            "api_base_url": emu.api_base_url,
+            "bot_token": SecretStr(emu.identity.bot_token),
+            "app_token": SecretStr(emu.identity.app_token),
+            "signing_secret": SecretStr(emu.identity.signing_secret),
+            "http_port": port,
+        }
+        settings = SlackSettings(**{**fields, **slack})
+        lifecycle = Lifecycle()
+        adapter = SlackAdapter(settings, responder=responder, store=store, lifecycle=lifecycle)
+        if mode == "http":
+            emu.delivery = "http"
+            emu.event_url = f"http://127.0.0.1:{port}/slack/events"
+        bridge = Bridge(emu, llm, store, responder, adapter, lifecycle, settings)
+        started.append((bridge, engine, model))
+        await responder.start()
+        await adapter.start()
+        if mode == "socket":
+            await emu.wait_for_socket()
+        return bridge
+
+    yield make
+    # The lifecycle's order: the responder finishes its replies while the platform still works.
+    for bridge, engine, model in reversed(started):
+        await bridge.responder.stop()
+        await bridge.adapter.stop()
+        await model.stop()
+        await engine.dispose()
+
+
+@pytest.fixture(params=["socket", "http"])
+def mode(request: pytest.FixtureRequest) -> str:
+    return str(request.param)

@@ -1,0 +1,92 @@
+"""Mention defusing, the streaming-safe prefix, and the content sent with each message."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from adapters.slack.formatting import (
+    FALLBACK_CHARS,
+    ZERO_WIDTH_SPACE,
+    message_content,
+    neutralise_mentions,
+    plain_fallback,
+    prompt_title,
+    settled_length,
+)
+
+PINGS = re.compile(r"<!(?:here|channel|everyone|subteam)|@(?:here|channel|everyone)", re.I)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["<!here>", "<!channel>", "<!everyone>", "<!here|here>", "<!subteam^S0DEVS|devs>",
+     "@here", "@channel", "@everyone", "@HERE", "hi @Channel!", "<!Everyone>"],
+)  # fmt: skip
+def test_broadcast_mentions_are_broken_but_read_the_same(text: str) -> None:
+    defused = neutralise_mentions(text)
+    assert not PINGS.search(defused)
+    assert defused.replace(ZERO_WIDTH_SPACE, "") == text
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["<@U0ALICE> thanks", "mail me@example.com", "<!DOCTYPE html>", "<!-- a comment -->",
+     "@heroku deploy", "<https://example.com|a link>", "x <! y"],
+)  # fmt: skip
+def test_everything_else_is_left_alone(text: str) -> None:
+    assert neutralise_mentions(text) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "settled"),
+    [
+        ("Hello @", 6),
+        ("Hello @he", 6),
+        ("Hello @here", 11),
+        ("Hello @hex", 10),
+        ("See <", 4),
+        ("See <!sub", 4),
+        ("See <!subteam^", 14),
+        ("See <!DOCTY", 11),
+        ("mail me@exam", 12),
+        ("", 0),
+    ],
+)
+def test_a_possible_mention_at_the_end_is_held_back(text: str, settled: int) -> None:
+    assert settled_length(text) == settled
+
+
+def test_what_a_stream_has_shown_never_has_to_change() -> None:
+    text = "Ping @here, <!channel> and <!subteam^S1|devs>; mail a@everyone.io or @Everyone now."
+    shown = ""
+    for end in range(len(text) + 1):
+        prefix = text[:end]
+        settled = neutralise_mentions(prefix[: settled_length(prefix)])
+        assert settled.startswith(shown), (prefix, shown, settled)
+        assert not PINGS.search(settled)
+        shown = settled
+    assert neutralise_mentions(text).startswith(shown)
+
+
+def test_the_fallback_is_plain_escaped_and_short() -> None:
+    markdown = "## Title\n**Bold** and __this__, a [link](https://x.io) <@U0BOB> & @here"
+    assert plain_fallback(markdown) == (
+        f"Title\nBold and this, a link (https://x.io) &lt;@U0BOB&gt; &amp; @{ZERO_WIDTH_SPACE}here"
+    )
+    long = plain_fallback("a&b " * 2_000)
+    assert len(long) <= FALLBACK_CHARS and long.endswith("…")
+    assert re.search(r"&[a-z]*…$", long) is None  # no half escape before the ellipsis
+
+
+def test_message_content_is_a_markdown_block_with_a_fallback() -> None:
+    content = message_content("**Hi** <!here>")
+    assert content["blocks"] == [{"type": "markdown", "text": f"**Hi** <{ZERO_WIDTH_SPACE}!here>"}]
+    assert content["text"] == "Hi &lt;!here&gt;"
+
+
+def test_prompt_titles_are_short_first_lines() -> None:
+    assert prompt_title("Summarise\nthe channel") == "Summarise"
+    title = prompt_title("x" * 100)
+    assert len(title) == 40 and title.endswith("…")

@@ -1,0 +1,66 @@
+"""The rate budgets and message sizes a Slack reply declares to the shared scheduler."""
+
+from __future__ import annotations
+
+from slack_sdk.web.async_client import AsyncWebClient
+
+from adapters.slack.events import ReplyPlace
+from adapters.slack.surface import NativeStreaming, SlackReplySurface
+from bridge.config import SlackSettings
+from bridge.ports import MessageLimit, RateBucket
+from sandbox.slack_emulator import SlackEmulator
+
+
+def surface(team: str = "T0TEAM", channel: str = "C0GENERAL") -> SlackReplySurface:
+    place = ReplyPlace(team, channel, "1.000001", "U0ALICE", team, is_dm=False)
+    client = AsyncWebClient(token="xoxb-test", base_url="http://127.0.0.1:9/api/")
+    settings = SlackSettings(update_rate_per_minute=40)
+    return SlackReplySurface(client, settings, place, NativeStreaming("auto"), placeholder="…")
+
+
+def test_every_reply_in_a_workspace_shares_one_chat_update_budget() -> None:
+    one, two, elsewhere = surface(), surface(channel="C0OTHER"), surface(team="T0OTHER")
+    assert one.edit_bucket() == RateBucket("slack:chat.update:T0TEAM", 40, 60.0)
+    assert two.edit_bucket() == one.edit_bucket() != elsewhere.edit_bucket()
+
+
+def test_new_messages_are_budgeted_per_channel() -> None:
+    assert surface().post_bucket() == RateBucket("slack:chat.postMessage:T0TEAM:C0GENERAL", 1, 1.0)
+    assert surface(channel="C0OTHER").post_bucket() != surface().post_bucket()
+
+
+def test_before_anything_is_posted_a_reply_is_sized_for_chat_update() -> None:
+    fresh = surface()
+    assert fresh.message_limit == MessageLimit(3_500, "utf8_bytes")
+    assert not fresh.shows_own_progress and fresh.take_rate_observation() is None
+
+
+async def test_after_a_stream_ends_the_reply_is_edited_within_the_chat_update_budget() -> None:
+    async with SlackEmulator() as emu:
+        emu.echo_own_messages = False
+        root = await emu.user_message("C0GENERAL", "<@U0BOT> hi", user="U0ALICE")
+        place = ReplyPlace("T0TEAM", "C0GENERAL", root, "U0ALICE", "T0TEAM", is_dm=False)
+        client = AsyncWebClient(token="xoxb-test", base_url=emu.api_base_url)
+        reply = SlackReplySurface(
+            client, SlackSettings(), place, NativeStreaming("auto"), placeholder="…"
+        )
+        message = await reply.post("…", response_number=0)
+        await reply.update(message, "Hello", final=False)
+        assert reply.shows_own_progress and reply.message_limit.size == 10_000
+        assert reply.edit_bucket().key == "slack:chat.appendStream:T0TEAM"
+
+        emu.expire_stream("C0GENERAL", message.id)
+        await reply.update(message, "Hello world", final=False)
+        assert not reply.shows_own_progress
+        assert reply.edit_bucket() == RateBucket("slack:chat.update:T0TEAM", 45, 60.0)
+        await reply.update(message, "Hello world, again.", final=True)
+        await reply.stop_typing()
+        shown = emu.message("C0GENERAL", message.id)
+    assert shown is not None and shown.rendered == "Hello world, again."
+    assert [c.method for c in emu.calls if c.method.startswith("chat.")] == [
+        "chat.startStream",
+        "chat.appendStream",
+        "chat.appendStream",  # message_not_in_streaming_state
+        "chat.update",  # the same message, with the whole text
+        "chat.update",
+    ]

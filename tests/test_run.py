@@ -1,0 +1,62 @@
+"""`chat-bridge run` as an admin runs it: a real process, configured by a TOML file and secrets in
+the environment, answering on the Slack emulator until SIGTERM, then exiting 0."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import sys
+from pathlib import Path
+
+from sandbox.llm_server import LLMServer, ScriptedReply
+from sandbox.slack_emulator import SlackEmulator
+
+ROOT = Path(__file__).resolve().parents[1]
+ANSWER = "Hello from the bridge, streamed in pieces."
+
+
+async def test_run_answers_a_slack_mention_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    db = tmp_path / "bridge.db"
+    async with SlackEmulator() as emu, LLMServer() as llm:
+        llm.script(ScriptedReply(text=ANSWER, tokens_per_second=40))
+        config = tmp_path / "config.toml"
+        config.write_text(
+            f'[storage]\nurl = "sqlite+aiosqlite:///{db}"\n'
+            f'[llm]\nbase_url = "{llm.base_url}"\nmodel = "local"\ntitles = false\n'
+            "[streaming]\nedit_interval = 0.2\n"
+            f'[slack]\nenabled = true\nmode = "socket"\napi_base_url = "{emu.api_base_url}"\n'
+        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("CHAT_BRIDGE_", "SLACK_"))}
+        env |= {
+            "CHAT_BRIDGE_LLM__API_KEY": "sk-local-test-key",
+            "CHAT_BRIDGE_SLACK__BOT_TOKEN": "xoxb-test",
+            "CHAT_BRIDGE_SLACK__APP_TOKEN": "xapp-test",
+        }
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bridge", "run", "--config", str(config),
+            cwd=ROOT, env=env, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            await emu.wait_for_socket(1, timeout=30)
+            ts = await emu.user_message("C0GENERAL", "<@U0BOT> say hello", user="U0ALICE")
+
+            def answered() -> bool:
+                replies = [m for m in emu.thread("C0GENERAL", ts) if m.bot_id]
+                return bool(replies) and not replies[-1].is_streaming and ANSWER in replies[-1].text
+
+            await emu.wait_for(answered, timeout=20)
+            process.send_signal(signal.SIGTERM)
+            code = await asyncio.wait_for(process.wait(), timeout=30)
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+        assert process.stderr is not None
+        log = (await process.stderr.read()).decode()
+    assert code == 0, log
+    assert "xoxb-test" not in log and "sk-local-test-key" not in log
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT role, status, content FROM messages ORDER BY id").fetchall()
+    assert rows == [("user", "complete", "say hello"), ("assistant", "complete", ANSWER)]
