@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     command("check", "Validate the configuration and print what `run` would start.")
     command("migrate", "Create or upgrade the database schema.")
     command("slack-manifest", "Print a Slack app manifest (JSON) that matches the configuration.")
+    command("discord-invite", "Print the OAuth2 URL that invites the bot with what it needs.")
     return parser
 
 
@@ -75,6 +76,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(manifest)
         for note in notes:
             print(f"note: {note}", file=sys.stderr)
+        return EXIT_OK
+    if args.command == "discord-invite":
+        from bridge import app
+
+        try:
+            print(app.discord_invite(settings))
+        except ValueError as exc:
+            print(
+                f"error: {exc} (set discord.token or CHAT_BRIDGE_DISCORD__TOKEN)", file=sys.stderr
+            )
+            return EXIT_CONFIG
         return EXIT_OK
     if args.command == "run":
         return _run(settings, args.config)

@@ -144,7 +144,12 @@ class ReplyWriter:
             targets = self._targets()
             await self._post(targets[index])
             return True
-        final_segment = self._finishing or index < len(self._targets()) - 1
+        targets = self._targets()
+        final_segment = self._finishing or index < len(targets) - 1
+        if targets[index] == self._shown[index] and not self.surface.shows_own_progress:
+            # Already showing its final text; only a native stream needs telling that it ended.
+            self._finalized.add(index)
+            return True
         # The surface may switch buckets mid-reply (Slack: native stream -> chat.update).
         self._lane.bucket = self.surface.edit_bucket()
         await self.scheduler.acquire_edit(self._lane, final=final_segment)

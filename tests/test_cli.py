@@ -63,7 +63,7 @@ def test_run_without_a_platform_explains_itself() -> None:
 
 
 def test_every_command_has_help() -> None:
-    for command in ("run", "check", "migrate", "slack-manifest"):
+    for command in ("run", "check", "migrate", "slack-manifest", "discord-invite"):
         result = chat_bridge(command, "--help")
         assert result.returncode == 0 and "--config FILE" in result.stdout
 
@@ -76,3 +76,29 @@ def test_migrate_creates_the_database(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "database at revision 0001" in result.stdout
     assert db.exists()
+
+
+def test_discord_invite_prints_the_url_for_the_tokens_application() -> None:
+    # A bot token's first segment is the base64 of the bot's (= the application's) id.
+    token = "MTIzNDU2Nzg5MDEyMzQ1Njc4.GhIjKl.abcdefghijklmnopqrstuvwxyz0123456789AB"
+    result = chat_bridge(
+        "discord-invite",
+        "--config",
+        "config.example.toml",
+        env={"CHAT_BRIDGE_DISCORD__TOKEN": token},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "client_id=123456789012345678" in result.stdout
+    assert (
+        "scope=bot+applications.commands" in result.stdout or "bot%20applications" in result.stdout
+    )
+
+
+def test_slack_manifest_matches_the_mode() -> None:
+    import json
+
+    result = chat_bridge("slack-manifest", "--config", "config.example.toml")
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads(result.stdout)
+    assert manifest["settings"]["socket_mode_enabled"] is True
+    assert "app_mention" in manifest["settings"]["event_subscriptions"]["bot_events"]

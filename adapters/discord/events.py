@@ -1,0 +1,167 @@
+"""Which Discord messages the bridge answers, and how they become the core's `InboundMessage`.
+
+`facts_of` reads what the rules need from a discord.py `Message`; `decide` is the pure rule set
+over those facts (unit-tested without a gateway); `trigger_for` chains them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import Enum
+
+import discord
+
+from bridge.domain import ChatKey, InboundMessage
+
+PLATFORM = "discord"
+# Everything else (joins, pins, thread starters, boosts, command responses...) is a system message.
+_CONVERSATION_TYPES = (discord.MessageType.default, discord.MessageType.reply)
+_USER_MENTION = re.compile(r"<@!?(\d+)>")
+
+
+class Place(Enum):
+    DM = "dm"
+    TEXT_CHANNEL = "text_channel"  # a guild text channel, where auto_thread may open a thread
+    THREAD = "thread"
+    OTHER = "other"  # any other guild channel with messages (voice text chat, stage...)
+
+
+@dataclass(frozen=True, slots=True)
+class BotView:
+    """What the rules need to know about the bot and its configuration."""
+
+    user_id: int
+    auto_thread: bool = False
+    ignore_other_bots: bool = True
+    # The message-content intent is missing: only mentions (and DMs) carry text.
+    mention_only: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MessageFacts:
+    message_id: int
+    guild_id: int | None
+    channel_id: int
+    place: Place
+    author_id: int
+    author_name: str
+    content: str
+    thread_owner_id: int | None = None
+    author_is_bot: bool = False
+    webhook_id: int | None = None
+    system: bool = False
+    mentioned_user_ids: frozenset[int] = frozenset()
+    # The bot's own managed role, when the message mentions it (`@bridge-bot` often picks it).
+    bot_role_id: int | None = None
+    replied_to_author_id: int | None = None
+    user_names: tuple[tuple[int, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Trigger:
+    """A message to answer: the core's message, and whether its reply opens a thread first."""
+
+    inbound: InboundMessage
+    open_thread: bool
+
+
+def chat_key(guild_id: int | None, channel_id: int) -> ChatKey:
+    """A thread is a channel of its own, so each thread (and each DM) is one Chat."""
+    return ChatKey(PLATFORM, str(guild_id) if guild_id else "", str(channel_id))
+
+
+def decide(facts: MessageFacts, view: BotView) -> Trigger | None:
+    if facts.author_id == view.user_id:
+        return None
+    if (facts.author_is_bot or facts.webhook_id is not None) and view.ignore_other_bots:
+        return None
+    if facts.system:
+        return None
+    mentioned = view.user_id in facts.mentioned_user_ids or facts.bot_role_id is not None
+    if facts.place is Place.DM:
+        addressed = True
+    elif view.mention_only:
+        # Without the intent other messages arrive with empty content: nothing to answer.
+        addressed = mentioned
+    elif facts.place is Place.THREAD and facts.thread_owner_id == view.user_id:
+        addressed = True
+    else:
+        addressed = mentioned or facts.replied_to_author_id == view.user_id
+    if not addressed:
+        return None
+    text = prompt_text(facts, view.user_id)
+    if not text:
+        return None
+    open_thread = view.auto_thread and facts.place is Place.TEXT_CHANNEL
+    # A thread started from a message takes that message's id, so its Chat is known before it
+    # exists, and the thread is only created once the event is claimed.
+    channel_id = facts.message_id if open_thread else facts.channel_id
+    inbound = InboundMessage(
+        event_id=f"message:{facts.message_id}",
+        chat_key=chat_key(facts.guild_id, channel_id),
+        author_id=str(facts.author_id),
+        text=text,
+        platform_message_id=str(facts.message_id),
+        author_name=facts.author_name,
+    )
+    return Trigger(inbound, open_thread)
+
+
+def prompt_text(facts: MessageFacts, bot_user_id: int) -> str:
+    """The text for the LLM: the bot's mention removed, other mentions as readable names."""
+    names = dict(facts.user_names)
+
+    def user(match: re.Match[str]) -> str:
+        user_id = int(match.group(1))
+        if user_id == bot_user_id:
+            return ""
+        return f"@{names[user_id]}" if user_id in names else match.group(0)
+
+    text = _USER_MENTION.sub(user, facts.content)
+    if facts.bot_role_id is not None:
+        text = text.replace(f"<@&{facts.bot_role_id}>", "")
+    return re.sub(r"[ \t]{2,}", " ", text).strip()
+
+
+def facts_of(message: discord.Message) -> MessageFacts:
+    channel = message.channel
+    place, owner = Place.OTHER, None
+    if message.guild is None:
+        place = Place.DM
+    elif isinstance(channel, discord.Thread):
+        place, owner = Place.THREAD, channel.owner_id
+    elif isinstance(channel, discord.TextChannel):
+        place = Place.TEXT_CHANNEL
+    bot_role = message.guild.self_role if message.guild is not None else None
+    if bot_role is not None and bot_role not in message.role_mentions:
+        bot_role = None
+    return MessageFacts(
+        message_id=message.id,
+        guild_id=message.guild.id if message.guild is not None else None,
+        channel_id=channel.id,
+        place=place,
+        author_id=message.author.id,
+        author_name=message.author.display_name,
+        content=message.content,
+        thread_owner_id=owner,
+        author_is_bot=message.author.bot,
+        webhook_id=message.webhook_id,
+        system=message.type not in _CONVERSATION_TYPES,
+        mentioned_user_ids=frozenset(user.id for user in message.mentions),
+        bot_role_id=bot_role.id if bot_role is not None else None,
+        replied_to_author_id=_replied_to_author(message),
+        user_names=tuple((user.id, user.display_name) for user in message.mentions),
+    )
+
+
+def _replied_to_author(message: discord.Message) -> int | None:
+    reference = message.reference
+    if reference is None:
+        return None
+    replied = reference.resolved or reference.cached_message
+    return replied.author.id if isinstance(replied, discord.Message) else None
+
+
+def trigger_for(message: discord.Message, view: BotView) -> Trigger | None:
+    return decide(facts_of(message), view)

@@ -1,0 +1,151 @@
+"""The discord.py client the adapter runs: its intents, its endpoints, and connecting until READY.
+
+discord.py takes its REST base and gateway URL from two class attributes, not from a client option,
+so `Endpoints` sets them for as long as the adapter runs (only where the config differs from
+Discord's defaults) and puts the old values back afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+import discord
+import discord.gateway
+import discord.http
+import yarl
+from discord import app_commands
+
+from bridge.config import DiscordSettings
+
+log = logging.getLogger(__name__)
+
+DEFAULT_API = str(DiscordSettings.model_fields["api_base_url"].default)
+DEFAULT_GATEWAY = str(DiscordSettings.model_fields["gateway_url"].default)
+
+OnMessage = Callable[[discord.Message], None]
+
+
+class DiscordGatewayError(RuntimeError):
+    """The bridge cannot stay connected to Discord; the message says what to do."""
+
+
+def bridge_intents(*, message_content: bool) -> discord.Intents:
+    """Guild and DM messages, and their text when the privileged intent is granted."""
+    intents = discord.Intents.none()
+    intents.guilds = True  # channels and threads (THREAD_CREATE tells us who opened a thread)
+    intents.guild_messages = True
+    intents.dm_messages = True
+    intents.message_content = message_content
+    return intents
+
+
+class GatewayClient(discord.Client):
+    """A plain discord.Client that hands messages to the adapter and carries the command tree."""
+
+    def __init__(
+        self,
+        *,
+        on_message: OnMessage,
+        intents: discord.Intents,
+        http_trace: aiohttp.TraceConfig,
+        guild_ready_timeout: float,
+    ) -> None:
+        super().__init__(
+            intents=intents,
+            # The default for everything discord.py sends; each write also passes it explicitly.
+            allowed_mentions=discord.AllowedMentions.none(),
+            http_trace=http_trace,
+            guild_ready_timeout=guild_ready_timeout,
+        )
+        self._message_created = on_message
+        self.tree: app_commands.CommandTree[discord.Client] | None = None
+
+    def dispatch(self, event: str, /, *args: Any, **kwargs: Any) -> None:
+        # discord.py calls this while it parses MESSAGE_CREATE, but runs `on_message` in a task
+        # that may start after a following MESSAGE_UPDATE has edited the cached Message in place
+        # (an edit that adds a mention would then be answered). Here the message is as created.
+        if event == "message" and args and isinstance(args[0], discord.Message):
+            try:
+                self._message_created(args[0])
+            except Exception:  # never into discord.py's gateway loop
+                log.exception("discord: message %s could not be handled", args[0].id)
+        super().dispatch(event, *args, **kwargs)
+
+
+class Endpoints:
+    """Points discord.py's class-level endpoints at the configured Discord, and back."""
+
+    def __init__(self, settings: DiscordSettings) -> None:
+        self.api = settings.api_base_url.rstrip("/")
+        self.gateway = settings.gateway_url
+        self._saved: tuple[str, yarl.URL] | None = None
+
+    def apply(self) -> None:
+        if self._saved is None:
+            self._saved = (
+                discord.http.Route.BASE,
+                discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY,
+            )
+        if self.api != DEFAULT_API.rstrip("/"):
+            discord.http.Route.BASE = self.api
+        if self.gateway != DEFAULT_GATEWAY:
+            discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(self.gateway)
+
+    def restore(self) -> None:
+        if self._saved is not None:
+            discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = self._saved
+            self._saved = None
+
+
+async def log_in(client: GatewayClient, token: str, *, api: str) -> int:
+    """Log in over REST; returns the bot's user id. The client is closed on failure."""
+    try:
+        await client.login(token)
+    except discord.LoginFailure:
+        await client.close()
+        raise DiscordGatewayError(
+            "discord: the token was rejected; copy it again from the developer portal "
+            "(your application → Bot → Reset Token) into discord.token"
+        ) from None
+    except Exception as exc:
+        await client.close()
+        raise DiscordGatewayError(f"discord: cannot log in at {api}: {_describe(exc)}") from None
+    assert client.user is not None  # set by login
+    return client.user.id
+
+
+async def connect_until_ready(client: GatewayClient, *, ready_within: float) -> asyncio.Task[None]:
+    """Connect a logged-in client; return the running connection task once READY.
+
+    Raises `discord.PrivilegedIntentsRequired` for close code 4014 (the caller decides what to
+    do) and `DiscordGatewayError` for everything else; the client is closed on any failure.
+    """
+    connection = asyncio.get_running_loop().create_task(client.connect(reconnect=True))
+    ready = asyncio.get_running_loop().create_task(client.wait_until_ready())
+    done, _ = await asyncio.wait(
+        {connection, ready}, timeout=ready_within, return_when=asyncio.FIRST_COMPLETED
+    )
+    ready.cancel()
+    if ready in done and not connection.done():
+        return connection
+    if not connection.done():
+        await client.close()
+        await asyncio.wait({connection}, timeout=5)
+        raise DiscordGatewayError(f"discord: no READY from the gateway within {ready_within:g}s")
+    await client.close()
+    error = None if connection.cancelled() else connection.exception()
+    if isinstance(error, discord.PrivilegedIntentsRequired):
+        raise error
+    raise DiscordGatewayError(
+        f"discord: the gateway connection failed: {_describe(error) if error else 'closed'}"
+    )
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, discord.ConnectionClosed):
+        return f"closed with code {exc.code} {exc.reason or ''}".strip()
+    return f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,229 @@
+"""The core's ReplySurface on Discord: one reply to one user message, in its channel or thread.
+
+The reply is a Discord reply to the user's message (a placeholder, then edits); continuations are
+plain messages in the same channel. With auto_thread the public thread is opened here, on the first
+write, so only a claimed (never a replayed) event opens one. Every write pings no one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Literal, TypeVar
+
+import aiohttp
+import discord
+
+from adapters.discord.indicators import TypingIndicators
+from adapters.discord.ratelimits import (
+    RateHeaderCapture,
+    SeenHeaders,
+    WriteRefused,
+    scheduled_limit,
+)
+from bridge.ports import (
+    MessageLimit,
+    PlatformError,
+    PlatformUnavailable,
+    PostedMessage,
+    RateBucket,
+    RateLimited,
+    RateObservation,
+)
+
+if TYPE_CHECKING:
+    from discord.abc import MessageableChannel
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+MESSAGE_LIMIT = MessageLimit(2000)
+# What bots observe for message create and edit per channel; the headers correct it at run time.
+GUESSED_LIMIT, GUESSED_PERIOD = 5, 5.0
+_GUESS = (scheduled_limit(GUESSED_LIMIT), GUESSED_PERIOD)
+NO_PINGS = discord.AllowedMentions.none()
+THREAD_ARCHIVE_MINUTES: Literal[1440] = 1440
+THREAD_EXISTS = 160004  # "A thread has already been created for this message"
+
+
+class DiscordReplySurface:
+    """Made per inbound message by the adapter; the Responder drives it."""
+
+    def __init__(
+        self,
+        source: discord.Message,
+        *,
+        client: discord.Client,
+        bot_user_id: int,
+        capture: RateHeaderCapture,
+        typing: TypingIndicators,
+        open_thread: bool = False,
+        thread_name: str = "",
+    ) -> None:
+        self._source = source
+        self._client = client
+        self._bot_user_id = bot_user_id
+        self._capture = capture
+        self._typing = typing
+        self._thread_pending = open_thread
+        self._thread_name = thread_name
+        self._thread_lock = asyncio.Lock()
+        self._channel: MessageableChannel = source.channel
+        # With auto_thread the thread will have the message's id; buckets are keyed by it now.
+        self._channel_id = source.id if open_thread else source.channel.id
+        self._typing_in: int | None = None
+        self._posts: Counter[int] = Counter()
+        self._shown: dict[str, str] = {}  # message id -> the text it was last given
+        # Keyed by task: the writer reads the observation in the task that made the write, and
+        # the writers of several choices share this surface.
+        self._seen: dict[asyncio.Task[object] | None, SeenHeaders] = {}
+
+    # --- the ReplySurface protocol -------------------------------------------------------------
+
+    @property
+    def message_limit(self) -> MessageLimit:
+        return MESSAGE_LIMIT
+
+    @property
+    def shows_own_progress(self) -> bool:
+        return False
+
+    @property
+    def channel_id(self) -> int:
+        return self._channel_id
+
+    def post_bucket(self) -> RateBucket:
+        return RateBucket(f"discord:post:{self._channel_id}", *_GUESS)
+
+    def edit_bucket(self) -> RateBucket:
+        return RateBucket(f"discord:edit:{self._channel_id}", *_GUESS)
+
+    async def start_typing(self) -> None:
+        channel = await self._destination()
+        if self._typing_in is None:
+            self._typing_in = channel.id
+            self._typing.start(channel.id, channel.typing)
+
+    async def stop_typing(self) -> None:
+        if self._typing_in is not None:
+            self._typing.stop(self._typing_in)
+            self._typing_in = None
+
+    async def post(self, text: str, *, response_number: int) -> PostedMessage:
+        channel = await self._destination()
+        first = self._posts[response_number] == 0
+        # The first message of each choice replies to the user's message; a reply can only point
+        # at a message of the same channel, so not in a thread opened from it.
+        if first and channel.id == self._source.channel.id:
+            reference = self._source.to_reference(fail_if_not_exists=False)
+            message = await self._write(
+                lambda: channel.send(
+                    text, reference=reference, mention_author=False, allowed_mentions=NO_PINGS
+                )
+            )
+        else:
+            message = await self._write(lambda: channel.send(text, allowed_mentions=NO_PINGS))
+        self._posts[response_number] += 1
+        self._shown[str(message.id)] = text
+        return PostedMessage(str(message.id))
+
+    async def update(self, message: PostedMessage, text: str, *, final: bool) -> None:
+        if self._shown.get(message.id) == text:
+            # The writer marks each message final once; Discord has no stream to end, so an edit
+            # to the same text would only spend the channel's bucket.
+            return
+        channel = await self._destination()
+        partial = discord.PartialMessage(channel=channel, id=int(message.id))
+        # allowed_mentions on every edit: without it Discord parses the new text with defaults.
+        await self._write(lambda: partial.edit(content=text, allowed_mentions=NO_PINGS))
+        self._shown[message.id] = text
+
+    async def set_title(self, title: str) -> None:
+        """Name the thread after the conversation, only if the bot opened it (not a user's)."""
+        channel = await self._destination()
+        name = title.strip()[:100]
+        if isinstance(channel, discord.Thread) and channel.owner_id == self._bot_user_id and name:
+            await channel.edit(name=name)
+
+    def take_rate_observation(self) -> RateObservation | None:
+        seen = self._seen.pop(asyncio.current_task(), None)
+        return None if seen is None else seen.observation(self._capture.now())
+
+    # --- writes ------------------------------------------------------------------------------
+
+    async def _write(self, call: Callable[[], Awaitable[T]]) -> T:
+        """One write of ours, its headers captured and its failures in the core's terms."""
+        with self._capture.capturing() as slot:
+            try:
+                return await call()
+            except WriteRefused as refused:
+                raise RateLimited(refused.retry_after, "(discord)") from None
+            except discord.RateLimited as limited:  # discord.py refused to wait that long
+                raise RateLimited(limited.retry_after, "(discord)") from None
+            except discord.HTTPException as exc:
+                if exc.status == 429:
+                    raise RateLimited(_retry_after(exc), "(discord)") from None
+                detail = f"discord {exc.status} ({exc.code}): {exc.text}"
+                if exc.status >= 500:  # discord.py already retried these a few times
+                    raise PlatformUnavailable(detail) from exc
+                raise PlatformError(detail) from exc
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                detail = f"discord unreachable: {type(exc).__name__}: {exc}"
+                raise PlatformUnavailable(detail) from exc
+            finally:
+                if slot.headers is not None:
+                    self._seen[asyncio.current_task()] = slot.headers
+
+    async def _destination(self) -> MessageableChannel:
+        """Where the reply goes; with auto_thread, the thread, opened on first use."""
+        if not self._thread_pending:
+            return self._channel
+        async with self._thread_lock:
+            if self._thread_pending:
+                self._channel = await self._open_thread()
+                self._channel_id = self._channel.id
+                self._thread_pending = False
+        return self._channel
+
+    async def _open_thread(self) -> MessageableChannel:
+        name = self._thread_name.strip()[:100] or "Conversation"
+        try:
+            return await self._source.create_thread(
+                name=name, auto_archive_duration=THREAD_ARCHIVE_MINUTES
+            )
+        except discord.HTTPException as exc:
+            if exc.code == THREAD_EXISTS:
+                # Opened before (by a user, or by us before a restart): it has the message's id.
+                existing = await self._existing_thread()
+                if existing is not None:
+                    return existing
+            log.warning(
+                "could not open a thread for message %s (%s); replying in the channel",
+                self._source.id,
+                exc,
+            )
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            log.warning("could not open a thread for message %s (%s)", self._source.id, exc)
+        # The Chat stays keyed by the message id, so later mentions start fresh: degraded, not lost.
+        return self._source.channel
+
+    async def _existing_thread(self) -> discord.Thread | None:
+        guild = self._source.guild
+        thread = guild.get_thread(self._source.id) if guild is not None else None
+        if thread is not None:
+            return thread
+        try:
+            fetched = await self._client.fetch_channel(self._source.id)
+        except discord.HTTPException:
+            return None
+        return fetched if isinstance(fetched, discord.Thread) else None
+
+
+def _retry_after(exc: discord.HTTPException) -> float:
+    try:
+        return float(exc.response.headers.get("Retry-After", 1.0))
+    except (AttributeError, TypeError, ValueError):
+        return 1.0
