@@ -46,7 +46,7 @@ class LLMSettings(_Section):
     request_timeout: float = Field(default=60.0, gt=0)
     idle_timeout: float = Field(default=30.0, gt=0)
     max_retries: int = Field(default=3, ge=0, le=10)
-    n: int = Field(default=1, ge=1, le=4)
+    n: int = Field(default=1, ge=1, le=20)
     max_context_tokens: int = Field(default=8000, ge=256)
     max_output_tokens: int | None = Field(default=None, ge=1)
     titles: bool = True
