@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from bridge.ports import (
@@ -21,7 +22,7 @@ from bridge.ports import (
 # --- platform --------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class Write:
     at: float
     kind: str  # "post" | "update"
@@ -43,6 +44,8 @@ class RecordingSurface:
         latency: float = 0.0,
         name: str = "s",
         keep_text: bool = True,
+        keep_writes: bool = True,
+        observer: Callable[[Write], None] | None = None,
     ) -> None:
         self.message_limit = MessageLimit(limit)
         self.shows_own_progress = False
@@ -60,8 +63,13 @@ class RecordingSurface:
         self.in_flight = 0
         self.max_in_flight = 0
         self.name = name
-        # A benchmark of a thousand replies would measure this recording, not the bridge.
+        # A benchmark of a thousand replies would measure this recording, not the bridge: it
+        # keeps counts and tells `observer` about each write instead.
         self.keep_text = keep_text
+        self.keep_writes = keep_writes
+        self.observer = observer
+        self.posts = 0
+        self.update_count = 0
 
     def post_bucket(self) -> RateBucket:
         return self._post_bucket
@@ -83,8 +91,10 @@ class RecordingSurface:
         await self._enter()
         try:
             message_id = f"{self.name}-{next(_MESSAGE_IDS)}"
-            self.shown[message_id] = text
-            self.writes.append(self._record("post", message_id, text, False))
+            self.posts += 1
+            if self.keep_text:
+                self.shown[message_id] = text
+            self._record("post", message_id, text, False)
             return PostedMessage(message_id)
         finally:
             self.in_flight -= 1
@@ -100,8 +110,10 @@ class RecordingSurface:
             if self.fail_updates:
                 raise PlatformError("message_not_found")
             assert len(text) <= self.message_limit.size, len(text)
-            self.shown[message.id] = text
-            self.writes.append(self._record("update", message.id, text, final))
+            self.update_count += 1
+            if self.keep_text:
+                self.shown[message.id] = text
+            self._record("update", message.id, text, final)
         finally:
             self.in_flight -= 1
 
@@ -118,9 +130,13 @@ class RecordingSurface:
         if self.latency:
             await asyncio.sleep(self.latency)
 
-    def _record(self, kind: str, message_id: str, text: str, final: bool) -> Write:
+    def _record(self, kind: str, message_id: str, text: str, final: bool) -> None:
         kept = text if self.keep_text else ""
-        return Write(self._now(), kind, message_id, kept, final, len(text))
+        write = Write(self._now(), kind, message_id, kept, final, len(text))
+        if self.keep_writes:
+            self.writes.append(write)
+        if self.observer is not None:
+            self.observer(write)
 
     def _now(self) -> float:
         return asyncio.get_running_loop().time()

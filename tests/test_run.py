@@ -10,11 +10,69 @@ import sqlite3
 import sys
 from pathlib import Path
 
+from sandbox.discord_emulator import DiscordEmulator
 from sandbox.llm_server import LLMServer, ScriptedReply
 from sandbox.slack_emulator import SlackEmulator
+from tests.sandbox.discord_emulator_harness import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 ANSWER = "Hello from the bridge, streamed in pieces."
+
+
+def clean_env(**secrets: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHAT_BRIDGE_", "SLACK_"))}
+    return env | {"CHAT_BRIDGE_LLM__API_KEY": "sk-local-test-key"} | secrets
+
+
+async def stop_with_sigterm(process: asyncio.subprocess.Process) -> tuple[int, str]:
+    process.send_signal(signal.SIGTERM)
+    code = await asyncio.wait_for(process.wait(), timeout=30)
+    assert process.stderr is not None
+    return code, (await process.stderr.read()).decode()
+
+
+async def test_run_answers_a_discord_mention_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    db = tmp_path / "bridge.db"
+    async with DiscordEmulator(token="discord-test-token") as emu, LLMServer() as llm:
+        guild = emu.add_guild("Guild")
+        channel = emu.add_text_channel(guild, "general")
+        alice = emu.add_user("alice")
+        llm.script(ScriptedReply(text=ANSWER, tokens_per_second=40))
+        config = tmp_path / "config.toml"
+        config.write_text(
+            f'[storage]\nurl = "sqlite+aiosqlite:///{db}"\n'
+            f'[llm]\nbase_url = "{llm.base_url}"\nmodel = "local"\ntitles = false\n'
+            "[streaming]\nedit_interval = 0.2\n"
+            f'[discord]\nenabled = true\napi_base_url = "{emu.api_base_url}"\n'
+            f'gateway_url = "{emu.gateway_url}"\n'
+        )
+        env = clean_env(CHAT_BRIDGE_DISCORD__TOKEN="discord-test-token")
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bridge", "run", "--config", str(config),
+            cwd=ROOT, env=env, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            await wait_until(lambda: emu.stats.identifies >= 1, timeout=30)
+            await asyncio.sleep(0.5)  # READY, then the guild arrives
+            await emu.user_message(channel, alice, "say hello", mention_bot=True)
+
+            await wait_until(
+                lambda: any(
+                    m.author_id == emu.bot_user_id and m.content == ANSWER
+                    for m in emu.messages(channel)
+                ),
+                timeout=20,
+            )
+            code, log = await stop_with_sigterm(process)
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+    assert code == 0, log
+    assert "discord-test-token" not in log
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT role, status, content FROM messages ORDER BY id").fetchall()
+    assert rows == [("user", "complete", "say hello"), ("assistant", "complete", ANSWER)]
 
 
 async def test_run_answers_a_slack_mention_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:

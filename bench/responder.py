@@ -1,0 +1,310 @@
+"""Benchmark of the streaming responder: N concurrent replies against the local LLM server (its own
+process) and the in-process platform fake, with the real SQL store on SQLite.
+
+    python -m bench.responder --replies 1000 --tokens 600 --rate 20
+
+Runs the bridge's responder and then the seed's approach (one platform update and one database
+write per delta) in separate processes, so each gets its own CPU and peak-RSS reading, and prints
+both with their ratio. `--approach bridge|seed` runs one of them in this process (JSON on stdout).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from array import array
+from collections import deque
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+from sqlalchemy import update
+
+from adapters.llm import OpenAICompatibleModel
+from bridge.app import limit_malloc_arenas
+from bridge.config import LLMSettings
+from bridge.domain import ChatKey, InboundMessage, MessageStatus, Role
+from bridge.ports import CompletionRequest, Delta, StreamEvent
+from bridge.responder import Responder, ResponderSettings
+from bridge.scheduler import EditScheduler
+from sandbox.memory_platform import RecordingSurface, Write
+from storage import SqlChatStore, create_engine, migrate
+from storage.store import MESSAGES
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class LagMeter:
+    """Lag from each delta's arrival to the first completed update that shows it, measured as
+    the run goes, in constant memory: per reply only the deltas not yet shown are kept, and the
+    lags go into a 1 ms histogram (600,000 stored timestamps would outweigh the bridge)."""
+
+    BINS = 60_000  # 1 ms bins up to a minute
+
+    def __init__(self) -> None:
+        self.histogram = array("L", bytes(8 * self.BINS))
+        self.count = 0
+        self.longest = 0.0
+        self.pending: dict[int, deque[tuple[float, int]]] = {}
+        self.first: dict[int, float] = {}
+        self.last: dict[int, float] = {}
+
+    def arrived(self, reply: int, at: float, length: int) -> None:
+        self.pending.setdefault(reply, deque()).append((at, length))
+        self.first.setdefault(reply, at)
+        self.last[reply] = at
+
+    def shown(self, reply: int, at: float, length: int) -> None:
+        queue = self.pending.get(reply)
+        while queue and queue[0][1] <= length:
+            arrived, _ = queue.popleft()
+            lag = max(at - arrived, 0.0)
+            self.histogram[min(int(lag * 1000), self.BINS - 1)] += 1
+            self.count += 1
+            self.longest = max(self.longest, lag)
+
+    def percentile(self, q: float) -> float:
+        target = q * self.count
+        seen = 0
+        for index, n in enumerate(self.histogram):
+            seen += n
+            if seen > target:
+                return (index + 0.5) / 1000
+        return float("nan")
+
+    def spans(self) -> list[float]:
+        return [self.last[r] - self.first[r] for r in self.first]
+
+
+class TimedModel:
+    """Wraps the real LLM adapter to note each delta's arrival (the lag's start)."""
+
+    def __init__(self, inner: OpenAICompatibleModel, meter: LagMeter) -> None:
+        self.inner = inner
+        self.meter = meter
+        self.deltas = 0
+
+    async def stream(self, request: CompletionRequest) -> AsyncIterator[StreamEvent]:
+        reply = int(request.messages[-1].content.rsplit(" ", 1)[1])
+        length = 0
+        clock = time.perf_counter
+        async for event in self.inner.stream(request):
+            if isinstance(event, Delta):
+                length += len(event.text)
+                self.deltas += 1
+                self.meter.arrived(reply, clock(), length)
+            yield event
+
+    async def complete(self, request: CompletionRequest) -> str:
+        return await self.inner.complete(request)
+
+
+def message(i: int) -> InboundMessage:
+    return InboundMessage(
+        event_id=f"ev-{i}",
+        chat_key=ChatKey("bench", "W", f"C{i}"),
+        author_id="U",
+        text=f"bench reply {i}",
+        platform_message_id=f"m-{i}",
+    )
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def run_bridge(args: argparse.Namespace, store: SqlChatStore, model: TimedModel) -> list[Any]:
+    settings = ResponderSettings(
+        model="bench", titles=False, idle_timeout=60.0, max_retries=0, history_limit=20
+    )
+    scheduler = EditScheduler(interval=args.interval, clock=time.perf_counter)
+    responder = Responder(store=store, llm=model, scheduler=scheduler, settings=settings)
+    surfaces = [_surface(i, args, model.meter, " ▌") for i in range(args.replies)]
+    reports = await asyncio.gather(
+        *(responder.handle("bench", message(i), surfaces[i]) for i in range(args.replies))
+    )
+    assert all(r is not None and r.status is MessageStatus.COMPLETE for r in reports), reports[:3]
+    return surfaces
+
+
+async def run_seed(args: argparse.Namespace, store: SqlChatStore, model: TimedModel) -> list[Any]:
+    """The seed's loop: every delta is pushed to the platform and written to the database."""
+    surfaces = [_surface(i, args, model.meter, "") for i in range(args.replies)]
+
+    async def reply(i: int) -> None:
+        user = await store.accept_inbound("bench", message(i))
+        assert user is not None
+        row = await store.add_message(
+            user.chat_id, Role.ASSISTANT, "", status=MessageStatus.PENDING, reply_to_id=user.id
+        )
+        posted = await surfaces[i].post("…", response_number=0)
+        request = CompletionRequest("bench", [_turn(message(i).text)], 0.7)
+        text = ""
+        async for event in model.stream(request):
+            if isinstance(event, Delta):
+                text += event.text
+                await surfaces[i].update(posted, text, final=False)
+                await write_through(store, row.id, text, MessageStatus.STREAMING)
+        await surfaces[i].update(posted, text, final=True)
+        await write_through(store, row.id, text, MessageStatus.COMPLETE)
+
+    await asyncio.gather(*(reply(i) for i in range(args.replies)))
+    return surfaces
+
+
+async def write_through(store: SqlChatStore, row_id: int, text: str, status: MessageStatus) -> None:
+    """The seed's write: one UPDATE transaction per delta (no coalescing), as Rails'
+    `message.update(content:)` in the stream loop. Serialized like every SQLite write here."""
+    statement = update(MESSAGES).where(MESSAGES.c.id == row_id)
+    await store._write(statement.values(content=text, status=status.value))
+
+
+def _turn(text: str) -> Any:
+    from bridge.ports import ChatTurn
+
+    return ChatTurn(Role.USER, text)
+
+
+def _surface(i: int, args: argparse.Namespace, meter: LagMeter, cursor: str) -> RecordingSurface:
+    def observe(write: Write) -> None:
+        if write.kind == "update":
+            shown = write.length - (0 if write.final or not cursor else len(cursor))
+            meter.shown(i, write.at, shown)
+
+    return RecordingSurface(
+        limit=40_000,
+        name=f"r{i}",
+        keep_text=False,
+        keep_writes=False,
+        observer=observe,
+        latency=args.latency,
+    )
+
+
+async def measure(args: argparse.Namespace) -> dict[str, Any]:
+    limit_malloc_arenas()  # as `chat-bridge run` does
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite+aiosqlite:///{tmp}/bench.db"
+        await migrate(url)
+        engine = create_engine(url)
+        store = SqlChatStore(engine)
+        llm = OpenAICompatibleModel(
+            LLMSettings(
+                base_url=args.llm_url,
+                api_key=SecretStr("bench"),
+                request_timeout=120,
+                idle_timeout=60,
+            )
+        )
+        model = TimedModel(llm, LagMeter())
+        writes_before = store.writes
+        cpu_before, wall_before = time.process_time(), time.perf_counter()
+        runner = run_bridge if args.approach == "bridge" else run_seed
+        surfaces = await runner(args, store, model)
+        cpu = time.process_time() - cpu_before
+        wall = time.perf_counter() - wall_before
+        # Read before the lag analysis below, which would otherwise count in the peak.
+        peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        writes = store.writes - writes_before
+        await llm.stop()
+        await engine.dispose()
+    meter = model.meter
+    # A consumer that cannot keep up reads the stream late: its deltas spread over a longer time
+    # than the server's pace (tokens / rate). This is where the seed's lag hides.
+    spans = meter.spans()
+    updates = sum(s.update_count for s in surfaces)
+    deltas = model.deltas
+    return {
+        "approach": args.approach,
+        "replies": args.replies,
+        "deltas": deltas,
+        "wall_s": round(wall, 2),
+        "cpu_s": round(cpu, 2),
+        "cpu_per_reply_s": round(cpu / args.replies, 4),
+        "cores_avg": round(cpu / wall, 2),
+        "peak_rss_mb": round(peak_rss_mb, 1),
+        "lag_p50_ms": round(meter.percentile(0.50) * 1000, 1),
+        "lag_p99_ms": round(meter.percentile(0.99) * 1000, 1),
+        "lag_max_ms": round(meter.longest * 1000, 1),
+        "stream_span_p50_s": round(percentile(spans, 0.50), 2),
+        "stream_span_p99_s": round(percentile(spans, 0.99), 2),
+        "updates_per_reply": round(updates / args.replies, 1),
+        # Per reply: the user message's claim + insert are included, as in the seed's loop.
+        "db_writes_per_reply": round(writes / args.replies, 1),
+    }
+
+
+@contextlib.contextmanager
+def llm_server(tokens: int, rate: float) -> Any:
+    command = [sys.executable, "-m", "sandbox.llm_server", "--port", "0"]
+    command += ["--reply-tokens", str(tokens), "--tokens-per-second", str(rate)]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        if "listening on" not in line:
+            raise RuntimeError(f"LLM server did not start: {line!r}")
+        yield line.rsplit(" ", 1)[1].strip()
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def compare(args: argparse.Namespace) -> None:
+    results = []
+    with llm_server(args.tokens, args.rate) as url:
+        for approach in ("bridge", "seed"):
+            command = [sys.executable, "-m", "bench.responder", "--approach", approach]
+            command += ["--llm-url", url, "--replies", str(args.replies)]
+            command += ["--interval", str(args.interval), "--latency", str(args.latency)]
+            print(f"running {approach} ...", file=sys.stderr, flush=True)
+            out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True)
+            results.append(json.loads(out.stdout))
+    bridge, seed = results
+    print(
+        f"{args.replies} concurrent replies of {args.tokens} tokens at {args.rate} tokens/s, "
+        f"edit_interval {args.interval}s, platform latency {args.latency * 1000:.0f} ms"
+    )
+    print(f"{'metric':<22}{'bridge':>12}{'seed':>12}{'seed/bridge':>14}")
+    for key in bridge:
+        if key in ("approach", "replies"):
+            continue
+        b, s = bridge[key], seed[key]
+        ratio = f"{s / b:.1f}x" if isinstance(b, int | float) and b else "-"
+        print(f"{key:<22}{b:>12}{s:>12}{ratio:>14}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"bridge": bridge, "seed": seed}, indent=2))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--replies", type=int, default=1000)
+    parser.add_argument("--tokens", type=int, default=600)
+    parser.add_argument("--rate", type=float, default=20.0, help="tokens per second per reply")
+    parser.add_argument("--interval", type=float, default=1.0, help="streaming.edit_interval")
+    parser.add_argument("--latency", type=float, default=0.0, help="platform write latency, s")
+    parser.add_argument("--approach", choices=("bridge", "seed"))
+    parser.add_argument("--llm-url")
+    parser.add_argument("--json", help="also write the results to this file")
+    args = parser.parse_args()
+    if args.approach:
+        print(json.dumps(asyncio.run(measure(args))))
+    else:
+        compare(args)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    main()
