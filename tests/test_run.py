@@ -8,15 +8,22 @@ import os
 import signal
 import sqlite3
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from sandbox.discord_emulator import DiscordEmulator
 from sandbox.llm_server import LLMServer, ScriptedReply
 from sandbox.slack_emulator import SlackEmulator
-from tests.sandbox.discord_emulator_harness import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 ANSWER = "Hello from the bridge, streamed in pieces."
+
+
+async def poll(condition: Callable[[], object], seconds: float) -> None:
+    """Wait for emulator-side state; a cold `python -m bridge` start can take several seconds."""
+    async with asyncio.timeout(seconds):
+        while not condition():  # noqa: ASYNC110 (the emulator has no event for this state)
+            await asyncio.sleep(0.05)
 
 
 def clean_env(**secrets: str) -> dict[str, str]:
@@ -52,16 +59,16 @@ async def test_run_answers_a_discord_mention_and_stops_cleanly_on_sigterm(tmp_pa
             cwd=ROOT, env=env, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
         try:
-            await wait_until(lambda: emu.stats.identifies >= 1, timeout=30)
+            await poll(lambda: emu.stats.identifies >= 1, 30)
             await asyncio.sleep(0.5)  # READY, then the guild arrives
             await emu.user_message(channel, alice, "say hello", mention_bot=True)
 
-            await wait_until(
+            await poll(
                 lambda: any(
                     m.author_id == emu.bot_user_id and m.content == ANSWER
                     for m in emu.messages(channel)
                 ),
-                timeout=20,
+                20,
             )
             code, log = await stop_with_sigterm(process)
         finally:
