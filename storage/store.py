@@ -75,13 +75,17 @@ class SqlChatStore:
         if existing is not None:
             return existing
         async with self._begin() as conn:
-            row = (await conn.execute(_chat_query(key))).first()
-            if row is None:
-                # Another instance may create the same chat at the same moment: let it win.
-                await conn.execute(self._insert_ignore(ChatRow).values(**_new_chat(key)))
-                self._writes += 1
-                row = (await conn.execute(_chat_query(key))).one()
+            row = await self._ensure_chat(conn, key)
         return _chat(row)
+
+    async def _ensure_chat(self, conn: AsyncConnection, key: ChatKey) -> Any:
+        row = (await conn.execute(_chat_query(key))).first()
+        if row is None:
+            # Another instance may create the same chat at the same moment: let it win.
+            await conn.execute(self._insert_ignore(ChatRow).values(**_new_chat(key)))
+            self._writes += 1
+            row = (await conn.execute(_chat_query(key))).one()
+        return row
 
     async def get_chat(self, key: ChatKey) -> Chat | None:
         async with self._engine.connect() as conn:
@@ -113,11 +117,7 @@ class SqlChatStore:
         # One transaction: the chat, the claim and the message, so a reply starts after one commit.
         key = message.chat_key
         async with self._begin() as conn:
-            row = (await conn.execute(_chat_query(key))).first()
-            if row is None:
-                await conn.execute(self._insert_ignore(ChatRow).values(**_new_chat(key)))
-                self._writes += 1
-                row = (await conn.execute(_chat_query(key))).one()
+            row = await self._ensure_chat(conn, key)
             if not await self._claim(conn, platform, message.event_id):
                 return None
             values = _message_values(

@@ -21,7 +21,7 @@ from sandbox.discord_emulator import DiscordEmulator
 Predicate = Callable[..., bool]
 # How long a test waits for something the bot or the emulator should do; every step takes
 # milliseconds, so reaching this means it is not going to happen.
-WAIT_LIMIT = 5.0
+WAIT_LIMIT = 10.0  # generous: the machines running the suite are shared
 
 
 @contextlib.contextmanager

@@ -4,9 +4,7 @@ shared EditScheduler with a short interval."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,13 +26,13 @@ from sandbox.discord_emulator import DiscordEmulator
 from sandbox.discord_emulator.records import RecordedRequest, ShownMessage
 from sandbox.llm_server import LLMServer
 from storage import SqlChatStore, create_engine, migrate
+from tests.sandbox.discord_emulator_harness import wait_until
 
 TOKEN = "test-token"
 INTERVAL = 0.25
 CREATE_ROUTE = "POST /channels/{channel_id}/messages"
 EDIT_ROUTE = "PATCH /channels/{channel_id}/messages/{message_id}"
 # Every step takes milliseconds; reaching this means it is not going to happen.
-WAIT_LIMIT = 10.0
 
 
 @dataclass
@@ -112,17 +110,6 @@ class Bridge:
         """Waits until no reply is in progress and title generation is done."""
         await wait_until(lambda: not self.responder._active)
         await self.responder.wait_background()
-
-
-async def wait_until(condition: Callable[[], Any]) -> Any:
-    deadline = time.monotonic() + WAIT_LIMIT
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
 
 
 def discord_settings(**overrides: Any) -> DiscordSettings:
