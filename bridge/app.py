@@ -12,18 +12,24 @@ import os
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from adapters.llm import OpenAICompatibleModel
 from bridge import logs
 from bridge.config import Settings
 from bridge.housekeeping import Housekeeping
 from bridge.lifecycle import Lifecycle, Service
+from bridge.metrics import Registry
 from bridge.ports import LanguageModel
 from bridge.responder import Responder, ResponderSettings
 from bridge.scheduler import EditScheduler
+from bridge.telemetry import BridgeMetrics
 from storage import SqlChatStore, create_engine, migrate, sqlite_path
 from storage.migrate import current_revision
+
+if TYPE_CHECKING:
+    from adapters.discord import DiscordAdapter
+    from adapters.slack import SlackAdapter
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +71,8 @@ class Bridge:
     lifecycle: Lifecycle
     services: list[Service] = field(default_factory=list)
     close: Callable[[], Any] | None = None
+    # Always kept, served only when ops.enabled: tests and benchmarks read it in-process.
+    metrics: BridgeMetrics = field(default_factory=lambda: BridgeMetrics(Registry()))
 
 
 def _secrets(settings: Settings) -> list[str]:
@@ -84,11 +92,13 @@ async def build(settings: Settings, *, llm: LanguageModel | None = None) -> Brid
     store = SqlChatStore(engine)
     model = llm or OpenAICompatibleModel(settings.llm)
     scheduler = EditScheduler(interval=settings.streaming.edit_interval)
+    metrics = BridgeMetrics(Registry(), settings.enabled_platforms())
     responder = Responder(
         store=store,
         llm=model,
         scheduler=scheduler,
         settings=ResponderSettings.from_config(settings.llm, settings.streaming),
+        observer=metrics,
     )
     lifecycle = Lifecycle()
     housekeeping = Housekeeping(
@@ -99,10 +109,29 @@ async def build(settings: Settings, *, llm: LanguageModel | None = None) -> Brid
     services: list[Service] = [housekeeping]
     if isinstance(model, OpenAICompatibleModel):
         services.insert(0, model)
-    services.extend(_platforms(settings, responder, store, scheduler, lifecycle))
+    platforms = _platforms(settings, responder, store, scheduler, lifecycle)
+    services.extend(platforms)
     # The responder stops first: it finishes or interrupts replies while the platforms still work.
     services.append(responder)
-    return Bridge(settings, store, model, scheduler, responder, lifecycle, services, engine.dispose)
+    if settings.ops.enabled:
+        from adapters.ops import OpsServer
+
+        # First to start and last to stop: /healthz says 503 while anything else starts or stops.
+        ops = OpsServer(
+            settings.ops, registry=metrics.registry, lifecycle=lifecycle, platforms=platforms
+        )
+        services.insert(0, ops)
+    return Bridge(
+        settings,
+        store,
+        model,
+        scheduler,
+        responder,
+        lifecycle,
+        services,
+        engine.dispose,
+        metrics,
+    )
 
 
 def _platforms(
@@ -111,8 +140,8 @@ def _platforms(
     store: SqlChatStore,
     scheduler: EditScheduler,
     lifecycle: Lifecycle,
-) -> list[Service]:
-    platforms: list[Service] = []
+) -> list[SlackAdapter | DiscordAdapter]:
+    platforms: list[SlackAdapter | DiscordAdapter] = []
     if settings.slack.enabled:
         from adapters.slack import SlackAdapter
 

@@ -90,6 +90,15 @@ class DiscordSettings(_Section):
     command_guilds: list[int] = Field(default_factory=list)
 
 
+class OpsSettings(_Section):
+    """The operations endpoint: Prometheus metrics at /metrics and a health check at /healthz."""
+
+    # Off unless asked for: two bridges (or test runs) on one host would contend for the port.
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(default=9102, ge=1, le=65535)
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     json_format: bool = False
@@ -107,6 +116,7 @@ class Settings(BaseSettings):
     streaming: StreamingSettings = StreamingSettings()
     slack: SlackSettings = SlackSettings()
     discord: DiscordSettings = DiscordSettings()
+    ops: OpsSettings = OpsSettings()
     logging: LoggingSettings = LoggingSettings()
 
     @classmethod
@@ -259,6 +269,9 @@ def summary(settings: Settings) -> list[str]:
         f"llm: model {llm.model} at {llm.base_url}, api_key {_mask(llm.api_key)}, n {llm.n}"
     )
     lines.append(f"streaming: edit_interval {settings.streaming.edit_interval}s")
+    if settings.ops.enabled:
+        ops = settings.ops
+        lines.append(f"ops: /metrics and /healthz at http://{ops.host}:{ops.port}")
     lines.append(f"storage: {_redact_url(settings.storage.url)}")
     return lines
 

@@ -10,7 +10,7 @@ import asyncio
 import logging
 import signal
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Literal, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -23,12 +23,24 @@ class Service(Protocol):
     async def stop(self) -> None: ...
 
 
+Phase = Literal["starting", "running", "stopping", "stopped"]
+
+
 class Lifecycle:
     """Runs services until `request_stop` (SIGINT/SIGTERM) or `fail`."""
 
     def __init__(self) -> None:
         self._stop = asyncio.Event()
+        self._phase: Phase = "starting"
         self.failure: BaseException | None = None
+        self.started: list[str] = []  # names of the services started so far, in order
+
+    @property
+    def phase(self) -> Phase:
+        """`running` only while every service has started and no stop was asked for."""
+        if self._phase in ("starting", "running") and self._stop.is_set():
+            return "stopping"
+        return self._phase
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -44,16 +56,21 @@ class Lifecycle:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, self.request_stop)
         started: list[Service] = []
+        self._phase = "starting"
+        self.started = []
         try:
             for service in services:
                 log.info("starting %s", service.name)
                 await service.start()
                 started.append(service)
+                self.started.append(service.name)
+            self._phase = "running"
             log.info("running: %s", ", ".join(s.name for s in services))
             await self._stop.wait()
         except Exception as exc:
             self.fail(exc)
         finally:
+            self._phase = "stopping"
             for service in reversed(started):
                 try:
                     await asyncio.wait_for(service.stop(), timeout=15)
@@ -63,6 +80,7 @@ class Lifecycle:
             if handle_signals:
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     loop.remove_signal_handler(sig)
+            self._phase = "stopped"
         if self.failure is not None:
             log.error("chat-bridge stopped: %s", self.failure)
             return 1

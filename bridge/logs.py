@@ -16,7 +16,16 @@ _TOKEN_PATTERNS = re.compile(
 )
 
 
+# Context a log line may carry through `extra=`; the JSON format gives each its own field.
+CONTEXT_FIELDS = ("platform", "chat_id", "message_id", "reply_id", "event_id")
+
+
 class RedactingFilter(logging.Filter):
+    """Replaces configured secrets and token-shaped strings in the message and the traceback."""
+
+    # Formats tracebacks before they are redacted; the stock formatter's layout.
+    _tracebacks = logging.Formatter()
+
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         super().__init__()
         self._secrets = [s for s in secrets if len(s) >= 6]
@@ -31,10 +40,20 @@ class RedactingFilter(logging.Filter):
         redacted = self.redact(message)
         if redacted != message:
             record.msg, record.args = redacted, None
+        # Formatters reuse a record's cached `exc_text` rather than format `exc_info` again, so
+        # filling the cache with redacted text keeps a token in an exception out of every format.
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self._tracebacks.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self.redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self.redact(record.stack_info)
         return True
 
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object per line, with the context fields a line was logged with."""
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
             "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
@@ -42,11 +61,15 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for key in ("chat_id", "message_id", "platform", "event_id"):
+        for key in CONTEXT_FIELDS:
             if hasattr(record, key):
                 entry[key] = getattr(record, key)
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            entry["exception"] = record.exc_text
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
         return json.dumps(entry, ensure_ascii=False)
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from bridge.config import LLMSettings, StreamingSettings
@@ -30,7 +30,9 @@ from bridge.ports import (
     ReplyProgress,
     ReplySurface,
 )
+from bridge.progress import ProgressSaves
 from bridge.scheduler import EditScheduler, Sleep
+from bridge.telemetry import ErrorKind, EventOutcome, NoObserver, ReplyObserver, ReplyReport
 from bridge.writer import ReplyWriter, WriterStyle
 
 log = logging.getLogger(__name__)
@@ -76,27 +78,12 @@ class ResponderSettings:
         )
 
 
-@dataclass(slots=True)
-class ReplyReport:
-    """What happened to one reply (all its choices); metrics and tests read it."""
-
-    user_message_id: int
-    assistant_message_ids: list[int]
-    status: MessageStatus
-    error: str | None = None
-    received_at: float = 0.0
-    first_delta_at: float | None = None
-    first_text_at: float | None = None
-    final_at: float | None = None
-    visible_updates: int = 0
-    rate_limited: int = 0
-    attempts: int = 1
-    usage: Usage | None = None
-    texts: list[str] = field(default_factory=list)
-
-
 class _Failure(Exception):
     """Ends a reply; its message is what the user sees in the notice."""
+
+    def __init__(self, message: str, kind: ErrorKind) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class Responder:
@@ -108,12 +95,14 @@ class Responder:
         scheduler: EditScheduler,
         settings: ResponderSettings,
         sleep: Sleep | None = None,
+        observer: ReplyObserver | None = None,
     ) -> None:
         self._store = store
         self._llm = llm
         self._scheduler = scheduler
         self.settings = settings
         self._sleep = sleep or asyncio.sleep
+        self._observer: ReplyObserver = observer or NoObserver()
         self._budget = TokenBudget()
         self._locks: dict[int, tuple[asyncio.Lock, int]] = {}
         self._active: set[asyncio.Task[Any]] = set()
@@ -149,30 +138,57 @@ class Responder:
         self, platform: str, inbound: InboundMessage, surface: ReplySurface
     ) -> ReplyReport | None:
         """Answer a user message once; None when it was already handled (or we are stopping)."""
+        where = {"platform": platform, "event_id": inbound.event_id}
         if self._closing:
             # Leave the event unclaimed: the platform's retry can reach a running instance.
-            log.warning("stopping: not taking event %s", inbound.event_id)
+            log.warning("stopping: not taking event %s", inbound.event_id, extra=where)
+            self._observer.event(platform, EventOutcome.REFUSED)
             return None
-        stored = await self._store.accept_inbound(platform, inbound)
+        try:
+            stored = await self._store.accept_inbound(platform, inbound)
+        except Exception:
+            self._observer.error(platform, ErrorKind.STORAGE)
+            raise
         if stored is None:
-            log.info("event %s already handled; not answering again", inbound.event_id)
+            log.info("event %s already handled; not answering again", inbound.event_id, extra=where)
+            self._observer.event(platform, EventOutcome.DUPLICATE)
             return None
-        return await self.answer(stored, inbound.chat_key, surface)
+        self._observer.event(platform, EventOutcome.HANDLED)
+        return await self.answer(stored, inbound.chat_key, surface, platform=platform)
 
     async def answer(
-        self, user_message: StoredMessage, key: ChatKey, surface: ReplySurface
+        self,
+        user_message: StoredMessage,
+        key: ChatKey,
+        surface: ReplySurface,
+        *,
+        platform: str | None = None,
     ) -> ReplyReport:
         """Answer a stored user message (after the chat's earlier replies)."""
-        received = self._scheduler.now()
+        platform = platform or key.platform
+        # PENDING until the reply concludes: a reply cancelled before it began is told apart.
+        report = ReplyReport(user_message.id, [], MessageStatus.PENDING)
+        report.received_at = self._scheduler.now()
         task = asyncio.current_task()
         if task is not None:
             self._active.add(task)
+        self._observer.reply_started(platform)
         try:
             async with self._chat_turn(user_message.chat_id):
-                return await self._reply(key, user_message, surface, received)
+                await self._reply(key, user_message, surface, report, platform)
+            return report
+        except BaseException as exc:
+            if report.status is MessageStatus.PENDING:
+                report.status = MessageStatus.FAILED
+                cancelled = isinstance(exc, asyncio.CancelledError)
+                report.error_kind = ErrorKind.SHUTDOWN if cancelled else ErrorKind.INTERNAL
+            elif report.error_kind is None and isinstance(exc, Exception):
+                report.error_kind = ErrorKind.STORAGE  # only the final save runs after concluding
+            raise
         finally:
             if task is not None:
                 self._active.discard(task)
+            self._observer.reply_finished(platform, report)
 
     @contextlib.asynccontextmanager
     async def _chat_turn(self, chat_id: int) -> AsyncIterator[None]:
@@ -192,11 +208,17 @@ class Responder:
     # --- one reply ---------------------------------------------------------------------------
 
     async def _reply(
-        self, key: ChatKey, user_message: StoredMessage, surface: ReplySurface, received: float
-    ) -> ReplyReport:
+        self,
+        key: ChatKey,
+        user_message: StoredMessage,
+        surface: ReplySurface,
+        report: ReplyReport,
+        platform: str,
+    ) -> None:
         settings = self.settings
-        await _quietly(surface.start_typing(), "start typing")
-        saves = _ProgressSaves(self._store)
+        where = _log_ids(platform, user_message)
+        await _quietly(surface.start_typing(), "start typing", where)
+        saves = ProgressSaves(self._store, where)
         writers = [
             ReplyWriter(
                 surface,
@@ -204,12 +226,11 @@ class Responder:
                 response_number=number,
                 style=settings.style,
                 on_visible=saves.saver(number),
+                log_extra=where,
             )
             for number in range(settings.n)
         ]
-        report = ReplyReport(user_message.id, [], MessageStatus.COMPLETE)
-        report.received_at = received
-        failure: str | None = None
+        failure: _Failure | None = None
         cancelled = False
         chat: Chat | None = None
         try:
@@ -229,25 +250,25 @@ class Responder:
             report.assistant_message_ids = list(saves.ids.values())
             chat = await self._store.get_chat(key)
             if chat is None:
-                raise _Failure("the conversation is missing from storage")
+                raise _Failure("the conversation is missing from storage", ErrorKind.STORAGE)
             request, estimated = await self._request(chat, user_message)
-            await self._stream(request, estimated, writers, report)
+            await self._stream(request, estimated, writers, report, where)
         except asyncio.CancelledError:
             cancelled = True
-            failure = "the bridge is shutting down"
+            failure = _Failure("the bridge is shutting down", ErrorKind.SHUTDOWN)
         except _Failure as exc:
-            failure = str(exc)
+            failure = exc
         except Exception as exc:
-            log.exception("reply to message %s failed", user_message.id)
-            failure = f"internal error ({type(exc).__name__})"
+            log.exception("reply to message %s failed", user_message.id, extra=where)
+            failure = _Failure(f"internal error ({type(exc).__name__})", ErrorKind.INTERNAL)
         finally:
             # Shielded: even a cancelled reply must leave its final state on screen and on disk.
-            await asyncio.shield(self._conclude(writers, saves, report, failure, surface))
+            await asyncio.shield(self._conclude(writers, saves, report, failure, surface, where))
         if cancelled:
             raise asyncio.CancelledError
         if failure is None and chat is not None and chat.title is None and settings.titles:
-            self._spawn(self._make_title(chat, user_message, writers[0].text, surface))
-        return report
+            title = self._make_title(chat, user_message, writers[0].text, surface, platform)
+            self._spawn(title)
 
     async def _request(
         self, chat: Chat, user_message: StoredMessage
@@ -276,6 +297,7 @@ class Responder:
         estimated: int,
         writers: Sequence[ReplyWriter],
         report: ReplyReport,
+        where: Mapping[str, object],
     ) -> None:
         settings = self.settings
         loop = asyncio.get_running_loop()
@@ -300,39 +322,60 @@ class Responder:
                             report.usage = event
                             self._budget.learn(request.model, estimated, event.prompt_tokens)
                         elif isinstance(event, Finished) and event.reason == "length":
-                            log.info("reply choice %s hit the output token limit", event.choice)
+                            log.info(
+                                "reply choice %s hit the output token limit",
+                                event.choice,
+                                extra=where,
+                            )
                 return
             except TimeoutError:
-                raise _Failure(f"the model sent nothing for {idle:g} seconds") from None
+                message = f"the model sent nothing for {idle:g} seconds"
+                raise _Failure(message, ErrorKind.LLM_TIMEOUT) from None
             except LLMError as exc:
                 shown = any(writer.text for writer in writers)
                 if shown or not exc.retryable or attempt >= settings.max_retries:
-                    raise _Failure(f"the model failed: {exc}") from exc
+                    raise _Failure(f"the model failed: {exc}", ErrorKind.LLM) from exc
                 backoff = min(0.5 * 2**attempt, 8.0)
                 delay = backoff if exc.retry_after is None else min(exc.retry_after, MAX_RETRY_WAIT)
-                log.warning("LLM error before the first token (%s); retry in %.1fs", exc, delay)
+                log.warning(
+                    "LLM error before the first token (%s); retry in %.1fs", exc, delay, extra=where
+                )
                 await self._sleep(delay)
 
     async def _conclude(
         self,
         writers: Sequence[ReplyWriter],
-        saves: _ProgressSaves,
+        saves: ProgressSaves,
         report: ReplyReport,
-        failure: str | None,
+        failure: _Failure | None,
         surface: ReplySurface,
+        where: Mapping[str, object],
     ) -> None:
         notice = f"⚠️ _Reply interrupted: {failure}._" if failure else ""
         await asyncio.gather(*(writer.finish(notice) for writer in writers), return_exceptions=True)
-        await _quietly(surface.stop_typing(), "stop typing")
+        await _quietly(surface.stop_typing(), "stop typing", where)
         status = MessageStatus.FAILED if failure else MessageStatus.COMPLETE
         report.status = status
-        report.error = failure
+        report.error = str(failure) if failure else None
+        if failure is not None:
+            report.error_kind = failure.kind
+        elif any(writer.error or writer.failed_writes for writer in writers):
+            report.error_kind = ErrorKind.PLATFORM
         report.texts = [writer.text for writer in writers]
         report.visible_updates = sum(writer.visible_updates for writer in writers)
         report.rate_limited = sum(writer.rate_limited for writer in writers)
         report.final_at = max((w.final_at for w in writers if w.final_at), default=None)
         firsts = [w.first_text_at for w in writers if w.first_text_at is not None]
         report.first_text_at = min(firsts) if firsts else None
+        log.info(
+            "reply to message %s %s: %d visible updates, %d rate-limited, %.1fs",
+            report.user_message_id,
+            status,
+            report.visible_updates,
+            report.rate_limited,
+            (report.final_at or self._scheduler.now()) - report.received_at,
+            extra=where,
+        )
         await saves.settle()
         for number, writer in enumerate(writers):
             if number not in saves.ids:
@@ -343,7 +386,7 @@ class Responder:
                     content=writer.text,
                     status=status,
                     platform_message_ids=writer.platform_message_ids,
-                    error=failure or writer.error,
+                    error=report.error or writer.error,
                     model=self.settings.model,
                     usage=report.usage if number == 0 else None,
                     metadata=_metadata(report, writer),
@@ -353,7 +396,12 @@ class Responder:
     # --- titles ------------------------------------------------------------------------------
 
     async def _make_title(
-        self, chat: Chat, user_message: StoredMessage, reply: str, surface: ReplySurface
+        self,
+        chat: Chat,
+        user_message: StoredMessage,
+        reply: str,
+        surface: ReplySurface,
+        platform: str,
     ) -> None:
         conversation = f"User: {user_message.content[:1500]}\n\nAssistant: {reply[:1500]}"
         request = CompletionRequest(
@@ -365,13 +413,16 @@ class Responder:
         try:
             raw = await self._llm.complete(request)
         except LLMError as exc:
-            log.info("no title for chat %s: %s", chat.id, exc)
+            log.info(
+                "no title for chat %s: %s", chat.id, exc, extra=_log_ids(platform, user_message)
+            )
+            self._observer.error(platform, ErrorKind.TITLE)
             return
         title = clean_title(raw)
         if not title:
             return
         await self._store.set_title(chat.id, title)
-        await _quietly(surface.set_title(title), "set title")
+        await _quietly(surface.set_title(title), "set title", _log_ids(platform, user_message))
 
     def _spawn(self, coroutine: Any) -> None:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coroutine)
@@ -382,45 +433,6 @@ class Responder:
         """Wait for title generation and other follow-ups (tests, graceful shutdown)."""
         while self._background:
             await asyncio.gather(*list(self._background), return_exceptions=True)
-
-
-class _ProgressSaves:
-    """Saves a reply's progress without holding up its edits; the final save waits for them.
-
-    Progress is only for crash recovery, so the edit pump must not wait on the database; but a
-    progress save still running when the final one starts could overwrite it, hence `settle`.
-    """
-
-    def __init__(self, store: ChatStore) -> None:
-        self._store = store
-        self.ids: dict[int, int] = {}
-        self._running: set[asyncio.Task[None]] = set()
-
-    def saver(self, number: int) -> Any:
-        async def save(writer: ReplyWriter) -> None:
-            message_id = self.ids.get(number)
-            if message_id is None:
-                return  # the row is created right after the placeholder; the final save covers it
-            progress = ReplyProgress(
-                content=writer.text,
-                status=MessageStatus.STREAMING,
-                platform_message_ids=writer.platform_message_ids,
-            )
-            task = asyncio.get_running_loop().create_task(self._save(message_id, progress))
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
-
-        return save
-
-    async def _save(self, message_id: int, progress: ReplyProgress) -> None:
-        try:
-            await self._store.save_reply(message_id, progress)
-        except Exception as exc:  # the final save will still record the reply
-            log.warning("could not save progress of message %s: %s", message_id, exc)
-
-    async def settle(self) -> None:
-        if self._running:
-            await asyncio.gather(*list(self._running), return_exceptions=True)
 
 
 def clean_title(raw: str) -> str:
@@ -446,9 +458,14 @@ def _metadata(report: ReplyReport, writer: ReplyWriter) -> dict[str, Any]:
     }
 
 
-async def _quietly(call: Any, what: str) -> None:
+def _log_ids(platform: str, user_message: StoredMessage) -> dict[str, object]:
+    """The `extra` of a reply's log lines: JSON logs carry these ids as fields."""
+    return {"platform": platform, "chat_id": user_message.chat_id, "message_id": user_message.id}
+
+
+async def _quietly(call: Any, what: str, where: Mapping[str, object]) -> None:
     """Typing and titles are cosmetic: their failure is logged, never fatal to the reply."""
     try:
         await call
     except Exception as exc:
-        log.warning("could not %s: %s", what, exc)
+        log.warning("could not %s: %s", what, exc, extra=where)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from bridge.ports import (
@@ -50,12 +50,15 @@ class ReplyWriter:
         response_number: int = 0,
         style: WriterStyle = WriterStyle(),
         on_visible: Persist | None = None,
+        log_extra: Mapping[str, object] | None = None,
     ) -> None:
         self.surface = surface
         self.scheduler = scheduler
         self.response_number = response_number
         self.style = style
         self._on_visible = on_visible
+        # The reply's ids (chat, message) for its log lines; JSON logs carry them as fields.
+        self._log_extra = log_extra
         self.text = ""
         self.notice = ""
         self.messages: list[PostedMessage] = []
@@ -73,6 +76,11 @@ class ReplyWriter:
         self.first_text_at: float | None = None
         self.final_at: float | None = None
         self.error: str | None = None
+
+    @property
+    def failed_writes(self) -> int:
+        """Writes the platform refused other than with a 429 (each retried or worked around)."""
+        return self._failed_writes
 
     @property
     def platform_message_ids(self) -> list[str]:
@@ -127,7 +135,11 @@ class ReplyWriter:
                 while await self._write_next():
                     pass
             except Exception as exc:  # a broken platform must not hang the reply
-                log.exception("reply %s: giving up on visible updates", self.response_number)
+                log.exception(
+                    "reply %s: giving up on visible updates",
+                    self.response_number,
+                    extra=self._log_extra,
+                )
                 self.error = f"{type(exc).__name__}: {exc}"
                 return
             if self._finishing and not self._wake.is_set():
@@ -168,14 +180,24 @@ class ReplyWriter:
             self._failed_writes += 1
             if self._failed_writes > MAX_TRANSIENT_FAILURES:
                 raise
-            log.warning("reply %s: edit failed (%s); retrying the same edit", index, exc)
+            log.warning(
+                "reply %s: edit failed (%s); retrying the same edit",
+                index,
+                exc,
+                extra=self._log_extra,
+            )
             self.scheduler.penalize(self.surface.edit_bucket(), 2.0**self._failed_writes)
             return True
         except PlatformError as exc:
             self._failed_writes += 1
             if self._failed_writes > MAX_TRANSIENT_FAILURES:
                 raise
-            log.warning("reply %s: edit failed (%s); continuing in a new message", index, exc)
+            log.warning(
+                "reply %s: edit failed (%s); continuing in a new message",
+                index,
+                exc,
+                extra=self._log_extra,
+            )
             del self.messages[index:]
             del self._shown[index:]
             self._finalized = {i for i in self._finalized if i < index}

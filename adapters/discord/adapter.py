@@ -81,6 +81,14 @@ class DiscordAdapter:
         return self._client
 
     @property
+    def connected(self) -> bool:
+        """The gateway session is READY and its WebSocket open (for /healthz and the metrics)."""
+        client = self._client
+        if client is None or client.is_closed() or not client.is_ready():
+            return False
+        return client.ws is not None and client.ws.open
+
+    @property
     def mention_only(self) -> bool:
         """True while the bot runs without the message-content intent."""
         return self._view is not None and self._view.mention_only

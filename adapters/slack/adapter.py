@@ -85,6 +85,11 @@ class SlackAdapter:
         self._tasks: set[asyncio.Task[None]] = set()
         self._imports: dict[ChatKey, asyncio.Future[None]] = {}
 
+    @property
+    def connected(self) -> bool:
+        """Events can reach the bridge (for /healthz and the ops metrics)."""
+        return self._ingress.connected
+
     # --- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:

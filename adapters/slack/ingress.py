@@ -24,6 +24,9 @@ CONNECT_TIMEOUT = 30.0
 
 
 class Ingress(Protocol):
+    @property
+    def connected(self) -> bool: ...
+
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
@@ -37,6 +40,15 @@ class SocketModeIngress:
         self._app_token = app_token
         self._client = client
         self._handler: AsyncSocketModeHandler | None = None
+
+    @property
+    def connected(self) -> bool:
+        """The WebSocket is open (slack_sdk's own check, less its async ping-pong probe)."""
+        if self._handler is None:
+            return False
+        socket = self._handler.client
+        session = socket.current_session
+        return not socket.closed and not socket.stale and session is not None and not session.closed
 
     async def start(self) -> None:
         # The handler's client opens an aiohttp session and starts a task: it needs the loop.
@@ -80,6 +92,11 @@ class HttpIngress:
         self._host = host
         self._port = port
         self._runner: web.AppRunner | None = None
+
+    @property
+    def connected(self) -> bool:
+        """Listening for Slack's requests (over HTTP, Slack connects to us)."""
+        return self._runner is not None
 
     async def start(self) -> None:
         runner = web.AppRunner(

@@ -96,3 +96,15 @@ def test_toml_syntax_error_and_missing_file(tmp_path: Path) -> None:
     assert problems(tmp_path / "absent.toml") == [
         f"--config: no such file: {tmp_path / 'absent.toml'}"
     ]
+
+
+def test_the_ops_endpoint_is_off_by_default_and_configured_like_any_section(
+    tmp_path: Path,
+) -> None:
+    assert load_settings(None, {}).ops.enabled is False
+    path = write(tmp_path, "[ops]\nenabled = true\nport = 9200\n")
+    settings = load_settings(path, {"CHAT_BRIDGE_OPS__HOST": "0.0.0.0"})
+    assert (settings.ops.host, settings.ops.port) == ("0.0.0.0", 9200)
+    assert "ops: /metrics and /healthz at http://0.0.0.0:9200" in summary(settings)
+    found = problems(write(tmp_path, "[ops]\nport = 70000\n"))
+    assert any(p.startswith("ops.port: Input should be less than or equal to 65535") for p in found)
