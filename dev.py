@@ -3,6 +3,7 @@
 
     python3 dev.py test       ruff, mypy and the whole pytest suite (what .ci/run runs)
     python3 dev.py sandbox    the offline sandbox: the bridge against local Slack, Discord and LLM
+                              (arguments go to `chat-bridge sandbox`, e.g. --interactive)
 
 Needs only Python 3.11+; everything else comes from PyPI into .venv/.
 """
@@ -68,7 +69,7 @@ def test(extra: list[str]) -> int:
 
 
 def sandbox(extra: list[str]) -> int:
-    return run(str(BIN / "chat-bridge"), "check", "--config", "config.example.toml", *extra)
+    return run(str(BIN / "chat-bridge"), "sandbox", *extra)
 
 
 JOBS = {"test": test, "sandbox": sandbox}

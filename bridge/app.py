@@ -152,7 +152,13 @@ def _platforms(
         from adapters.discord import DiscordAdapter
 
         platforms.append(
-            DiscordAdapter(settings.discord, responder=responder, store=store, lifecycle=lifecycle)
+            DiscordAdapter(
+                settings.discord,
+                responder=responder,
+                store=store,
+                lifecycle=lifecycle,
+                guild_ready_timeout=settings.discord.guild_ready_timeout,
+            )
         )
     return platforms
 

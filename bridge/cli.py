@@ -1,4 +1,4 @@
-"""The `chat-bridge` command line: run, check, migrate and the setup helpers.
+"""The `chat-bridge` command line: run, check, migrate, the setup helpers and the sandbox.
 
 Heavy imports (SDKs, SQLAlchemy) happen inside the commands, through the composition root, so that
 `--help` and `check` stay fast and the core stays importable without them.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -45,11 +46,65 @@ def build_parser() -> argparse.ArgumentParser:
     command("migrate", "Create or upgrade the database schema.")
     command("slack-manifest", "Print a Slack app manifest (JSON) that matches the configuration.")
     command("discord-invite", "Print the OAuth2 URL that invites the bot with what it needs.")
+    _sandbox_command(commands)
     return parser
+
+
+def _sandbox_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    about = (
+        "Run the real bridge offline against the bundled Slack, Discord and LLM emulators, play "
+        "a short conversation on both platforms and show it live, then a summary. Needs no "
+        "configuration, tokens or network."
+    )
+    sub = commands.add_parser(
+        "sandbox", help="See the bridge work offline, against local emulators.", description=about
+    )
+    sub.add_argument(
+        "-i",
+        "--interactive",
+        action="store_true",
+        help="after the script, keep running: type as a Slack or Discord user (`help` lists how)",
+    )
+    sub.add_argument(
+        "--speed",
+        type=_positive_float,
+        default=1.0,
+        metavar="FACTOR",
+        help="pace of the local model (50 tokens/s times FACTOR) and of the script (default: 1)",
+    )
+    sub.add_argument(
+        "--llm-base-url",
+        metavar="URL",
+        help="use this OpenAI-compatible endpoint instead of the local scripted model",
+    )
+    sub.add_argument(
+        "--llm-api-key",
+        metavar="KEY",
+        help="API key for --llm-base-url (default: $OPENAI_API_KEY, if set)",
+    )
+    sub.add_argument("--model", metavar="NAME", help="model name to ask for")
+    sub.add_argument(
+        "--timeout",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="fail when a reply takes longer (default: 60 at speed 1, 120 with --llm-base-url)",
+    )
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0: {text!r}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "sandbox":
+        return _sandbox(args)  # builds its own settings: no --config, no environment
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
@@ -105,6 +160,24 @@ def _run(settings: Settings, config: Path) -> int:
 
     code: int = asyncio.run(app.run(settings))
     return code
+
+
+def _sandbox(args: argparse.Namespace) -> int:
+    from sandbox.runner import SandboxOptions
+    from sandbox.runner import main as run_sandbox
+
+    api_key = args.llm_api_key
+    if api_key is None and args.llm_base_url is not None:
+        api_key = os.environ.get("OPENAI_API_KEY")
+    options = SandboxOptions(
+        interactive=args.interactive,
+        speed=args.speed,
+        llm_base_url=args.llm_base_url,
+        llm_api_key=api_key,
+        model=args.model,
+        reply_timeout=args.timeout,
+    )
+    return run_sandbox(options)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
@@ -88,6 +88,8 @@ class DiscordSettings(_Section):
     # Without the privileged message-content intent, answer mentions only instead of failing.
     mention_only_without_intent: bool = True
     command_guilds: list[int] = Field(default_factory=list)
+    # Seconds to wait for the guilds' data after READY before answering (discord.py's default).
+    guild_ready_timeout: float = Field(default=2.0, ge=0)
 
 
 class OpsSettings(_Section):
@@ -164,10 +166,16 @@ class ConfigError(Exception):
         self.problems = problems
 
 
-def load_settings(path: Path | None, environ: Mapping[str, str] | None = None) -> Settings:
+def load_settings(
+    path: Path | None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    values: Mapping[str, Any] | None = None,
+) -> Settings:
     """Read the TOML file (if any) and the environment into `Settings`, or raise ConfigError.
 
-    `environ` defaults to os.environ; tests pass their own mapping instead of patching it.
+    `environ` defaults to os.environ; tests and the sandbox pass their own mapping instead.
+    `values` (sections as dicts) take precedence over both.
     """
     env = dict(os.environ if environ is None else environ)
     problems = _unknown_env_keys(env)
@@ -180,6 +188,7 @@ def load_settings(path: Path | None, environ: Mapping[str, str] | None = None) -
         # Precedence: the environment, then the TOML file, then OPENAI_API_KEY as a last resort.
         fallback = {"llm": {"api_key": env["OPENAI_API_KEY"]}} if "OPENAI_API_KEY" in env else {}
         return (
+            InitSettingsSource(settings_cls, init_kwargs=dict(values or {})),
             _MappingEnvSource(settings_cls, env),
             TomlConfigSettingsSource(settings_cls),
             InitSettingsSource(settings_cls, init_kwargs=fallback),

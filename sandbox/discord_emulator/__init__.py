@@ -6,6 +6,7 @@ See docs/emulators/discord.md for what it emulates and what it does not.
 from .emulator import DiscordEmulator
 from .rate_limits import BucketRule
 from .records import (
+    Change,
     EmulatorStats,
     InteractionRecord,
     RecordedRequest,
@@ -17,6 +18,7 @@ from .records import (
 
 __all__ = [
     "BucketRule",
+    "Change",
     "DiscordEmulator",
     "EmulatorStats",
     "InteractionRecord",

@@ -52,6 +52,8 @@ class ChannelRoutes:
             channel.name = _thread_name(body.get("name"))
         if "auto_archive_duration" in body:
             channel.auto_archive_duration = _archive_duration(body)
+        if "name" in body:
+            self.world.notify("thread" if channel.is_thread else "channel", channel.id)
         if channel.is_thread:
             await self.ctx.feed.thread_updated(channel)
         return ApiReply(200, self.ctx.wire.channel(channel))
@@ -168,6 +170,7 @@ class ChannelRoutes:
     async def typing(self, request: ApiRequest) -> ApiReply:
         channel = self.ctx.channel(request)
         self.ctx.typing.append(TypingEvent(channel.id, self.world.clock()))
+        self.world.notify("typing", channel.id)
         return NO_CONTENT
 
     async def thread_from_message(self, request: ApiRequest) -> ApiReply:

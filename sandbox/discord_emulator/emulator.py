@@ -23,6 +23,7 @@ from .interactions_api import InteractionRoutes
 from .model import DM_CHANNEL, EPHEMERAL, TEXT_CHANNEL, Channel, Json, User
 from .rate_limits import GLOBAL_RULE, BucketRule, RateLimiter, Scope
 from .records import (
+    Change,
     EmulatorStats,
     InteractionRecord,
     RecordedRequest,
@@ -310,6 +311,10 @@ class DiscordEmulator(LocalServer):
     def message(self, message_id: int) -> ShownMessage | None:
         found = self.world.find_message(message_id)
         return None if found is None else found.shown()
+
+    def subscribe(self, listener: Callable[[Change], None]) -> Callable[[], None]:
+        """Call `listener` after every visible change; returns a function that unsubscribes."""
+        return self.world.subscribe(listener)
 
     @property
     def threads(self) -> list[ThreadInfo]:

@@ -52,6 +52,19 @@ class TypingEvent(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True)
+class Change:
+    """One visible change, passed to `subscribe` listeners (the sandbox prints these).
+
+    `kind` is "posted", "edited" or "deleted" (with `message`), "typing", "thread" (a thread
+    opened or renamed; `channel_id` is the thread's) or "channel" (a channel renamed).
+    """
+
+    kind: str
+    channel_id: int
+    message: ShownMessage | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ThreadInfo:
     id: int
     parent_id: int

@@ -25,7 +25,10 @@ from .model import (
     StoredMessage,
     User,
 )
+from .records import Change
 from .snowflakes import SnowflakeGenerator, now_iso
+
+Listener = Callable[[Change], None]
 
 
 class World:
@@ -57,6 +60,7 @@ class World:
         self.commands: dict[int, Command] = {}
         self.interactions: dict[int, Interaction] = {}
         self._interactions_by_token: dict[str, Interaction] = {}
+        self._listeners: list[Listener] = []
 
     @property
     def bot(self) -> User:
@@ -125,6 +129,7 @@ class World:
             starter_message_id=starter.id if starter is not None else None,
         )
         self._add_channel(thread)
+        self.notify("thread", thread.id)
         return thread
 
     def threads(self) -> list[Channel]:
@@ -197,6 +202,7 @@ class World:
         channel.last_message_id = message.id
         if channel.is_thread:
             channel.message_count += 1
+        self.notify("posted", channel.id, message)
         return message
 
     def edit_message(
@@ -219,9 +225,11 @@ class World:
         message.edited_at = now_iso()
         message.edit_times.append(self.clock())
         self._apply_mentions(message)
+        self.notify("edited", message.channel_id, message)
 
     def delete_message(self, message: StoredMessage) -> None:
         message.deleted = True
+        self.notify("deleted", message.channel_id, message)
 
     def _apply_mentions(self, message: StoredMessage) -> None:
         replied_author = None
@@ -237,6 +245,20 @@ class World:
         message.mentions = found.users
         message.mention_roles = found.roles
         message.mention_everyone = found.everyone
+
+    # --- change listeners --------------------------------------------------------------------
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Call `listener` on every visible change; returns a function that unsubscribes."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    def notify(self, kind: str, channel_id: int, message: StoredMessage | None = None) -> None:
+        if not self._listeners:
+            return  # the benchmarks edit thousands of times a second: build no snapshot for nobody
+        change = Change(kind, channel_id, message.shown() if message is not None else None)
+        for listener in list(self._listeners):
+            listener(change)
 
     # --- commands and interactions -----------------------------------------------------------
 

@@ -155,6 +155,35 @@ async def test_thread_created_from_a_message(scene: Scene) -> None:
     assert [m.content for m in emu.messages(thread.id)] == ["answer in the thread"]
 
 
+async def test_subscribers_see_every_visible_change(scene: Scene) -> None:
+    emu = scene.emu
+    seen: list[tuple[str, int, str | None]] = []
+    unsubscribe = emu.subscribe(
+        lambda c: seen.append((c.kind, c.channel_id, c.message.content if c.message else None))
+    )
+    async with running_bot(emu) as bot:
+        asked = await emu.user_message(scene.channel_id, scene.alice, "question")
+        starter = await on_message_of(bot, asked)
+        thread = await starter.create_thread(name="question")
+        await thread.typing()
+        reply = await thread.send("draft")
+        await reply.edit(content="final")
+        await thread.edit(name="answered")
+        await reply.delete()
+        unsubscribe()
+        await thread.send("unseen")
+
+    assert seen == [
+        ("posted", scene.channel_id, "question"),
+        ("thread", asked, None),
+        ("typing", asked, None),
+        ("posted", asked, "draft"),
+        ("edited", asked, "final"),
+        ("thread", asked, None),
+        ("deleted", asked, "final"),
+    ]
+
+
 async def test_injected_429_is_waited_out_and_retried_by_discord_py(scene: Scene) -> None:
     emu = scene.emu
     emu.inject_429(CREATE_ROUTE, count=1, retry_after=0.3)
