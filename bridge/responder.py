@@ -332,7 +332,7 @@ class Responder:
                 message = f"the model sent nothing for {idle:g} seconds"
                 raise _Failure(message, ErrorKind.LLM_TIMEOUT) from None
             except LLMError as exc:
-                shown = any(writer.text for writer in writers)
+                shown = any(writer.has_text for writer in writers)
                 if shown or not exc.retryable or attempt >= settings.max_retries:
                     raise _Failure(f"the model failed: {exc}", ErrorKind.LLM) from exc
                 backoff = min(0.5 * 2**attempt, 8.0)

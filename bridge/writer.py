@@ -59,7 +59,10 @@ class ReplyWriter:
         self._on_visible = on_visible
         # The reply's ids (chat, message) for its log lines; JSON logs carry them as fields.
         self._log_extra = log_extra
-        self.text = ""
+        # Deltas are kept as parts and joined when the text is read (about once per edit):
+        # `text += delta` would copy the whole reply on every delta and churn the allocator.
+        self._parts: list[str] = []
+        self._text = ""
         self.notice = ""
         self.messages: list[PostedMessage] = []
         self._shown: list[str] = []
@@ -91,9 +94,20 @@ class ReplyWriter:
         await self._post(self.style.placeholder)
         self._task = asyncio.get_running_loop().create_task(self._pump())
 
+    @property
+    def text(self) -> str:
+        if self._parts:
+            self._text += "".join(self._parts)
+            self._parts.clear()
+        return self._text
+
+    @property
+    def has_text(self) -> bool:
+        return bool(self._text or self._parts)
+
     def feed(self, delta: str) -> None:
         if delta:
-            self.text += delta
+            self._parts.append(delta)
             self._wake.set()
 
     async def finish(self, notice: str = "") -> None:
@@ -241,7 +255,7 @@ class ReplyWriter:
     async def _after_visible(self, final: bool) -> None:
         now = self.scheduler.now()
         self.visible_updates += 1
-        if self.text and not self._lane.shown_text:
+        if self.has_text and not self._lane.shown_text:
             self._lane.shown_text = True
             self.first_text_at = now
         if final:
