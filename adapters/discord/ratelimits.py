@@ -20,12 +20,13 @@ every route for them.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 import aiohttp
@@ -38,11 +39,11 @@ from bridge.ports import RateObservation
 # own queue), so every window we report is this much longer than Discord's. It costs about 5% of
 # a 5-second bucket and keeps writes granted at a window's very edge from landing inside it.
 WINDOW_ALLOWANCE = 0.25
-# Requests of each bucket the scheduler is not told about. discord.py makes the caller of a request
-# that leaves its bucket empty wait until the window resets (Ratelimit.__aexit__), which would hold
-# a finished reply (its typing, its final state, the chat's next turn) for up to a whole window.
-# One spare request also absorbs a write made outside the scheduler.
-RESERVE = 1
+# Requests of each bucket the scheduler is not told about. None: discord.py makes the caller of a
+# request that leaves its bucket empty wait until the window resets (Ratelimit.__aexit__), but the
+# surface stops waiting as soon as the response is in (see DiscordReplySurface._write), so the
+# whole bucket can be spent (measured: a reserve of one cost 20 % of each channel's budget).
+RESERVE = 0
 
 
 def scheduled_limit(limit: int) -> int:
@@ -84,6 +85,10 @@ class SeenHeaders:
 @dataclass(slots=True)
 class _Slot:
     headers: SeenHeaders | None = None
+    # Set once a successful response (and, if wanted, its JSON body) is in.
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    wants_body: bool = False
+    body: object = None
 
 
 _current_write: ContextVar[_Slot | None] = ContextVar("discord_write", default=None)
@@ -125,6 +130,11 @@ class RateHeaderCapture:
         seen = _parse(response.headers, self._clock())
         if seen is not None and response.status < 300:
             slot.headers = seen
+        if response.status < 300:
+            if slot.wants_body:
+                # aiohttp keeps the body it read, so discord.py still gets it afterwards.
+                slot.body = json.loads(await response.read())
+            slot.arrived.set()
 
 
 def _is_global(headers: CIMultiDictProxy[str]) -> bool:

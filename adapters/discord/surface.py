@@ -11,7 +11,7 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import aiohttp
 import discord
@@ -49,6 +49,12 @@ THREAD_ARCHIVE_MINUTES: Literal[1440] = 1440
 THREAD_EXISTS = 160004  # "A thread has already been created for this message"
 
 
+def _posted_id(body: object) -> str:
+    if isinstance(body, dict) and "id" in body:
+        return str(body["id"])
+    raise PlatformError(f"discord: a posted message came back without an id: {body!r:.80}")
+
+
 class DiscordReplySurface:
     """Made per inbound message by the adapter; the Responder drives it."""
 
@@ -80,6 +86,8 @@ class DiscordReplySurface:
         # Keyed by task: the writer reads the observation in the task that made the write, and
         # the writers of several choices share this surface.
         self._seen: dict[asyncio.Task[object] | None, SeenHeaders] = {}
+        # discord.py calls still sleeping out a bucket's window after their response was used.
+        self._held: set[asyncio.Task[Any]] = set()
 
     # --- the ReplySurface protocol -------------------------------------------------------------
 
@@ -119,16 +127,20 @@ class DiscordReplySurface:
         # at a message of the same channel, so not in a thread opened from it.
         if first and channel.id == self._source.channel.id:
             reference = self._source.to_reference(fail_if_not_exists=False)
-            message = await self._write(
+            posted = await self._write(
                 lambda: channel.send(
                     text, reference=reference, mention_author=False, allowed_mentions=NO_PINGS
-                )
+                ),
+                wants_body=True,
             )
         else:
-            message = await self._write(lambda: channel.send(text, allowed_mentions=NO_PINGS))
+            posted = await self._write(
+                lambda: channel.send(text, allowed_mentions=NO_PINGS), wants_body=True
+            )
+        message_id = str(posted.id) if isinstance(posted, discord.Message) else _posted_id(posted)
         self._posts[response_number] += 1
-        self._shown[str(message.id)] = text
-        return PostedMessage(str(message.id))
+        self._shown[message_id] = text
+        return PostedMessage(message_id)
 
     async def update(self, message: PostedMessage, text: str, *, final: bool) -> None:
         if self._shown.get(message.id) == text:
@@ -154,11 +166,19 @@ class DiscordReplySurface:
 
     # --- writes ------------------------------------------------------------------------------
 
-    async def _write(self, call: Callable[[], Awaitable[T]]) -> T:
-        """One write of ours, its headers captured and its failures in the core's terms."""
+    async def _write(
+        self, call: Callable[[], Awaitable[T]], *, wants_body: bool = False
+    ) -> T | object:
+        """One write of ours, its headers captured and its failures in the core's terms.
+
+        Returns the call's result, or (when discord.py holds the caller after a successful
+        response until the bucket's window resets) the response's JSON body at once: the text is
+        on screen, and the scheduler already knows the bucket is empty.
+        """
         with self._capture.capturing() as slot:
+            slot.wants_body = wants_body
             try:
-                return await call()
+                return await self._until_response(call, slot)
             except WriteRefused as refused:
                 raise RateLimited(refused.retry_after, "(discord)") from None
             except discord.RateLimited as limited:  # discord.py refused to wait that long
@@ -176,6 +196,25 @@ class DiscordReplySurface:
             finally:
                 if slot.headers is not None:
                     self._seen[asyncio.current_task()] = slot.headers
+
+    async def _until_response(self, call: Callable[[], Awaitable[T]], slot: Any) -> T | object:
+        task = asyncio.ensure_future(call())  # copies the context, so the capture slot goes along
+        arrived = asyncio.ensure_future(slot.arrived.wait())
+        try:
+            await asyncio.wait({task, arrived}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            arrived.cancel()
+        if task.done():
+            return task.result()
+        self._held.add(task)
+        task.add_done_callback(self._release_held)
+        body: object = slot.body
+        return body
+
+    def _release_held(self, task: asyncio.Task[Any]) -> None:
+        self._held.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("discord: a write held for its bucket failed late: %s", task.exception())
 
     async def _destination(self) -> MessageableChannel:
         """Where the reply goes; with auto_thread, the thread, opened on first use."""
