@@ -1,0 +1,35 @@
+"""The platform benchmark harness end to end on its smallest scenario (one conversation, a short
+fast reply), for the real `chat-bridge run` and the seed bot, so the harness cannot rot.
+Figures are checked for presence and sense, never for speed: the machine is shared."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.platforms import run_scenario
+from bench.scenarios import SCENARIOS
+
+
+@pytest.mark.parametrize("name", ["discord-1", "slack-1"])
+async def test_the_smallest_scenario_measures_both_bots(name: str, tmp_path: Path) -> None:
+    # Ten tokens: the seed edits once per delta, and Discord lets it edit five times per 5 s.
+    scenario = SCENARIOS[name].with_pace(tokens=10, rate=200.0, interval=0.2)
+
+    report = await run_scenario(scenario, ["bridge", "seed"], tmp_path, grace=60.0)
+
+    for approach in ("bridge", "seed"):
+        result = report["results"][approach]
+        assert result["finished_before_deadline"], approach
+        assert result["replies"] == result["replies_complete"] == 1, approach
+        for key in ("placeholder_max_s", "first_text_max_s", "first_lag_max_s", "final_lag_max_s"):
+            assert result[key] is not None, (approach, key)
+        assert result["calls_per_reply"] >= 2, approach  # a placeholder and at least one edit
+        # The user's message and the reply are stored at least once each.
+        assert result["db_writes_per_reply"] >= 2, approach
+        assert result["peak_rss_mb"] > 0 and result["cpu_replies_s"] >= 0, approach
+    # The seed commits every delta; the bridge at most once per visible update.
+    seed_writes = report["results"]["seed"]["db_writes_per_reply"]
+    assert seed_writes >= scenario.tokens
+    assert report["results"]["bridge"]["db_writes_per_reply"] < seed_writes
