@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import signal
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TextIO
@@ -23,6 +22,7 @@ from aiohttp import web
 
 from bench.reply_text import conversation_of, reply_text
 from sandbox.llm_server import LLMServer, ScriptedReply
+from sandbox.llm_server.server import serve_until_signalled
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -66,13 +66,7 @@ async def serve(args: argparse.Namespace, log: TextIO) -> None:
     server = LLMServer(args.rate, args.tick, port=args.port, record_requests=False)
     server.responder = responder(args.tokens)
     server.app.middlewares.append(timing_middleware(log))
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    async with server:
-        print(f"llm server listening on {server.base_url}", flush=True)
-        await stop.wait()
+    await serve_until_signalled(server)
 
 
 def main() -> None:

@@ -26,6 +26,14 @@ async def poll(condition: Callable[[], object], seconds: float) -> None:
             await asyncio.sleep(0.05)
 
 
+def common_config(db: Path, llm_base_url: str) -> str:
+    return (
+        f'[storage]\nurl = "sqlite+aiosqlite:///{db}"\n'
+        f'[llm]\nbase_url = "{llm_base_url}"\nmodel = "local"\ntitles = false\n'
+        "[streaming]\nedit_interval = 0.2\n"
+    )
+
+
 def clean_env(**secrets: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CHAT_BRIDGE_", "SLACK_"))}
     return env | {"CHAT_BRIDGE_LLM__API_KEY": "sk-local-test-key"} | secrets
@@ -47,10 +55,8 @@ async def test_run_answers_a_discord_mention_and_stops_cleanly_on_sigterm(tmp_pa
         llm.script(ScriptedReply(text=ANSWER, tokens_per_second=40))
         config = tmp_path / "config.toml"
         config.write_text(
-            f'[storage]\nurl = "sqlite+aiosqlite:///{db}"\n'
-            f'[llm]\nbase_url = "{llm.base_url}"\nmodel = "local"\ntitles = false\n'
-            "[streaming]\nedit_interval = 0.2\n"
-            f'[discord]\nenabled = true\napi_base_url = "{emu.api_base_url}"\n'
+            common_config(db, llm.base_url)
+            + f'[discord]\nenabled = true\napi_base_url = "{emu.api_base_url}"\n'
             f'gateway_url = "{emu.gateway_url}"\n'
         )
         env = clean_env(CHAT_BRIDGE_DISCORD__TOKEN="discord-test-token")
@@ -88,17 +94,12 @@ async def test_run_answers_a_slack_mention_and_stops_cleanly_on_sigterm(tmp_path
         llm.script(ScriptedReply(text=ANSWER, tokens_per_second=40))
         config = tmp_path / "config.toml"
         config.write_text(
-            f'[storage]\nurl = "sqlite+aiosqlite:///{db}"\n'
-            f'[llm]\nbase_url = "{llm.base_url}"\nmodel = "local"\ntitles = false\n'
-            "[streaming]\nedit_interval = 0.2\n"
-            f'[slack]\nenabled = true\nmode = "socket"\napi_base_url = "{emu.api_base_url}"\n'
+            common_config(db, llm.base_url)
+            + f'[slack]\nenabled = true\nmode = "socket"\napi_base_url = "{emu.api_base_url}"\n'
         )
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("CHAT_BRIDGE_", "SLACK_"))}
-        env |= {
-            "CHAT_BRIDGE_LLM__API_KEY": "sk-local-test-key",
-            "CHAT_BRIDGE_SLACK__BOT_TOKEN": "xoxb-test",
-            "CHAT_BRIDGE_SLACK__APP_TOKEN": "xapp-test",
-        }
+        env = clean_env(
+            CHAT_BRIDGE_SLACK__BOT_TOKEN="xoxb-test", CHAT_BRIDGE_SLACK__APP_TOKEN="xapp-test"
+        )
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bridge", "run", "--config", str(config),
             cwd=ROOT, env=env, stderr=asyncio.subprocess.PIPE,

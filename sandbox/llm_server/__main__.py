@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import signal
 
 from .script import lorem_responder
-from .server import LLMServer
+from .server import LLMServer, serve_until_signalled
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -41,14 +40,7 @@ async def _serve(args: argparse.Namespace) -> None:
     )
     if args.reply_tokens is not None:
         server.responder = lorem_responder(args.reply_tokens)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    async with server:
-        # Benchmarks wait for this line before they connect.
-        print(f"llm server listening on {server.base_url}", flush=True)
-        await stop.wait()
+    await serve_until_signalled(server)
 
 
 def main(argv: list[str] | None = None) -> None:

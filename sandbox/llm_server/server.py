@@ -243,3 +243,16 @@ class LLMServer(LocalServer):
             completion_tokens=sum(len(chunks) for chunks in choices),
         )
         return web.json_response(completion, headers={"x-request-id": rid})
+
+
+async def serve_until_signalled(server: LLMServer) -> None:
+    """Serve until SIGINT or SIGTERM; print the address first (benchmarks wait for this line)."""
+    import signal
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with server:
+        print(f"llm server listening on {server.base_url}", flush=True)
+        await stop.wait()
