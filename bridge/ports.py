@@ -28,12 +28,15 @@ from bridge.domain import (
 class RateBucket:
     """A budget of platform writes shared by every reply that names the same key.
 
-    `limit` writes per `period` seconds; the scheduler may learn better numbers at run time.
+    `limit` writes per `period` seconds; the scheduler may learn better numbers at run time. A
+    write in it also draws from `within`, a wider budget if the platform has one (Discord: the
+    bot's global limit over all its channels).
     """
 
     key: str
     limit: int
     period: float
+    within: RateBucket | None = None
 
 
 @dataclass(frozen=True, slots=True)

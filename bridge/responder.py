@@ -110,6 +110,11 @@ class Responder:
         self._closing = False
         self.name = "responder"
 
+    @property
+    def scheduler(self) -> EditScheduler:
+        """The process-wide scheduler; adapters draw their cosmetic requests from it too."""
+        return self._scheduler
+
     # --- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:

@@ -2,10 +2,19 @@
 
 Two limits apply to each write: the reply's own minimum interval between visible updates, and the
 budget of the rate bucket the platform declared for it (a Slack workspace's chat.update tier, a
-Discord channel's edit bucket). A bucket is a sliding window of `limit` grants per `period`, which
-can also be blocked outright by a 429's Retry-After or by headers that say nothing remains. When a
-bucket is short, waiting replies are served by need: a reply that shows no text yet first, then a
-finished reply's final text, then whichever reply has gone longest without an update.
+Discord channel's edit bucket, and, through `RateBucket.within`, a wider budget it also draws from,
+such as Discord's per-bot global limit). A bucket is a sliding window of `limit` grants per
+`period`, which can also be blocked outright by a 429's Retry-After or by headers that say nothing
+remains. When a bucket is short, waiting writes are served by need: a reply that shows no text yet
+first, then a finished reply's final text, then whichever reply has gone longest without an update,
+then cosmetic requests (a typing indicator).
+
+While several replies share a bucket, progress updates are spaced by the window's average
+(`period / limit`) instead of taking every slot the moment it frees: slots then free one at a
+time, so a finished reply's final text (or a new reply's first text) waits for the next of them,
+not for a whole window that a burst of progress filled at once. Cosmetic requests only use a
+window's first quarter, so a burst of new replies shows its first texts before its typing
+indicators take the rest.
 """
 
 from __future__ import annotations
@@ -13,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -30,6 +39,11 @@ class Urgency(IntEnum):
     FIRST_TEXT = 0
     FINAL = 1
     PROGRESS = 2
+    BACKGROUND = 3  # cosmetic (a typing indicator): only while the window is a quarter used
+
+
+# (urgency, waiting since, arrival order), the waiter's future, the lane it writes for (or 0).
+_Waiter = tuple[tuple[int, float, int], asyncio.Future[None], int]
 
 
 @dataclass
@@ -38,20 +52,47 @@ class _Bucket:
     period: float
     grants: deque[float] = field(default_factory=deque)
     blocked_until: float = 0.0
-    waiters: list[tuple[tuple[int, float, int], asyncio.Future[None]]] = field(default_factory=list)
+    waiters: list[_Waiter] = field(default_factory=list)
     timer: asyncio.Task[None] | None = None
+    # Lanes granted a write in the current window, oldest grant first: how many replies share it.
+    holders: OrderedDict[int, float] = field(default_factory=OrderedDict)
     granted: int = 0
     throttled: int = 0
 
-    def next_free(self, now: float) -> float:
-        """The earliest time a grant fits the window and no block is in force."""
+    def _forget(self, now: float) -> None:
         horizon = now - self.period
         while self.grants and self.grants[0] <= horizon:
             self.grants.popleft()
+        while self.holders:
+            holder, last = next(iter(self.holders.items()))
+            if last > horizon:
+                break
+            del self.holders[holder]
+
+    def next_free(
+        self, now: float, urgency: int = Urgency.FIRST_TEXT, holder: int = 0, interval: float = 0.0
+    ) -> float:
+        """The earliest time a write of this urgency fits the window and no block is on.
+
+        `interval` is the replies' own minimum gap between updates: with it the bucket knows
+        whether its sharers want more than it holds.
+        """
+        self._forget(now)
         start = max(now, self.blocked_until)
-        if len(self.grants) < self.limit:
+        used = len(self.grants)
+        # Slots this write must leave unused: cosmetic requests only take a window's first quarter.
+        keep = self.limit - self.limit // 4 if urgency == Urgency.BACKGROUND else 0
+        if urgency == Urgency.PROGRESS and self.grants and self._oversubscribed(holder, interval):
+            # Its sharers want more than it holds: progress grants keep the window's average
+            # spacing instead of a burst whenever slots free.
+            start = max(start, self.grants[-1] + self.period / self.limit)
+        if used + keep < self.limit:
             return start
-        return max(start, self.grants[len(self.grants) - self.limit] + self.period)
+        return max(start, self.grants[used - (self.limit - keep)] + self.period)
+
+    def _oversubscribed(self, holder: int, interval: float) -> bool:
+        sharers = len(self.holders) + (holder not in self.holders)
+        return sharers > 1 and sharers * self.period > self.limit * interval
 
 
 @dataclass
@@ -61,6 +102,7 @@ class Lane:
     bucket: RateBucket
     last_write: float = float("-inf")
     shown_text: bool = False
+    finishing: bool = False  # the reply has all its text: what it waits for is its final update
 
 
 class EditScheduler:
@@ -74,6 +116,8 @@ class EditScheduler:
         self._sleep = sleep or asyncio.sleep
         self._buckets: dict[str, _Bucket] = {}
         self._seq = itertools.count()
+        # Lanes waiting in a bucket now: where, and their place, so `promote` can move them up.
+        self._waiting: dict[int, tuple[_Bucket, _Waiter]] = {}
 
     def now(self) -> float:
         return self._clock() if self._clock else asyncio.get_running_loop().time()
@@ -115,23 +159,70 @@ class EditScheduler:
 
     # --- acquiring ---------------------------------------------------------------------------
 
-    async def acquire(self, spec: RateBucket, urgency: Urgency, waited_since: float) -> None:
-        """Wait for one write in `spec`'s bucket; `waited_since` orders equally urgent writers."""
+    async def acquire(
+        self,
+        spec: RateBucket,
+        urgency: Urgency,
+        waited_since: float,
+        *,
+        holder: object | None = None,
+    ) -> None:
+        """Wait for one write in `spec`'s bucket and in every bucket it lies `within`.
+
+        `waited_since` orders equally urgent writers; `holder` (a reply's Lane) tells the bucket
+        how many replies share it.
+        """
+        key = 0 if holder is None else id(holder)
         bucket = self._bucket(spec)
+        await self._acquire(bucket, int(urgency), waited_since, key)
+        if spec.within is not None:
+            granted_at = self.now()
+            await self.acquire(spec.within, urgency, waited_since, holder=holder)
+            now = self.now()
+            if now > granted_at and granted_at in bucket.grants:
+                # The write goes out now, not when its first bucket let it: count it from now.
+                bucket.grants.remove(granted_at)
+                bucket.grants.append(now)
+
+    async def _acquire(self, bucket: _Bucket, urgency: int, waited_since: float, key: int) -> None:
         now = self.now()
-        if not bucket.waiters and bucket.next_free(now) <= now:
-            self._grant(bucket, now)
+        order = (urgency, waited_since, next(self._seq))
+        ahead = bool(bucket.waiters) and bucket.waiters[0][0] < order
+        if not ahead and bucket.next_free(now, urgency, key, self.interval) <= now:
+            self._grant(bucket, now, key)
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(bucket.waiters, ((int(urgency), waited_since, next(self._seq)), future))
-        self._arm(bucket)
+        waiter = (order, future, key)
+        self._enqueue(bucket, waiter)
+        if key:
+            self._waiting[key] = (bucket, waiter)
         try:
             await future
-        except asyncio.CancelledError:
-            if future.done() and not future.cancelled():
-                # Granted but nobody will write: the grant is spent, which errs on the safe side.
-                pass
-            raise
+        finally:
+            if key and self._waiting.get(key, (None, None))[1] is waiter:
+                del self._waiting[key]
+
+    def promote(self, lane: Lane) -> None:
+        """The reply finished while `lane` waited to show progress: it now waits as FINAL."""
+        lane.finishing = True
+        found = self._waiting.get(id(lane))
+        if found is None:
+            return
+        bucket, ((urgency, since, _), future, key) = found
+        if urgency <= Urgency.FINAL or future.done():
+            return
+        # The old entry stays in the heap; whichever pops first finds the shared future done.
+        waiter = ((int(Urgency.FINAL), since, next(self._seq)), future, key)
+        self._waiting[key] = (bucket, waiter)
+        self._enqueue(bucket, waiter)
+
+    def _enqueue(self, bucket: _Bucket, waiter: _Waiter) -> None:
+        heapq.heappush(bucket.waiters, waiter)
+        if bucket.waiters[0] is waiter and bucket.timer is not None and not bucket.timer.done():
+            # More urgent than the writer the timer sleeps for: it may go sooner.
+            bucket.timer.cancel()
+            bucket.timer = None
+        self._arm(bucket)
 
     async def acquire_edit(self, lane: Lane, *, final: bool) -> None:
         """Wait until `lane` may write: its interval has passed and its bucket has room."""
@@ -141,13 +232,16 @@ class EditScheduler:
         if not lane.shown_text:
             urgency = Urgency.FIRST_TEXT
         else:
-            urgency = Urgency.FINAL if final else Urgency.PROGRESS
-        await self.acquire(lane.bucket, urgency, lane.last_write)
+            urgency = Urgency.FINAL if final or lane.finishing else Urgency.PROGRESS
+        await self.acquire(lane.bucket, urgency, lane.last_write, holder=lane)
         lane.last_write = self.now()
 
-    def _grant(self, bucket: _Bucket, now: float) -> None:
+    def _grant(self, bucket: _Bucket, now: float, key: int) -> None:
         bucket.grants.append(now)
         bucket.granted += 1
+        if key:
+            bucket.holders[key] = now
+            bucket.holders.move_to_end(key)
 
     def _arm(self, bucket: _Bucket) -> None:
         if bucket.timer is None or bucket.timer.done():
@@ -156,15 +250,17 @@ class EditScheduler:
     async def _serve(self, bucket: _Bucket) -> None:
         """Hand out grants to waiters in urgency order as the window allows, then exit."""
         while bucket.waiters:
+            (urgency, _, _), future, key = bucket.waiters[0]
+            if future.done():  # its writer was cancelled while waiting
+                heapq.heappop(bucket.waiters)
+                continue
             now = self.now()
-            free_at = bucket.next_free(now)
+            free_at = bucket.next_free(now, urgency, key, self.interval)
             if free_at > now:
                 await self._sleep(free_at - now)
                 continue
-            _, future = heapq.heappop(bucket.waiters)
-            if future.done():  # its writer was cancelled while waiting
-                continue
-            self._grant(bucket, now)
+            heapq.heappop(bucket.waiters)
+            self._grant(bucket, now, key)
             future.set_result(None)
             # Let the granted writer run before the next grant is considered.
             await asyncio.sleep(0)

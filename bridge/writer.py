@@ -114,6 +114,7 @@ class ReplyWriter:
         """Show the complete text (plus `notice`, e.g. an error) and wait until it is visible."""
         self.notice = notice
         self._finishing = True
+        self.scheduler.promote(self._lane)
         self._wake.set()
         if self._task is not None:
             await asyncio.shield(self._task)
@@ -237,7 +238,9 @@ class ReplyWriter:
     async def _post(self, text: str) -> None:
         bucket = self.surface.post_bucket()
         while True:
-            await self.scheduler.acquire(bucket, Urgency.FIRST_TEXT, self.scheduler.now())
+            await self.scheduler.acquire(
+                bucket, Urgency.FIRST_TEXT, self.scheduler.now(), holder=self._lane
+            )
             try:
                 message = await self.surface.post(text, response_number=self.response_number)
             except RateLimited as limited:

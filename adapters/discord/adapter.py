@@ -203,6 +203,7 @@ class DiscordAdapter:
             bot_user_id=view.user_id,
             capture=self._capture,
             typing=self._typing,
+            scheduler=self._responder.scheduler,
             open_thread=trigger.open_thread,
             thread_name=_provisional_thread_name(trigger.inbound.text),
         )

@@ -18,6 +18,7 @@ import discord
 
 from adapters.discord.indicators import TypingIndicators
 from adapters.discord.ratelimits import (
+    WINDOW_ALLOWANCE,
     RateHeaderCapture,
     SeenHeaders,
     WriteRefused,
@@ -32,6 +33,7 @@ from bridge.ports import (
     RateLimited,
     RateObservation,
 )
+from bridge.scheduler import EditScheduler, Urgency
 
 if TYPE_CHECKING:
     from discord.abc import MessageableChannel
@@ -44,6 +46,18 @@ MESSAGE_LIMIT = MessageLimit(2000)
 # What bots observe for message create and edit per channel; the headers correct it at run time.
 GUESSED_LIMIT, GUESSED_PERIOD = 5, 5.0
 _GUESS = (scheduled_limit(GUESSED_LIMIT), GUESSED_PERIOD)
+# Discord's global limit: 50 requests per second per bot, over every route; no header announces
+# it before a global 429. The scheduler's share leaves 5 of them to requests it does not see (login,
+# command sync, threads, titles, interaction responses), and counts its window from its grants, so
+# the window is longer than Discord's by the spread of grant-to-arrival delays (WINDOW_ALLOWANCE).
+GLOBAL_LIMIT, GLOBAL_PERIOD = 45, 1.0 + WINDOW_ALLOWANCE
+
+
+def global_bucket(bot_user_id: int) -> RateBucket:
+    """The bot's global budget, which every write in every channel also draws from."""
+    return RateBucket(f"discord:global:{bot_user_id}", GLOBAL_LIMIT, GLOBAL_PERIOD)
+
+
 NO_PINGS = discord.AllowedMentions.none()
 THREAD_ARCHIVE_MINUTES: Literal[1440] = 1440
 THREAD_EXISTS = 160004  # "A thread has already been created for this message"
@@ -66,6 +80,7 @@ class DiscordReplySurface:
         bot_user_id: int,
         capture: RateHeaderCapture,
         typing: TypingIndicators,
+        scheduler: EditScheduler,
         open_thread: bool = False,
         thread_name: str = "",
     ) -> None:
@@ -74,6 +89,8 @@ class DiscordReplySurface:
         self._bot_user_id = bot_user_id
         self._capture = capture
         self._typing = typing
+        self._scheduler = scheduler
+        self._global = global_bucket(bot_user_id)
         self._thread_pending = open_thread
         self._thread_name = thread_name
         self._thread_lock = asyncio.Lock()
@@ -104,16 +121,25 @@ class DiscordReplySurface:
         return self._channel_id
 
     def post_bucket(self) -> RateBucket:
-        return RateBucket(f"discord:post:{self._channel_id}", *_GUESS)
+        return RateBucket(f"discord:post:{self._channel_id}", *_GUESS, within=self._global)
 
     def edit_bucket(self) -> RateBucket:
-        return RateBucket(f"discord:edit:{self._channel_id}", *_GUESS)
+        return RateBucket(f"discord:edit:{self._channel_id}", *_GUESS, within=self._global)
 
     async def start_typing(self) -> None:
         channel = await self._destination()
         if self._typing_in is None:
             self._typing_in = channel.id
-            self._typing.start(channel.id, channel.typing)
+
+            async def send_typing() -> None:
+                # Cosmetic: it waits for spare global budget, so twenty replies starting together
+                # show their first text before their typing indicators are all sent.
+                await self._scheduler.acquire(
+                    self._global, Urgency.BACKGROUND, self._scheduler.now()
+                )
+                await channel.typing()
+
+            self._typing.start(channel.id, send_typing)
 
     async def stop_typing(self) -> None:
         if self._typing_in is not None:

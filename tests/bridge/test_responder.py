@@ -116,7 +116,9 @@ def test_twenty_concurrent_replies_share_one_bucket_fairly() -> None:
             assert list(surface.shown.values()) == [TEXT * 3]
             streaming = [u.at for u in surface.updates() if not u.final]
             gaps = [b - a for a, b in zip(streaming, streaming[1:], strict=False)]
-            assert gaps and max(gaps) <= 8.0, gaps  # each keeps visibly growing
+            # Each keeps visibly growing: a share of the bucket is one update per 5 s, and up to
+            # two shares pass while the scheduler spreads out the first texts' burst.
+            assert gaps and max(gaps) <= 10.0, gaps
 
     virtual(scenario)
 

@@ -3,6 +3,8 @@ within what the X-RateLimit-* headers allow."""
 
 from __future__ import annotations
 
+import asyncio
+
 from bridge.domain import Role
 from sandbox.llm_server import ScriptedReply
 from tests.adapters.discord.conftest import (
@@ -73,3 +75,30 @@ async def test_concurrent_edits_in_one_channel_share_a_tight_bucket_without_viol
     creates = [r.time for r in admitted if r.route == CREATE_ROUTE]
     assert within_fixed_windows(edits, limit=3, per=2.0)
     assert within_fixed_windows(creates, limit=5, per=5.0)
+
+
+async def test_twenty_channels_at_once_stay_within_the_bots_global_limit(
+    make_bridge: BridgeFactory, scene: Scene
+) -> None:
+    """Each channel's bucket holds, but 20 placeholders, 20 first texts and 20 typing indicators
+    in the first second are more than Discord's 50 requests/s per bot: every write also draws
+    from the bot's global budget, and typing only takes what the texts leave over."""
+    emu = scene.emu
+    channels = [emu.add_text_channel(scene.guild_id, f"room-{i}") for i in range(20)]
+    words = " ".join(["word"] * 12)
+    texts = {channel: f"Answer for room {channel}: {words}" for channel in channels}
+    async with make_bridge() as bridge:
+        bridge.llm.script(*(ScriptedReply(text=t, tokens_per_second=20) for t in texts.values()))
+        await asyncio.gather(*(bridge.mention("hello", channel_id=c) for c in channels))
+        for channel in channels:
+            await bridge.reply_shown(texts[channel], channel_id=channel)
+        await bridge.settled()
+
+    assert emu.stats.violations_by_route["global"] == 0, emu.stats.violations_by_route
+    assert emu.stats.rate_limited == 0
+    bot = [r.time for r in emu.requests if r.route != "GET /gateway/bot" and r.time is not None]
+    assert within_fixed_windows(bot, limit=50, per=1.0)
+    # Typing indicators are cosmetic: the ones sent took the window's first quarter, the others
+    # waited behind the texts (the placeholders had already answered those users).
+    typing = {t.channel_id for t in emu.typing_events}
+    assert typing and typing <= set(channels)
