@@ -77,7 +77,6 @@ def figures(run: RunRecord) -> dict[str, Any]:
     first_text_s: list[float] = []
     first_lag_s: list[float] = []
     final_lag_s: list[float] = []
-    spans: list[float] = []
     gaps: list[float] = []
     stalls: list[float] = []
     complete = 0

@@ -29,6 +29,7 @@ from bench.scenarios import SCENARIOS, Scenario
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "bench"
+PRODUCT = ("bridge", "adapters", "storage", "sandbox")  # what the results depend on
 
 
 def machine() -> dict[str, Any]:
@@ -45,20 +46,20 @@ def machine() -> dict[str, Any]:
 
 
 def _revision() -> str:
-    """The commit measured, and whether the working tree differed from it (read-only git)."""
+    """The commit measured, and whether the product code differed from it (read-only git)."""
     try:
         head = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
         ).stdout.strip()
         changed = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--", *PRODUCT],
             cwd=ROOT,
             capture_output=True,
             text=True,
         ).stdout.strip()
     except OSError:
         return "unknown"
-    return f"{head} + uncommitted changes" if changed else head
+    return f"{head} + uncommitted changes in the product code" if changed else head
 
 
 async def run_scenario(

@@ -1,6 +1,7 @@
 """Prints a scenario's figures as a bridge / seed / ratio table and checks the bridge's targets.
 
-python -m bench.report docs/bench/platforms-*.json   # the same tables in Markdown (the doc's)
+python -m bench.report docs/bench/platforms-*.json            # the doc's tables, in Markdown
+python -m bench.report --summary docs/bench/platforms-*.json  # one line per scenario
 """
 
 from __future__ import annotations
@@ -131,9 +132,43 @@ def _durations(report: dict[str, Any]) -> str:
     return ", ".join(f"{k} {v:g} s" for k, v in report.get("run_seconds", {}).items())
 
 
+# (key, label) of the one-line-per-scenario summary; the seed's figure follows as a ratio.
+SUMMARY = (
+    ("first_text_max_s", "first text max (s)"),
+    ("gap_max_s", "longest gap (s)"),
+    ("final_lag_max_s", "last chunk -> final max (s)"),
+    ("rate_limited", "429s"),
+    ("calls_per_reply", "calls / reply"),
+    ("db_writes_per_reply", "DB writes / reply"),
+    ("cpu_per_reply_ms", "CPU / reply (ms)"),
+    ("peak_rss_mb", "peak RSS (MB)"),
+)
+
+
+def summary(reports: list[dict[str, Any]]) -> str:
+    """Bridge figures per scenario, each with the seed's ratio in brackets."""
+    head = "| scenario | " + " | ".join(label for _, label in SUMMARY) + " |"
+    lines = [head, "|---|" + "---:|" * len(SUMMARY)]
+    for report in reports:
+        bridge = report["results"].get("bridge", {})
+        seed = report["results"].get("seed", {})
+        cells = []
+        for key, _ in SUMMARY:
+            b, s = bridge.get(key), seed.get(key)
+            ratio = _ratio(b, s)
+            cells.append(_cell(b) + (f" ({ratio})" if ratio != "-" else ""))
+        lines.append(f"| {report['scenario']['name']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
-    for name in sys.argv[1:]:
-        print(markdown(json.loads(Path(name).read_text())))
+    args = sys.argv[1:]
+    reports = [json.loads(Path(name).read_text()) for name in args if name != "--summary"]
+    if "--summary" in args:
+        print(summary(reports))
+        return
+    for report in reports:
+        print(markdown(report))
 
 
 if __name__ == "__main__":
