@@ -114,7 +114,7 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"{scenario['conversations'] * scenario['n']} replies of {scenario['tokens']} tokens at "
         f"{scenario['rate']:g} tokens/s, edit_interval {scenario['edit_interval']:g} s. "
-        f"Run time: {_durations(report)}.",
+        f"Run time: {_durations(report)}. Revision: {_revisions(report)}.",
         "",
         "| figure | bridge | seed | seed / bridge |",
         "|---|---:|---:|---:|",
@@ -126,6 +126,15 @@ def markdown(report: dict[str, Any]) -> str:
     if seed and not seed.get("finished_before_deadline", True):
         lines += ["", "The seed was stopped at its deadline before every reply was final."]
     return "\n".join(lines) + "\n"
+
+
+def _revisions(report: dict[str, Any]) -> str:
+    measured = report.get("machine", {}).get("revision", "unknown")
+    earlier = report.get("earlier", {})
+    if not earlier:
+        return str(measured)
+    kept = ", ".join(f"{a} from {e.get('revision')}" for a, e in earlier.items())
+    return f"{measured} ({kept}, an earlier run)"
 
 
 def _durations(report: dict[str, Any]) -> str:

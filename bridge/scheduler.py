@@ -13,8 +13,8 @@ While several replies share a bucket, progress updates are spaced by the window'
 (`period / limit`) instead of taking every slot the moment it frees: slots then free one at a
 time, so a finished reply's final text (or a new reply's first text) waits for the next of them,
 not for a whole window that a burst of progress filled at once. Cosmetic requests only use a
-window's first quarter, so a burst of new replies shows its first texts before its typing
-indicators take the rest.
+window's first eighth, so a burst of new replies shows its placeholders and first texts before its
+typing indicators take the rest.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class Urgency(IntEnum):
     FIRST_TEXT = 0
     FINAL = 1
     PROGRESS = 2
-    BACKGROUND = 3  # cosmetic (a typing indicator): only while the window is a quarter used
+    BACKGROUND = 3  # cosmetic (a typing indicator): only while the window is an eighth used
 
 
 # (urgency, waiting since, arrival order), the waiter's future, the lane it writes for (or 0).
@@ -80,8 +80,8 @@ class _Bucket:
         self._forget(now)
         start = max(now, self.blocked_until)
         used = len(self.grants)
-        # Slots this write must leave unused: cosmetic requests only take a window's first quarter.
-        keep = self.limit - self.limit // 4 if urgency == Urgency.BACKGROUND else 0
+        # Slots this write must leave unused: cosmetic requests only take a window's first eighth.
+        keep = self.limit - max(self.limit // 8, 1) if urgency == Urgency.BACKGROUND else 0
         if urgency == Urgency.PROGRESS and self.grants and self._oversubscribed(holder, interval):
             # Its sharers want more than it holds: progress grants keep the window's average
             # spacing instead of a burst whenever slots free.

@@ -214,8 +214,8 @@ def test_a_write_within_a_wider_bucket_draws_from_both() -> None:
     assert max(every) < 4.0  # 20 writes at 6 per second: the global budget is the limit
 
 
-def test_cosmetic_requests_use_only_a_windows_first_quarter_and_never_delay_text() -> None:
-    bucket = RateBucket("global", 8, 1.0)
+def test_cosmetic_requests_use_only_a_windows_first_eighth_and_never_delay_text() -> None:
+    bucket = RateBucket("global", 16, 1.0)
 
     async def scenario() -> tuple[list[float], list[float]]:
         scheduler = EditScheduler(interval=0.0)
@@ -233,10 +233,10 @@ def test_cosmetic_requests_use_only_a_windows_first_quarter_and_never_delay_text
 
         background = [asyncio.ensure_future(cosmetic()) for _ in range(4)]
         await asyncio.sleep(0)
-        await asyncio.gather(*(text() for _ in range(6)))
+        await asyncio.gather(*(text() for _ in range(14)))
         await asyncio.gather(*background)
         return typing, texts
 
     typing, texts = run_virtual(scenario())
-    assert texts == [0.0] * 6  # 2 cosmetic + 6 texts fill the window: no text waited
+    assert texts == [0.0] * 14  # 2 cosmetic + 14 texts fill the window: no text waited
     assert sorted(typing)[:2] == [0.0, 0.0] and min(sorted(typing)[2:]) >= 1.0 - 1e-6

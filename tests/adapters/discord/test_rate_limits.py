@@ -98,7 +98,7 @@ async def test_twenty_channels_at_once_stay_within_the_bots_global_limit(
     assert emu.stats.rate_limited == 0
     bot = [r.time for r in emu.requests if r.route != "GET /gateway/bot" and r.time is not None]
     assert within_fixed_windows(bot, limit=50, per=1.0)
-    # Typing indicators are cosmetic: the ones sent took the window's first quarter, the others
+    # Typing indicators are cosmetic: the ones sent took the window's first eighth, the others
     # waited behind the texts (the placeholders had already answered those users).
     typing = {t.channel_id for t in emu.typing_events}
     assert typing and typing <= set(channels)
