@@ -5,7 +5,8 @@ process) and the in-process platform fake, with the real SQL store on SQLite.
 
 Runs the bridge's responder and then the seed's approach (one platform update and one database
 write per delta) in separate processes, so each gets its own CPU and peak-RSS reading, and prints
-both with their ratio. `--approach bridge|seed` runs one of them in this process (JSON on stdout).
+both with their ratio. `--approach bridge|seed` runs one of them in this process (JSON on stdout),
+against `--llm-url` or else an LLM server of its own (a separate process, outside the readings).
 """
 
 from __future__ import annotations
@@ -299,8 +300,12 @@ def main() -> None:
     parser.add_argument("--llm-url")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
-    if args.approach:
+    if args.approach and args.llm_url:
         print(json.dumps(asyncio.run(measure(args))))
+    elif args.approach:
+        with llm_server(args.tokens, args.rate) as url:
+            args.llm_url = url
+            print(json.dumps(asyncio.run(measure(args))))
     else:
         compare(args)
 

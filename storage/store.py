@@ -6,10 +6,10 @@ claim relies on the unique constraint, so it is atomic across processes and inst
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, timedelta
+from functools import partial
 from typing import Any, cast
 
 from sqlalchemy import Select, Table, and_, delete, func, or_, select, update
@@ -28,6 +28,7 @@ from bridge.domain import (
 )
 from bridge.ports import ReplyProgress
 from storage.models import ChatRow, MessageRow, ProcessedEventRow, utcnow
+from storage.turns import WriterTurns
 from storage.write_behind import WriteBehind
 
 _UNFINISHED = (MessageStatus.PENDING.value, MessageStatus.STREAMING.value)
@@ -41,10 +42,11 @@ class SqlChatStore:
     def __init__(self, engine: AsyncEngine, *, write_window: float = 0.05) -> None:
         self._engine = engine
         self._dialect = engine.dialect.name
-        # SQLite has one writer: queue writers here, in the event loop, rather than in SQLite's
-        # busy handler, where a thousand concurrent writers time out ("database is locked").
-        self._write_lock = asyncio.Lock() if self._dialect == "sqlite" else None
-        self._replies = WriteBehind(MESSAGES, self._begin, window=write_window)
+        # SQLite has one writer: writers take turns in the event loop (see WriterTurns).
+        self._turns = WriterTurns() if self._dialect == "sqlite" else None
+        self._replies = WriteBehind(
+            MESSAGES, partial(self._begin, priority=True), window=write_window
+        )
         self._writes = 0
 
     @property
@@ -57,12 +59,12 @@ class SqlChatStore:
         return self._replies.commits
 
     @contextlib.asynccontextmanager
-    async def _begin(self) -> AsyncIterator[AsyncConnection]:
-        if self._write_lock is None:
+    async def _begin(self, *, priority: bool = False) -> AsyncIterator[AsyncConnection]:
+        if self._turns is None:
             async with self._engine.begin() as conn:
                 yield conn
             return
-        async with self._write_lock, self._engine.begin() as conn:
+        async with self._turns.turn(priority=priority), self._engine.begin() as conn:
             yield conn
 
     async def close(self) -> None:

@@ -48,32 +48,36 @@ class WriteBehind:
 
     async def _flush_later(self, batch: asyncio.Future[None]) -> None:
         await asyncio.sleep(self._window)
-        pending, self._pending = self._pending, {}
-        self._batch = None
         try:
-            async with self._flush_lock:
-                await self._write(pending)
+            async with self._flush_lock, self._begin() as conn:
+                # Taken only once the database is ours: saves that arrive while this batch waits
+                # for it join the batch (newest values per row), so a busy database holds one
+                # queued save per reply, not one per window.
+                pending, self._pending = self._pending, {}
+                self._batch = None
+                await self._write(conn, pending)
         except BaseException as exc:
+            if self._batch is batch:  # failed before taking its rows: they fail with it
+                self._pending, self._batch = {}, None
             batch.set_exception(exc)
             if not isinstance(exc, Exception):
                 raise
         else:
+            self.rows_written += len(pending)
+            self.commits += 1
             batch.set_result(None)
 
-    async def _write(self, pending: dict[int, dict[str, Any]]) -> None:
+    async def _write(self, conn: AsyncConnection, pending: dict[int, dict[str, Any]]) -> None:
         groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         for row_id, values in pending.items():
             groups.setdefault(tuple(sorted(values)), []).append({"_row_id": row_id, **values})
-        async with self._begin() as conn:
-            for columns, rows in groups.items():
-                statement = (
-                    update(self._table)
-                    .where(self._table.c.id == bindparam("_row_id"))
-                    .values({name: bindparam(name) for name in columns})
-                )
-                await conn.execute(statement, rows)
-        self.rows_written += len(pending)
-        self.commits += 1
+        for columns, rows in groups.items():
+            statement = (
+                update(self._table)
+                .where(self._table.c.id == bindparam("_row_id"))
+                .values({name: bindparam(name) for name in columns})
+            )
+            await conn.execute(statement, rows)
 
     async def close(self) -> None:
         """Flush what is queued (the process is stopping)."""

@@ -182,3 +182,39 @@ async def test_concurrent_reply_saves_are_coalesced_and_the_newest_wins(
     for row in rows:
         assert saved[row.id].content == f"{row.id}:done"
         assert saved[row.id].status is MessageStatus.COMPLETE
+
+
+async def test_saves_made_while_the_database_is_busy_join_one_write(store: SqlChatStore) -> None:
+    # A busy SQLite (a burst of new replies queued for its one writer) must not pile up a batch
+    # of saves, each holding a copy of the reply's text, per window it waits.
+    import asyncio
+
+    if store._turns is None:
+        pytest.skip("only SQLite queues its writers in the event loop")
+    chat = await store.get_or_create_chat(KEY)
+    row = await store.add_message(chat.id, Role.ASSISTANT, "", status=MessageStatus.PENDING)
+    commits_before = store.commits
+    busy = asyncio.Event()
+    release = asyncio.Event()
+
+    async def hold_the_writer() -> None:
+        async with store._begin():
+            busy.set()
+            await release.wait()
+
+    holder = asyncio.create_task(hold_the_writer())
+    await busy.wait()
+    claims = [asyncio.create_task(store.claim_event("slack", f"ev-{i}")) for i in range(3)]
+    saves = []
+    for step in range(5):
+        progress = ReplyProgress(content=f"part {step}", status=MessageStatus.STREAMING)
+        saves.append(asyncio.create_task(store.save_reply(row.id, progress)))
+        await asyncio.sleep(0.06)  # longer than the write window
+    release.set()
+    await asyncio.gather(holder, *saves)
+    # One commit for all five saves, and it went ahead of the writers queued before it.
+    assert store.commits - commits_before == 1
+    assert not any(claim.done() for claim in claims)
+    assert all(await asyncio.gather(*claims))
+    saved = await store.get_message(row.id)
+    assert saved is not None and saved.content == "part 4"
