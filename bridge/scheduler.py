@@ -199,7 +199,9 @@ class EditScheduler:
         try:
             await future
         finally:
-            if key and self._waiting.get(key, (None, None))[1] is waiter:
+            # `promote` may have replaced the entry with a new place for the same future.
+            found = self._waiting.get(key) if key else None
+            if found is not None and found[1][1] is future:
                 del self._waiting[key]
 
     def promote(self, lane: Lane) -> None:

@@ -183,6 +183,7 @@ def test_a_reply_that_finishes_while_waiting_waits_as_a_final_text() -> None:
         await asyncio.sleep(0.5)
         scheduler.promote(finishing)
         await asyncio.gather(*waiting)
+        assert scheduler._waiting == {}  # nothing is kept for lanes that no longer wait
         return order
 
     assert run_virtual(scenario()) == ["finished", "older progress"]
