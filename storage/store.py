@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import astuple
 from datetime import UTC, timedelta
 from functools import partial
 from typing import Any, cast
@@ -27,12 +28,15 @@ from bridge.domain import (
     TokenUsage,
 )
 from bridge.ports import ReplyProgress
+from storage.group_commit import GroupCommit
 from storage.models import ChatRow, MessageRow, ProcessedEventRow, utcnow
 from storage.turns import WriterTurns
 from storage.write_behind import WriteBehind
 
 _UNFINISHED = (MessageStatus.PENDING.value, MessageStatus.STREAMING.value)
 MESSAGES = cast(Table, MessageRow.__table__)
+CHATS = cast(Table, ChatRow.__table__)
+EVENTS = cast(Table, ProcessedEventRow.__table__)
 _INTERRUPTED_ERROR = "interrupted: the bridge stopped while this reply was being written"
 
 
@@ -46,6 +50,9 @@ class SqlChatStore:
         self._turns = WriterTurns() if self._dialect == "sqlite" else None
         self._replies = WriteBehind(
             MESSAGES, partial(self._begin, priority=True), window=write_window
+        )
+        self._inbound: GroupCommit[tuple[str, InboundMessage], StoredMessage | None] = GroupCommit(
+            self._begin, self._accept_batch
         )
         self._writes = 0
 
@@ -81,13 +88,19 @@ class SqlChatStore:
         return _chat(row)
 
     async def _ensure_chat(self, conn: AsyncConnection, key: ChatKey) -> Any:
-        row = (await conn.execute(_chat_query(key))).first()
-        if row is None:
-            # Another instance may create the same chat at the same moment: let it win.
-            await conn.execute(self._insert_ignore(ChatRow).values(**_new_chat(key)))
-            self._writes += 1
-            row = (await conn.execute(_chat_query(key))).one()
+        row = (await conn.execute(self._upsert_chats([_new_chat(key)]))).one()
+        self._writes += 1
         return row
+
+    def _upsert_chats(self, values: list[dict[str, Any]]) -> Any:
+        # One statement whether the chats exist or not (a new Slack thread or Discord channel is
+        # the common case under load); an existing chat's updated_at becomes the last message's
+        # time. Another instance creating the same chat at the same moment is merged into one row.
+        statement = self._insert(CHATS).values(values)
+        return statement.on_conflict_do_update(
+            index_elements=[CHATS.c.platform, CHATS.c.workspace, CHATS.c.channel, CHATS.c.thread],
+            set_={"updated_at": statement.excluded.updated_at},
+        ).returning(*CHATS.c)
 
     async def get_chat(self, key: ChatKey) -> Chat | None:
         async with self._engine.connect() as conn:
@@ -116,14 +129,41 @@ class SqlChatStore:
             return await self._claim(conn, platform, event_id)
 
     async def accept_inbound(self, platform: str, message: InboundMessage) -> StoredMessage | None:
-        # One transaction: the chat, the claim and the message, so a reply starts after one commit.
-        key = message.chat_key
-        async with self._begin() as conn:
-            row = await self._ensure_chat(conn, key)
-            if not await self._claim(conn, platform, message.event_id):
-                return None
+        # The claim, the chat and the message in one transaction, shared with the other messages
+        # that arrive while the database is busy (see GroupCommit).
+        return await self._inbound.submit((platform, message))
+
+    async def _accept_batch(
+        self, conn: AsyncConnection, batch: list[tuple[str, InboundMessage]]
+    ) -> list[StoredMessage | None]:
+        """Claim each event, ensure each chat and insert each message: three statements for the
+        whole batch. Rows are taken in a sorted order (claims, then chats), so two instances'
+        batches never wait for each other in a cycle; messages go in arrival order (their ids
+        are the conversation's order), behind their chat's row lock."""
+        now = utcnow()
+        events = sorted({(platform, message.event_id) for platform, message in batch})
+        claimed = await conn.execute(
+            self._insert_ignore(EVENTS)
+            .values([{"platform": p, "event_id": e, "claimed_at": now} for p, e in events])
+            .returning(EVENTS.c.platform, EVENTS.c.event_id)
+        )
+        unclaimed = {(row.platform, row.event_id) for row in claimed}
+        self._writes += len(unclaimed)
+        # A duplicate event (even within this batch) is answered once: by the first to claim it.
+        owners: list[int] = []
+        for index, (platform, message) in enumerate(batch):
+            if (platform, message.event_id) in unclaimed:
+                unclaimed.discard((platform, message.event_id))
+                owners.append(index)
+        if not owners:
+            return [None] * len(batch)
+        keys = sorted({batch[i][1].chat_key for i in owners}, key=astuple)
+        chats = await self._ensure_chats(conn, keys)
+        rows: list[dict[str, Any]] = []
+        for index in owners:
+            message = batch[index][1]
             values = _message_values(
-                row.id,
+                chats[message.chat_key],
                 Role.USER,
                 message.text,
                 status=MessageStatus.COMPLETE,
@@ -132,22 +172,34 @@ class SqlChatStore:
             )
             if message.author_name:
                 values["meta"] = {"author_name": message.author_name}
-            inserted = await conn.execute(
-                self._insert_ignore(MessageRow).values(**_columns(values)).returning(MessageRow.id)
-            )
-            new_id = inserted.scalar()
-            if new_id is None:
-                # Same platform message under another event id (Slack's app_mention + message):
-                # the claim stands, and the message is answered once.
-                return None
-            self._writes += 1
-        return _message_from_values(int(new_id), values)
+            rows.append(values)
+        inserted = await conn.execute(
+            self._insert_ignore(MESSAGES)
+            .values([_columns(values) for values in rows])
+            .returning(MESSAGES.c.id, MESSAGES.c.chat_id, MESSAGES.c.platform_message_id)
+        )
+        ids = {(row.chat_id, row.platform_message_id): int(row.id) for row in inserted}
+        self._writes += len(ids)
+        results: list[StoredMessage | None] = [None] * len(batch)
+        for index, values in zip(owners, rows, strict=True):
+            # Same platform message under another event id (Slack's app_mention + message):
+            # the claim stands, and the message is answered once.
+            new_id = ids.pop((values["chat_id"], values["platform_message_id"]), None)
+            if new_id is not None:
+                results[index] = _message_from_values(new_id, values)
+        return results
+
+    async def _ensure_chats(self, conn: AsyncConnection, keys: list[ChatKey]) -> dict[ChatKey, int]:
+        """Chat ids by location, creating the chats that do not exist yet (see _ensure_chat)."""
+        rows = await conn.execute(self._upsert_chats([_new_chat(key) for key in keys]))
+        self._writes += len(keys)
+        return {ChatKey(r.platform, r.workspace, r.channel, r.thread): r.id for r in rows}
 
     async def _claim(self, conn: AsyncConnection, platform: str, event_id: str) -> bool:
         statement = (
-            self._insert_ignore(ProcessedEventRow)
+            self._insert_ignore(EVENTS)
             .values(platform=platform, event_id=event_id, claimed_at=utcnow())
-            .returning(ProcessedEventRow.id)
+            .returning(EVENTS.c.id)
         )
         claimed = (await conn.execute(statement)).first() is not None
         self._writes += 1
@@ -179,8 +231,8 @@ class SqlChatStore:
             platform_message_ids=list(platform_message_ids),
             model=model,
         )
-        async with self._begin() as conn:
-            new_id = await self._insert_message(conn, values)
+        # Joins the reply writes' next batch: a thousand replies starting at once commit together.
+        new_id = await self._replies.insert(_columns(values))
         return _message_from_values(new_id, values)
 
     async def save_reply(self, message_id: int, progress: ReplyProgress) -> None:
@@ -254,9 +306,9 @@ class SqlChatStore:
                 )
                 values["meta"] = {"imported": True}
                 result = await conn.execute(
-                    self._insert_ignore(MessageRow)
+                    self._insert_ignore(MESSAGES)
                     .values(**_columns(values))
-                    .returning(MessageRow.id)
+                    .returning(MESSAGES.c.id)
                 )
                 imported += result.first() is not None
             self._writes += 1
@@ -295,16 +347,14 @@ class SqlChatStore:
 
     # --- helpers -----------------------------------------------------------------------------
 
-    def _insert_ignore(self, table: type[Any]) -> Any:
+    def _insert(self, table: Table) -> Any:
+        """The dialect's INSERT, which has ON CONFLICT (on the Core table: the ORM's bulk path
+        costs more CPU per statement than the statement itself)."""
         insert = postgresql.insert if self._dialect == "postgresql" else sqlite.insert
-        return insert(table).on_conflict_do_nothing()
+        return insert(table)
 
-    async def _insert_message(self, conn: AsyncConnection, values: dict[str, Any]) -> int:
-        result = await conn.execute(
-            MESSAGES.insert().values(**_columns(values)).returning(MessageRow.id)
-        )
-        self._writes += 1
-        return int(result.scalar_one())
+    def _insert_ignore(self, table: Table) -> Any:
+        return self._insert(table).on_conflict_do_nothing()
 
     async def _write(self, statement: Any) -> None:
         async with self._begin() as conn:

@@ -101,6 +101,47 @@ async def test_an_event_is_accepted_once(store: SqlChatStore) -> None:
     assert await store.claim_event("discord", "Ev1") is False
 
 
+async def test_messages_arriving_together_are_stored_in_one_batch_with_the_same_rules(
+    store: SqlChatStore,
+) -> None:
+    """A burst of inbound messages commits together; duplicates within the burst are still
+    answered once, and each chat keeps its messages in arrival order."""
+    import asyncio
+
+    other = ChatKey("slack", "T1", "C2", "")
+    await store.accept_inbound("slack", inbound("Ev0", "earlier", "0.1"))  # KEY exists already
+    batches_before = store._inbound.batches
+    burst = [
+        inbound("Ev1", "first", "1.1"),
+        inbound("Ev2", "in another chat", "2.1", other),
+        inbound("Ev1", "first, redelivered", "1.1"),  # the same event twice in one batch
+        inbound("Ev3", "first, as app_mention", "1.1"),  # the same message, another event id
+        inbound("Ev4", "second", "1.2"),
+        InboundMessage("Ev5", other, "U2", "named", "2.2", author_name="Ada"),
+    ]
+    results = await asyncio.gather(*(store.accept_inbound("slack", m) for m in burst))
+    assert store._inbound.batches - batches_before == 1
+    assert [r.content if r else None for r in results] == [
+        "first",
+        "in another chat",
+        None,
+        None,
+        "second",
+        "named",
+    ]
+    first, in_other, _, _, second, named = results
+    assert first is not None and second is not None and in_other is not None and named is not None
+    assert first.chat_id == second.chat_id != in_other.chat_id == named.chat_id
+    assert first.id < second.id and named.metadata == {"author_name": "Ada"}
+    assert first.platform_message_ids == ("1.1",) and first.status is MessageStatus.COMPLETE
+    chat = await store.get_chat(KEY)
+    assert chat is not None
+    stored = await store.messages(chat.id)
+    assert [m.content for m in stored] == ["earlier", "first", "second"]
+    assert stored[1] == first
+    assert await store.claim_event("slack", "Ev3") is False  # the claim stands
+
+
 async def test_unique_chat_location_is_enforced(store: SqlChatStore) -> None:
     await store.get_or_create_chat(KEY)
     row = {

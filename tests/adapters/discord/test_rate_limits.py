@@ -14,6 +14,7 @@ from tests.adapters.discord.conftest import (
     Scene,
     within_fixed_windows,
 )
+from tests.sandbox.discord_emulator_harness import wait_until
 
 TEXT = " ".join(f"word{i}" for i in range(40)) + "."
 
@@ -86,13 +87,22 @@ async def test_twenty_channels_at_once_stay_within_the_bots_global_limit(
     emu = scene.emu
     channels = [emu.add_text_channel(scene.guild_id, f"room-{i}") for i in range(20)]
     words = " ".join(["word"] * 12)
-    texts = {channel: f"Answer for room {channel}: {words}" for channel in channels}
+    # The replies are asked of the LLM in whatever order the messages were stored: which channel
+    # gets which text is not fixed, only that each shows one finished text and none is shown twice.
+    texts = {f"Answer number {i}: {words}" for i in range(len(channels))}
     async with make_bridge() as bridge:
-        bridge.llm.script(*(ScriptedReply(text=t, tokens_per_second=20) for t in texts.values()))
+        bridge.llm.script(*(ScriptedReply(text=t, tokens_per_second=20) for t in texts))
         await asyncio.gather(*(bridge.mention("hello", channel_id=c) for c in channels))
-        for channel in channels:
-            await bridge.reply_shown(texts[channel], channel_id=channel)
+        finished = [
+            await wait_until(
+                lambda c=channel: next(
+                    (m.content for m in bridge.bot_messages(c) if m.content in texts), None
+                )
+            )
+            for channel in channels
+        ]
         await bridge.settled()
+    assert set(finished) == texts
 
     assert emu.stats.violations_by_route["global"] == 0, emu.stats.violations_by_route
     assert emu.stats.rate_limited == 0
