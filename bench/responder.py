@@ -85,6 +85,19 @@ class LagMeter:
     def spans(self) -> list[float]:
         return [self.last[r] - self.first[r] for r in self.first]
 
+    def concurrency(self) -> tuple[int, float]:
+        """The most replies streaming at one moment (between their first and last delta), and
+        the time from the first reply's first delta to the last reply's first delta."""
+        edges = sorted(
+            [(at, 1) for at in self.first.values()] + [(at, -1) for at in self.last.values()]
+        )
+        peak = current = 0
+        for _, step in edges:
+            current += step
+            peak = max(peak, current)
+        firsts = list(self.first.values())
+        return peak, (max(firsts) - min(firsts)) if firsts else 0.0
+
 
 class TimedModel:
     """Wraps the real LLM adapter to note each delta's arrival (the lag's start)."""
@@ -225,6 +238,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     # A consumer that cannot keep up reads the stream late: its deltas spread over a longer time
     # than the server's pace (tokens / rate). This is where the seed's lag hides.
     spans = meter.spans()
+    peak, starts = meter.concurrency()
     updates = sum(s.update_count for s in surfaces)
     deltas = model.deltas
     return {
@@ -239,6 +253,9 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         "lag_p50_ms": round(meter.percentile(0.50) * 1000, 1),
         "lag_p99_ms": round(meter.percentile(0.99) * 1000, 1),
         "lag_max_ms": round(meter.longest * 1000, 1),
+        # All replies are asked for at once; these show how many actually streamed at once.
+        "streaming_at_once": peak,
+        "first_delta_spread_s": round(starts, 2),
         "stream_span_p50_s": round(percentile(spans, 0.50), 2),
         "stream_span_p99_s": round(percentile(spans, 0.99), 2),
         "updates_per_reply": round(updates / args.replies, 1),

@@ -70,6 +70,8 @@ class ReplyWriter:
         # native stream even when its text did not change).
         self._finalized: set[int] = set()
         self._failed_writes = 0
+        self._targets_key: tuple[object, ...] | None = None
+        self._targets_cache: list[str] = []
         self._lane = Lane(surface.edit_bucket())
         self._wake = asyncio.Event()
         self._finishing = False
@@ -122,6 +124,15 @@ class ReplyWriter:
     # --- the pump ----------------------------------------------------------------------------
 
     def _targets(self) -> list[str]:
+        # Read several times per write; laying out the whole text again is worth skipping when
+        # nothing it depends on changed (the text only grows, so its length identifies it).
+        limit = self.surface.message_limit
+        key = (len(self.text), self.notice, self._finishing, self.surface.shows_own_progress, limit)
+        if key != self._targets_key:
+            self._targets_key, self._targets_cache = key, self._lay_out()
+        return self._targets_cache
+
+    def _lay_out(self) -> list[str]:
         body = self.text
         if self.notice:
             body = f"{body}\n\n{self.notice}" if body else self.notice

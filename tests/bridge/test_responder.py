@@ -76,6 +76,47 @@ def test_database_writes_per_reply_are_at_most_visible_updates_plus_two() -> Non
     virtual(scenario)
 
 
+def test_a_slow_database_thins_progress_saves_out_and_keeps_the_newest_text() -> None:
+    """One progress save per reply in flight: updates made while it runs are saved once, after
+    it, with the text as it is then; the final save still lands last."""
+
+    class SlowStore(MemoryStore):
+        def __init__(self) -> None:
+            super().__init__()
+            self.saved: list[tuple[str, MessageStatus]] = []
+            self.in_flight = 0
+            self.max_in_flight = 0
+
+        async def save_reply(self, message_id: int, progress: Any) -> None:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            try:
+                if progress.status is MessageStatus.STREAMING:
+                    await asyncio.sleep(3.5)  # a database far slower than the edits
+                self.saved.append((progress.content, progress.status))
+                await super().save_reply(message_id, progress)
+            finally:
+                self.in_flight -= 1
+
+    async def scenario() -> None:
+        llm = ScriptedLLM(Script.text(TEXT * 3, chunk=4, delay=0.05))  # 13.5 s of deltas
+        store = SlowStore()
+        responder = Responder(
+            store=store, llm=llm, scheduler=EditScheduler(interval=1.0), settings=SETTINGS
+        )
+        report = await responder.handle("test", inbound("hi", "e1"), RecordingSurface())
+        assert report is not None and report.status is MessageStatus.COMPLETE
+        assert report.visible_updates >= 12
+        progress = [text for text, status in store.saved if status is MessageStatus.STREAMING]
+        # About one save per 3.5 s instead of one per update, each longer than the one before.
+        assert 3 <= len(progress) <= 5, len(progress)
+        assert all(len(a) < len(b) for a, b in zip(progress, progress[1:], strict=False))
+        assert store.max_in_flight == 1
+        assert store.saved[-1] == (TEXT * 3, MessageStatus.COMPLETE)
+
+    virtual(scenario)
+
+
 def test_429s_on_edits_delay_text_but_lose_and_double_nothing() -> None:
     async def scenario() -> None:
         llm = ScriptedLLM(four_second_stream())

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from adapters.llm import OpenAICompatibleModel
+from adapters.llm.openai_compatible import SSELines
 from bridge.config import LLMSettings
 from bridge.domain import Role, TokenUsage
 from bridge.ports import ChatTurn, CompletionRequest, Delta, Finished, LLMError, StreamEvent
@@ -122,3 +123,17 @@ async def test_complete_returns_the_text(server: LLMServer) -> None:
     assert await model.complete(REQUEST) == "A Tidy Title"
     assert server.requests[-1].get("stream") in (None, False)
     await model.stop()
+
+
+def test_sse_lines_survive_any_split_of_the_byte_stream() -> None:
+    """Network reads cut anywhere: inside a line, inside a CRLF, inside a multi-byte character."""
+    body = 'data: {"a": "é"}\r\n\r\n: keep-alive\rdata: [DONE]\n\ndata: tail'.encode()
+    expected = [b'data: {"a": "\xc3\xa9"}', b"", b": keep-alive", b"data: [DONE]", b""]
+    for cut in range(len(body) + 1):
+        for second in range(cut, len(body) + 1):
+            lines = SSELines()
+            got = [*lines.feed(body[:cut]), *lines.feed(body[cut:second])]
+            got += lines.feed(body[second:])
+            assert got == expected, (cut, second)
+            assert lines.end() == b"data: tail"
+            assert lines.end() == b""
