@@ -4,7 +4,8 @@ transaction, when their turn comes.
 A burst of inbound messages (a thousand users writing at once, or a platform replaying a backlog)
 would otherwise commit one transaction each, one after another on SQLite, each costing a dozen
 round trips to the database thread; new replies then start a few dozen a second. In a batch the
-same work is three statements and one commit, however many messages it holds.
+same work is three statements and one commit, however many messages it holds. The reply rows those
+messages need are created the same way.
 """
 
 from __future__ import annotations

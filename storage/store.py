@@ -51,6 +51,11 @@ class SqlChatStore:
         self._replies = WriteBehind(
             MESSAGES, partial(self._begin, priority=True), window=write_window
         )
+        # Reply rows are created while every other reply streams: they take the flush's turn,
+        # together, rather than queue one transaction each behind every flush.
+        self._reply_rows: GroupCommit[dict[str, Any], int] = GroupCommit(
+            partial(self._begin, priority=True), self._insert_reply_rows
+        )
         self._inbound: GroupCommit[tuple[str, InboundMessage], StoredMessage | None] = GroupCommit(
             self._begin, self._accept_batch
         )
@@ -88,19 +93,24 @@ class SqlChatStore:
         return _chat(row)
 
     async def _ensure_chat(self, conn: AsyncConnection, key: ChatKey) -> Any:
-        row = (await conn.execute(self._upsert_chats([_new_chat(key)]))).one()
-        self._writes += 1
-        return row
+        return (await self._ensure_chats(conn, [key]))[key]
 
-    def _upsert_chats(self, values: list[dict[str, Any]]) -> Any:
-        # One statement whether the chats exist or not (a new Slack thread or Discord channel is
-        # the common case under load); an existing chat's updated_at becomes the last message's
-        # time. Another instance creating the same chat at the same moment is merged into one row.
-        statement = self._insert(CHATS).values(values)
-        return statement.on_conflict_do_update(
+    async def _ensure_chats(self, conn: AsyncConnection, keys: list[ChatKey]) -> dict[ChatKey, Any]:
+        """Chat rows by location, creating the chats that do not exist yet.
+
+        One statement whether the chats exist or not (a new Slack thread or Discord channel is the
+        common case under load); an existing chat's updated_at becomes the last message's time.
+        Another instance creating the same chat at the same moment is merged into one row.
+        """
+        ordered = sorted(set(keys), key=astuple)  # a fixed lock order (see _accept_batch)
+        statement = self._insert(CHATS).values([_new_chat(key) for key in ordered])
+        upsert = statement.on_conflict_do_update(
             index_elements=[CHATS.c.platform, CHATS.c.workspace, CHATS.c.channel, CHATS.c.thread],
             set_={"updated_at": statement.excluded.updated_at},
         ).returning(*CHATS.c)
+        rows = await conn.execute(upsert)
+        self._writes += len(ordered)
+        return {ChatKey(r.platform, r.workspace, r.channel, r.thread): r for r in rows}
 
     async def get_chat(self, key: ChatKey) -> Chat | None:
         async with self._engine.connect() as conn:
@@ -126,7 +136,7 @@ class SqlChatStore:
 
     async def claim_event(self, platform: str, event_id: str) -> bool:
         async with self._begin() as conn:
-            return await self._claim(conn, platform, event_id)
+            return bool(await self._claim(conn, [(platform, event_id)]))
 
     async def accept_inbound(self, platform: str, message: InboundMessage) -> StoredMessage | None:
         # The claim, the chat and the message in one transaction, shared with the other messages
@@ -137,33 +147,24 @@ class SqlChatStore:
         self, conn: AsyncConnection, batch: list[tuple[str, InboundMessage]]
     ) -> list[StoredMessage | None]:
         """Claim each event, ensure each chat and insert each message: three statements for the
-        whole batch. Rows are taken in a sorted order (claims, then chats), so two instances'
-        batches never wait for each other in a cycle; messages go in arrival order (their ids
-        are the conversation's order), behind their chat's row lock."""
-        now = utcnow()
-        events = sorted({(platform, message.event_id) for platform, message in batch})
-        claimed = await conn.execute(
-            self._insert_ignore(EVENTS)
-            .values([{"platform": p, "event_id": e, "claimed_at": now} for p, e in events])
-            .returning(EVENTS.c.platform, EVENTS.c.event_id)
-        )
-        unclaimed = {(row.platform, row.event_id) for row in claimed}
-        self._writes += len(unclaimed)
+        whole batch. Claims and chats are taken in sorted order, so two instances' batches never
+        wait for each other in a cycle; messages go in arrival order (their ids are the
+        conversation's order), behind their chat's row lock."""
+        claimed = await self._claim(conn, [(platform, m.event_id) for platform, m in batch])
         # A duplicate event (even within this batch) is answered once: by the first to claim it.
         owners: list[int] = []
         for index, (platform, message) in enumerate(batch):
-            if (platform, message.event_id) in unclaimed:
-                unclaimed.discard((platform, message.event_id))
+            if (platform, message.event_id) in claimed:
+                claimed.discard((platform, message.event_id))
                 owners.append(index)
         if not owners:
             return [None] * len(batch)
-        keys = sorted({batch[i][1].chat_key for i in owners}, key=astuple)
-        chats = await self._ensure_chats(conn, keys)
+        chats = await self._ensure_chats(conn, [batch[i][1].chat_key for i in owners])
         rows: list[dict[str, Any]] = []
         for index in owners:
             message = batch[index][1]
             values = _message_values(
-                chats[message.chat_key],
+                chats[message.chat_key].id,
                 Role.USER,
                 message.text,
                 status=MessageStatus.COMPLETE,
@@ -189,20 +190,21 @@ class SqlChatStore:
                 results[index] = _message_from_values(new_id, values)
         return results
 
-    async def _ensure_chats(self, conn: AsyncConnection, keys: list[ChatKey]) -> dict[ChatKey, int]:
-        """Chat ids by location, creating the chats that do not exist yet (see _ensure_chat)."""
-        rows = await conn.execute(self._upsert_chats([_new_chat(key) for key in keys]))
-        self._writes += len(keys)
-        return {ChatKey(r.platform, r.workspace, r.channel, r.thread): r.id for r in rows}
-
-    async def _claim(self, conn: AsyncConnection, platform: str, event_id: str) -> bool:
+    async def _claim(
+        self, conn: AsyncConnection, events: list[tuple[str, str]]
+    ) -> set[tuple[str, str]]:
+        """Claim (platform, event id) pairs; returns those this call claimed. Taken in sorted
+        order, so two instances' batches never wait for each other in a cycle."""
+        now = utcnow()
         statement = (
             self._insert_ignore(EVENTS)
-            .values(platform=platform, event_id=event_id, claimed_at=utcnow())
-            .returning(EVENTS.c.id)
+            .values(
+                [{"platform": p, "event_id": e, "claimed_at": now} for p, e in sorted(set(events))]
+            )
+            .returning(EVENTS.c.platform, EVENTS.c.event_id)
         )
-        claimed = (await conn.execute(statement)).first() is not None
-        self._writes += 1
+        claimed = {(row.platform, row.event_id) for row in await conn.execute(statement)}
+        self._writes += len(claimed)
         return claimed
 
     # --- messages ----------------------------------------------------------------------------
@@ -231,9 +233,18 @@ class SqlChatStore:
             platform_message_ids=list(platform_message_ids),
             model=model,
         )
-        # Joins the reply writes' next batch: a thousand replies starting at once commit together.
-        new_id = await self._replies.insert(_columns(values))
+        new_id = await self._reply_rows.submit(_columns(values))
         return _message_from_values(new_id, values)
+
+    async def _insert_reply_rows(
+        self, conn: AsyncConnection, rows: list[dict[str, Any]]
+    ) -> list[int]:
+        # One executemany (every row has the columns of _message_values); RETURNING in parameter
+        # order pairs each id with its row.
+        statement = MESSAGES.insert().returning(MESSAGES.c.id, sort_by_parameter_order=True)
+        ids = [int(new_id) for new_id in (await conn.execute(statement, rows)).scalars()]
+        self._writes += len(ids)
+        return ids
 
     async def save_reply(self, message_id: int, progress: ReplyProgress) -> None:
         values: dict[str, Any] = {

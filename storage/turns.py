@@ -13,9 +13,10 @@ class WriterTurns:
     """A lock with two queues: writers go first come, first served, but a `priority` writer goes
     before every ordinary writer still waiting.
 
-    The write-behind flush is the priority writer: it commits every streaming reply's progress at
+    The write-behind flush is a priority writer: it commits every streaming reply's progress at
     once, and behind a thousand queued inserts (a burst of new replies) it would wait for tens of
-    seconds while the saves it carries, each holding a copy of a reply's text, piled up.
+    seconds while the saves it carries, each holding a copy of a reply's text, piled up. Creating
+    reply rows is the other: a reply whose placeholder is on screen waits for its row.
     """
 
     def __init__(self) -> None:

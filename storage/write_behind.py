@@ -1,6 +1,5 @@
-"""Coalesces reply writes: every reply row created and every save of every streaming reply that
-falls due within one short window is committed in a single transaction (one multi-row INSERT and
-one executemany per column set).
+"""Coalesces reply writes: every save of every streaming reply that falls due within one short
+window is committed in a single transaction (one executemany per column set).
 
 At a thousand concurrent replies that is a few dozen commits a second instead of a thousand, which
 SQLite's single writer can sustain. Each caller still awaits its own write, so "written" means
@@ -29,8 +28,6 @@ class WriteBehind:
         self._begin = begin
         self._window = window
         self._pending: dict[int, dict[str, Any]] = {}
-        # New rows, each with the future its caller awaits for the row's id.
-        self._inserts: list[tuple[dict[str, Any], asyncio.Future[int]]] = []
         self._batch: asyncio.Future[None] | None = None
         self._flusher: asyncio.Task[None] | None = None
         # Batches commit one after another: a newer save never lands before an older one.
@@ -38,78 +35,37 @@ class WriteBehind:
         self.rows_written = 0
         self.commits = 0
 
-    async def insert(self, values: dict[str, Any]) -> int:
-        """Queue a new row and wait until it is committed; returns its id.
-
-        A reply's row is created while every other reply streams: as an ordinary transaction it
-        would queue behind the flushes, one commit each, and new replies would start a few a
-        second under load. Here the rows created within a window go in with its flush.
-        """
-        created: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._inserts.append((values, created))
-        batch = self._schedule()
-        await asyncio.shield(batch)
-        return created.result()
-
     async def save(self, row_id: int, values: dict[str, Any]) -> None:
         """Queue an update of row `row_id` and wait until it is committed."""
         previous = self._pending.get(row_id)
         # A later save of the same row supersedes the earlier one within a window.
         self._pending[row_id] = {**previous, **values} if previous else dict(values)
-        await asyncio.shield(self._schedule())
-
-    def _schedule(self) -> asyncio.Future[None]:
         if self._batch is None:
             loop = asyncio.get_running_loop()
             self._batch = loop.create_future()
             self._flusher = loop.create_task(self._flush_later(self._batch))
-        return self._batch
+        await asyncio.shield(self._batch)
 
     async def _flush_later(self, batch: asyncio.Future[None]) -> None:
         await asyncio.sleep(self._window)
-        inserts: list[tuple[dict[str, Any], asyncio.Future[int]]] = []
         try:
             async with self._flush_lock, self._begin() as conn:
                 # Taken only once the database is ours: saves that arrive while this batch waits
                 # for it join the batch (newest values per row), so a busy database holds one
                 # queued save per reply, not one per window.
                 pending, self._pending = self._pending, {}
-                inserts, self._inserts = self._inserts, []
                 self._batch = None
-                ids = await self._insert(conn, [values for values, _ in inserts])
                 await self._write(conn, pending)
         except BaseException as exc:
             if self._batch is batch:  # failed before taking its rows: they fail with it
                 self._pending, self._batch = {}, None
-                inserts, self._inserts = self._inserts, []
-            for _, created in inserts:
-                created.cancel()
             batch.set_exception(exc)
             if not isinstance(exc, Exception):
                 raise
         else:
-            for (_, created), new_id in zip(inserts, ids, strict=True):
-                created.set_result(new_id)
-            self.rows_written += len(pending) + len(inserts)
+            self.rows_written += len(pending)
             self.commits += 1
             batch.set_result(None)
-
-    async def _insert(self, conn: AsyncConnection, rows: list[dict[str, Any]]) -> list[int]:
-        if not rows:
-            return []
-        # One statement per column set; RETURNING in parameter order pairs each id with its row.
-        ids: dict[int, int] = {}
-        groups: dict[tuple[str, ...], list[int]] = {}
-        for index, values in enumerate(rows):
-            groups.setdefault(tuple(sorted(values)), []).append(index)
-        for indexes in groups.values():
-            statement = self._table.insert().returning(
-                self._table.c.id, sort_by_parameter_order=True
-            )
-            result = await conn.execute(statement, [rows[i] for i in indexes])
-            for index, new_id in zip(indexes, result.scalars().all(), strict=True):
-                ids[index] = int(new_id)
-        return [ids[index] for index in range(len(rows))]
 
     async def _write(self, conn: AsyncConnection, pending: dict[int, dict[str, Any]]) -> None:
         groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}

@@ -65,16 +65,14 @@ class OpenAICompatibleModel:
                 lines = SSELines()
                 async for data in response.http_response.aiter_bytes():
                     for line in lines.feed(data):
-                        if line.startswith(b"data:"):  # skips blank separators, comments, names
-                            payload = line[5:].strip()
-                            if payload == b"[DONE]":
-                                return
-                            for event in _events(payload):
-                                yield event
-                last = lines.end()  # a last line the server did not end before closing
-                if last.startswith(b"data:") and last[5:].strip() != b"[DONE]":
-                    for event in _events(last[5:].strip()):
-                        yield event
+                        events = _line_events(line)
+                        if events is None:
+                            return
+                        for event in events:
+                            yield event
+                # A last line the server did not end before closing.
+                for event in _line_events(lines.end()) or ():
+                    yield event
         except openai.APIError as exc:
             raise _translate(exc) from exc
         except (OSError, ValueError) as exc:
@@ -128,6 +126,16 @@ class SSELines:
         """The unterminated last line, once the stream has ended."""
         partial, self._partial = self._partial, b""
         return partial
+
+
+def _line_events(line: bytes) -> list[StreamEvent] | None:
+    """The events of one SSE line; None for the end of the stream (`data: [DONE]`)."""
+    if not line.startswith(b"data:"):
+        return []  # blank separators, comments (": keep-alive"), event names
+    payload = line[5:].strip()
+    if payload == b"[DONE]":
+        return None
+    return _events(payload)
 
 
 def _events(payload: bytes) -> list[StreamEvent]:
