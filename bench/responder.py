@@ -31,7 +31,7 @@ from pydantic import SecretStr
 from sqlalchemy import update
 
 from adapters.llm import OpenAICompatibleModel
-from bridge.app import limit_malloc_arenas
+from bridge.app import limit_malloc_arenas, tune_garbage_collector
 from bridge.config import LLMSettings
 from bridge.domain import ChatKey, InboundMessage, MessageStatus, Role
 from bridge.ports import CompletionRequest, Delta, StreamEvent
@@ -44,43 +44,65 @@ from storage.store import MESSAGES
 ROOT = Path(__file__).resolve().parents[1]
 
 
-class LagMeter:
-    """Lag from each delta's arrival to the first completed update that shows it, measured as
-    the run goes, in constant memory: per reply only the deltas not yet shown are kept, and the
-    lags go into a 1 ms histogram (600,000 stored timestamps would outweigh the bridge)."""
+class Histogram:
+    """Durations in 1 ms bins up to a minute: constant memory however many are added."""
 
-    BINS = 60_000  # 1 ms bins up to a minute
+    BINS = 60_000
 
     def __init__(self) -> None:
-        self.histogram = array("L", bytes(8 * self.BINS))
+        self.bins = array("L", bytes(8 * self.BINS))
         self.count = 0
         self.longest = 0.0
-        self.pending: dict[int, deque[tuple[float, int]]] = {}
-        self.first: dict[int, float] = {}
-        self.last: dict[int, float] = {}
 
-    def arrived(self, reply: int, at: float, length: int) -> None:
-        self.pending.setdefault(reply, deque()).append((at, length))
-        self.first.setdefault(reply, at)
-        self.last[reply] = at
-
-    def shown(self, reply: int, at: float, length: int) -> None:
-        queue = self.pending.get(reply)
-        while queue and queue[0][1] <= length:
-            arrived, _ = queue.popleft()
-            lag = max(at - arrived, 0.0)
-            self.histogram[min(int(lag * 1000), self.BINS - 1)] += 1
-            self.count += 1
-            self.longest = max(self.longest, lag)
+    def add(self, seconds: float) -> None:
+        seconds = max(seconds, 0.0)
+        self.bins[min(int(seconds * 1000), self.BINS - 1)] += 1
+        self.count += 1
+        self.longest = max(self.longest, seconds)
 
     def percentile(self, q: float) -> float:
         target = q * self.count
         seen = 0
-        for index, n in enumerate(self.histogram):
+        for index, n in enumerate(self.bins):
             seen += n
             if seen > target:
                 return (index + 0.5) / 1000
         return float("nan")
+
+
+class LagMeter:
+    """Lag from each delta's arrival to the first completed update that shows it, measured as
+    the run goes, in constant memory: per reply only the deltas not yet shown are kept, and the
+    lags go into a histogram (600,000 stored timestamps would outweigh the bridge). Also the gap
+    between a reply's consecutive updates: edit_interval plus however late the update was."""
+
+    def __init__(self) -> None:
+        self.lags = Histogram()
+        self.gaps = Histogram()
+        self.pending: dict[int, deque[tuple[float, int]]] = {}
+        self.first: dict[int, float] = {}
+        self.last: dict[int, float] = {}
+        self.last_update: dict[int, float] = {}
+
+    def arrivals(self, reply: int) -> deque[tuple[float, int]]:
+        """Where a reply's stream appends (arrival time, text length) per delta: the meter's
+        share of the measured process's work per delta is one append."""
+        return self.pending.setdefault(reply, deque())
+
+    def streamed(self, reply: int, first: float, last: float) -> None:
+        self.first[reply] = first
+        self.last[reply] = last
+
+    def shown(self, reply: int, at: float, length: int, *, final: bool) -> None:
+        queue = self.pending.get(reply)
+        while queue and queue[0][1] <= length:
+            arrived, _ = queue.popleft()
+            self.lags.add(at - arrived)
+        previous = self.last_update.get(reply)
+        if previous is not None and not final:
+            # A final update follows the text's end, not the interval: only progress is paced.
+            self.gaps.add(at - previous)
+        self.last_update[reply] = at
 
     def spans(self) -> list[float]:
         return [self.last[r] - self.first[r] for r in self.first]
@@ -109,14 +131,23 @@ class TimedModel:
 
     async def stream(self, request: CompletionRequest) -> AsyncIterator[StreamEvent]:
         reply = int(request.messages[-1].content.rsplit(" ", 1)[1])
-        length = 0
+        arrivals = self.meter.arrivals(reply)
+        length = deltas = 0
         clock = time.perf_counter
-        async for event in self.inner.stream(request):
-            if isinstance(event, Delta):
-                length += len(event.text)
-                self.deltas += 1
-                self.meter.arrived(reply, clock(), length)
-            yield event
+        first = last = 0.0
+        try:
+            async for event in self.inner.stream(request):
+                if isinstance(event, Delta):
+                    length += len(event.text)
+                    deltas += 1
+                    last = clock()
+                    arrivals.append((last, length))
+                    first = first or last
+                yield event
+        finally:
+            self.deltas += deltas
+            if deltas:
+                self.meter.streamed(reply, first, last)
 
     async def complete(self, request: CompletionRequest) -> str:
         return await self.inner.complete(request)
@@ -195,7 +226,7 @@ def _surface(i: int, args: argparse.Namespace, meter: LagMeter, cursor: str) -> 
     def observe(write: Write) -> None:
         if write.kind == "update":
             shown = write.length - (0 if write.final or not cursor else len(cursor))
-            meter.shown(i, write.at, shown)
+            meter.shown(i, write.at, shown, final=write.final)
 
     return RecordingSurface(
         limit=40_000,
@@ -223,6 +254,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             )
         )
         model = TimedModel(llm, LagMeter())
+        tune_garbage_collector()  # as `chat-bridge run` does once it is built
         writes_before = store.writes
         cpu_before, wall_before = time.process_time(), time.perf_counter()
         runner = run_bridge if args.approach == "bridge" else run_seed
@@ -250,9 +282,12 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         "cpu_per_reply_s": round(cpu / args.replies, 4),
         "cores_avg": round(cpu / wall, 2),
         "peak_rss_mb": round(peak_rss_mb, 1),
-        "lag_p50_ms": round(meter.percentile(0.50) * 1000, 1),
-        "lag_p99_ms": round(meter.percentile(0.99) * 1000, 1),
-        "lag_max_ms": round(meter.longest * 1000, 1),
+        "lag_p50_ms": round(meter.lags.percentile(0.50) * 1000, 1),
+        "lag_p99_ms": round(meter.lags.percentile(0.99) * 1000, 1),
+        "lag_max_ms": round(meter.lags.longest * 1000, 1),
+        # Between one reply's consecutive progress updates (ideal: edit_interval).
+        "update_gap_p50_ms": round(meter.gaps.percentile(0.50) * 1000, 1),
+        "update_gap_p99_ms": round(meter.gaps.percentile(0.99) * 1000, 1),
         # All replies are asked for at once; these show how many actually streamed at once.
         "streaming_at_once": peak,
         "first_delta_spread_s": round(starts, 2),

@@ -175,7 +175,8 @@ class LanguageModel(Protocol):
     def stream(self, request: CompletionRequest) -> AsyncIterator[StreamEvent]:
         """Stream deltas, finish reasons and, last, the usage the server reported (if any).
 
-        Raises LLMError; an interruption between events surfaces as LLMError too.
+        Raises LLMError; an interruption between events surfaces as LLMError too. A stream that
+        stalls is not cut by the adapter: the caller times the gaps between events.
         """
         ...
 

@@ -49,6 +49,8 @@ def _fence_marker(fence_line: str) -> str:
 
 def open_fence_at_end(text: str, initially_open: str | None = None) -> str | None:
     """The fence line still open at the end of `text` (None when every block is closed)."""
+    if "```" not in text and "~~~" not in text:
+        return initially_open  # no fence line at all: the common case, without the regex scan
     current = initially_open
     for match in _FENCE.finditer(text):
         marker, info = match.group(1), match.group(2)

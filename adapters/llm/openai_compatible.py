@@ -35,6 +35,11 @@ class OpenAICompatibleModel:
             # aiohttp's C parser reads a stream for a fraction of the CPU of the default transport.
             http_client=openai.DefaultAioHttpClient(timeout=timeout),
         )
+        # A stream has no read timeout of its own: aiohttp would cancel and re-arm a timer on
+        # every network read (a fifth of the event loop's work at a thousand streams). The
+        # responder times the gaps between deltas instead (`llm.idle_timeout`), which covers the
+        # wait for the response's headers too.
+        self._stream_timeout = openai.Timeout(settings.request_timeout, connect=10.0, read=None)
         self.name = "llm"
 
     async def start(self) -> None:
@@ -61,7 +66,8 @@ class OpenAICompatibleModel:
     async def stream(self, request: CompletionRequest) -> AsyncIterator[StreamEvent]:
         create = self._client.chat.completions.with_streaming_response.create
         try:
-            async with create(**self._arguments(request, stream=True)) as response:
+            arguments = self._arguments(request, stream=True)
+            async with create(**arguments, timeout=self._stream_timeout) as response:
                 lines = SSELines()
                 async for data in response.http_response.aiter_bytes():
                     for line in lines.feed(data):

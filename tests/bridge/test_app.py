@@ -37,3 +37,22 @@ async def test_an_unmigrated_postgres_database_is_refused_with_the_fix(database_
         return
     with pytest.raises(StartupError, match="chat-bridge migrate"):
         await prepare_database(settings)
+
+
+def test_the_garbage_collector_is_tuned_for_streaming() -> None:
+    import gc
+
+    from bridge.app import GC_THRESHOLDS, tune_garbage_collector
+
+    before = gc.get_threshold()
+    long_lived = [object() for _ in range(3)], {"config": "built before the call"}
+    try:
+        tune_garbage_collector()
+        assert gc.get_threshold() == GC_THRESHOLDS
+        assert GC_THRESHOLDS[0] > before[0]
+        # What was built before the call is out of every later collection.
+        assert gc.get_freeze_count() >= len(gc.get_referents(long_lived))
+        assert not any(obj is long_lived for obj in gc.get_objects())
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
