@@ -76,6 +76,8 @@ class SlackSettings(_Section):
     suggested_prompts: list[str] = Field(default_factory=list, max_length=4)
     # chat.update is Tier 3 (about 50 per minute per workspace); stay a little under it.
     update_rate_per_minute: int = Field(default=45, ge=1)
+    # assistant.threads.setStatus budget per workspace (Slack gives no tier; about 100 is seen).
+    status_rate_per_minute: int = Field(default=90, ge=1)
 
 
 class DiscordSettings(_Section):

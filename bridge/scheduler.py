@@ -184,6 +184,24 @@ class EditScheduler:
                 bucket.grants.remove(granted_at)
                 bucket.grants.append(now)
 
+    def try_acquire(self, spec: RateBucket, urgency: Urgency) -> bool:
+        """Take one write in `spec`'s bucket (and every bucket it lies `within`) if all have room
+        now, else none: for cosmetic calls that are worthless late (a status line). It never
+        goes ahead of a writer that waits in one of them with the same or a higher urgency."""
+        now = self.now()
+        buckets: list[_Bucket] = []
+        current: RateBucket | None = spec
+        while current is not None:
+            bucket = self._bucket(current)
+            ahead = any(not w[1].done() and w[0][0] <= urgency for w in bucket.waiters)
+            if ahead or bucket.next_free(now, urgency) > now:
+                return False
+            buckets.append(bucket)
+            current = current.within
+        for bucket in buckets:
+            self._grant(bucket, now, 0)
+        return True
+
     async def _acquire(self, bucket: _Bucket, urgency: int, waited_since: float, key: int) -> None:
         now = self.now()
         order = (urgency, waited_since, next(self._seq))

@@ -229,6 +229,7 @@ class SlackAdapter:
             message.reply_place,
             self._native,
             placeholder=self._placeholder,
+            scheduler=self._responder.scheduler,
         )
 
     async def _open_assistant_thread(self, key: ChatKey) -> None:

@@ -26,6 +26,7 @@ from bridge.ports import (
     RateLimited,
     RateObservation,
 )
+from bridge.scheduler import EditScheduler, Urgency
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +77,10 @@ class SlackReplySurface:
         native: NativeStreaming,
         *,
         placeholder: str,
+        scheduler: EditScheduler,
     ) -> None:
         self._client = client
+        self._scheduler = scheduler
         self._settings = settings
         self._place = place
         self._support = native
@@ -86,6 +89,8 @@ class SlackReplySurface:
         self._limit = UPDATE_LIMIT
         self._streams: dict[str, NativeStream] = {}
         self._typing = False
+        # Whether our status may be on screen: set by us, not yet cleared by a post or by us.
+        self._status_shown = False
 
     # --- what the writer reads --------------------------------------------------------------
 
@@ -111,11 +116,17 @@ class SlackReplySurface:
     def take_rate_observation(self) -> RateObservation | None:
         return None  # Slack sends no X-RateLimit-* headers, only Retry-After on a 429
 
+    def status_bucket(self) -> RateBucket:
+        team, limit = self._place.team, self._settings.status_rate_per_minute
+        return RateBucket(f"slack:assistant.threads.setStatus:{team}", limit, 60.0)
+
     # --- typing ------------------------------------------------------------------------------
 
     async def start_typing(self) -> None:
         self._typing = True
-        await self._set_status(self._settings.status_text)
+        # Cosmetic twice over: the placeholder or stream that follows at once clears it on Slack
+        # (then `_keep_status` sets it again), so it only takes a quiet window's spare room.
+        await self._show_status(Urgency.BACKGROUND)
 
     async def stop_typing(self) -> None:
         """The reply is over: close streams the writer left open, then clear the status."""
@@ -123,7 +134,8 @@ class SlackReplySurface:
         for stream in self._streams.values():
             if stream.open:
                 await self._retrying(functools.partial(self._finish_stream, stream), "finish")
-        await self._retrying(functools.partial(self._set_status, ""), "clear the status")
+        if self._status_shown:
+            await self._retrying(self._clear_status, "clear the status")
 
     async def _retrying(self, attempt: Callable[[], Awaitable[None]], what: str) -> None:
         """The end of a reply must reach Slack: wait out a few 429s instead of giving up."""
@@ -139,6 +151,34 @@ class SlackReplySurface:
                 return
         log.warning("slack: could not %s in %s: still rate limited", what, self._place)
 
+    async def _show_status(self, urgency: Urgency) -> None:
+        """Set the status if the workspace's setStatus budget has room now: shown late, or at the
+        cost of a 429, it would be worth less than the calls that end replies' statuses."""
+        bucket = self.status_bucket()
+        if not self._scheduler.try_acquire(bucket, urgency):
+            log.debug("slack: no status in %s: the workspace's budget is in use", self._place)
+            return
+        try:
+            await self._set_status(self._settings.status_text)
+        except RateLimited as limited:
+            self._scheduler.penalize(bucket, limited.retry_after)
+            log.info("slack: could not set the status in %s: %s", self._place, limited)
+        except PlatformError as exc:
+            log.info("slack: could not set the status in %s: %s", self._place, exc)
+        else:
+            self._status_shown = True
+
+    async def _clear_status(self) -> None:
+        # Waits its turn: a status left on a finished reply reads "is thinking…" for 2 minutes.
+        bucket = self.status_bucket()
+        await self._scheduler.acquire(bucket, Urgency.FINAL, self._scheduler.now())
+        try:
+            await self._set_status("")
+        except RateLimited as limited:
+            self._scheduler.penalize(bucket, limited.retry_after)
+            raise
+        self._status_shown = False
+
     async def _set_status(self, status: str) -> None:
         await call(
             "assistant.threads.setStatus",
@@ -153,12 +193,9 @@ class SlackReplySurface:
 
     async def _keep_status(self) -> None:
         # Slack clears the status when the app posts in the thread; the reply is not done yet.
-        if not self._typing:
-            return
-        try:
-            await self._set_status(self._settings.status_text)
-        except (RateLimited, PlatformError) as exc:
-            log.info("slack: could not re-set the status in %s: %s", self._place, exc)
+        self._status_shown = False
+        if self._typing:
+            await self._show_status(Urgency.PROGRESS)
 
     # --- posting -----------------------------------------------------------------------------
 

@@ -241,3 +241,46 @@ def test_cosmetic_requests_use_only_a_windows_first_eighth_and_never_delay_text(
     typing, texts = run_virtual(scenario())
     assert texts == [0.0] * 14  # 2 cosmetic + 14 texts fill the window: no text waited
     assert sorted(typing)[:2] == [0.0, 0.0] and min(sorted(typing)[2:]) >= 1.0 - 1e-6
+
+
+def test_try_acquire_takes_a_free_slot_now_or_none_and_never_jumps_a_waiting_writer() -> None:
+    bucket = RateBucket("status", 4, 60.0)
+    wider = RateBucket("global", 100, 1.0)
+
+    async def scenario() -> None:
+        scheduler = EditScheduler(interval=0.0)
+        # A cosmetic call takes only the window's first eighth (here one of four slots).
+        assert scheduler.try_acquire(bucket, Urgency.BACKGROUND)
+        assert not scheduler.try_acquire(bucket, Urgency.BACKGROUND)
+        assert scheduler.try_acquire(bucket, Urgency.PROGRESS)
+        assert scheduler.try_acquire(bucket, Urgency.PROGRESS)
+        assert scheduler.try_acquire(bucket, Urgency.PROGRESS)
+        assert not scheduler.try_acquire(bucket, Urgency.FIRST_TEXT)  # the window is full
+        assert scheduler.stats("status") == (4, 0)
+
+        # A final text waits for the next slot. The platform then says the window holds more:
+        # a try does not take the room before that writer has been served.
+        waiting = asyncio.ensure_future(scheduler.acquire(bucket, Urgency.FINAL, scheduler.now()))
+        await asyncio.sleep(1.0)
+        scheduler.observe(bucket, RateObservation(limit=8, remaining=4, reset_after=60.0))
+        assert not waiting.done()
+        assert not scheduler.try_acquire(bucket, Urgency.PROGRESS)
+        # A less urgent waiter (a cosmetic call) does not hold a try back.
+        cosmetic = asyncio.ensure_future(
+            scheduler.acquire(bucket, Urgency.BACKGROUND, scheduler.now())
+        )
+        await asyncio.sleep(59.5)
+        assert waiting.done() and not cosmetic.done()
+        assert scheduler.try_acquire(bucket, Urgency.PROGRESS)
+        await cosmetic  # once the window has its first eighth free again
+
+        # A 429 blocks tries too; within a wider bucket, both must have room and both count it.
+        scheduler.penalize(wider, 2.0)
+        narrow = RateBucket("edit", 10, 1.0, within=wider)
+        assert not scheduler.try_acquire(narrow, Urgency.PROGRESS)
+        assert scheduler.stats("edit") == (0, 0)
+        await asyncio.sleep(2.0)
+        assert scheduler.try_acquire(narrow, Urgency.PROGRESS)
+        assert scheduler.stats("edit")[0] == 1 and scheduler.stats("global")[0] == 1
+
+    run_virtual(scenario())

@@ -142,3 +142,37 @@ async def test_always_native_never_posts_instead_and_a_failed_reply_clears_the_s
     assert "chat.postMessage" not in emu.stats.calls
     assert bridge.status_calls(GENERAL, ts) == ["is thinking…", ""]
     assert emu.status(GENERAL, ts) == ""
+
+
+async def test_a_burst_of_replies_keeps_the_status_line_within_its_budget(
+    make_bridge: Factory,
+) -> None:
+    # Twelve threads at once in a workspace that takes 30 setStatus calls a minute. Each reply
+    # used to make three (set, set again after its first post, clear): 36, six of them 429s.
+    bridge = await make_bridge(status_rate_per_minute=30)
+    emu = bridge.emu
+    emu.rate_limit("assistant.threads.setStatus", 30)
+    text = "A short answer, streamed in a few pieces, in every one of the threads."
+    bridge.llm.script(*[ScriptedReply(text, tokens_per_second=40) for _ in range(12)])
+    channels = [f"C0TEAM{i:02}" for i in range(12)]
+    roots = await asyncio.gather(
+        *(emu.user_message(channel, f"<@{BOT}> hi", user="U0ALICE") for channel in channels)
+    )
+    threads = list(zip(channels, roots, strict=True))
+
+    def finished() -> bool:
+        for channel, ts in threads:
+            shown = bridge.bot_messages(channel, ts)
+            if len(shown) != 1 or shown[0].rendered != text or shown[0].is_streaming:
+                return False
+            if bridge.status_calls(channel, ts)[-1:] not in ([], [""]):
+                return False  # its status is still to be cleared
+        return True
+
+    await emu.wait_for(finished, timeout=20)
+    await bridge.settle()
+    assert emu.stats.rate_limited.get("assistant.threads.setStatus", 0) == 0
+    assert len(emu.calls_to("assistant.threads.setStatus")) <= 30
+    assert all(emu.status(channel, ts) == "" for channel, ts in threads)
+    # While a reply streamed, the status was back under it (set again after its first post).
+    assert all("is thinking…" in bridge.status_calls(channel, ts) for channel, ts in threads)

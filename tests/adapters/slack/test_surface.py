@@ -8,20 +8,34 @@ from adapters.slack.events import ReplyPlace
 from adapters.slack.surface import NativeStreaming, SlackReplySurface
 from bridge.config import SlackSettings
 from bridge.ports import MessageLimit, RateBucket
+from bridge.scheduler import EditScheduler
 from sandbox.slack_emulator import SlackEmulator
 
 
 def surface(team: str = "T0TEAM", channel: str = "C0GENERAL") -> SlackReplySurface:
     place = ReplyPlace(team, channel, "1.000001", "U0ALICE", team, is_dm=False)
     client = AsyncWebClient(token="xoxb-test", base_url="http://127.0.0.1:9/api/")
-    settings = SlackSettings(update_rate_per_minute=40)
-    return SlackReplySurface(client, settings, place, NativeStreaming("auto"), placeholder="…")
+    settings = SlackSettings(update_rate_per_minute=40, status_rate_per_minute=80)
+    return SlackReplySurface(
+        client,
+        settings,
+        place,
+        NativeStreaming("auto"),
+        placeholder="…",
+        scheduler=EditScheduler(interval=1.0),
+    )
 
 
 def test_every_reply_in_a_workspace_shares_one_chat_update_budget() -> None:
     one, two, elsewhere = surface(), surface(channel="C0OTHER"), surface(team="T0OTHER")
     assert one.edit_bucket() == RateBucket("slack:chat.update:T0TEAM", 40, 60.0)
     assert two.edit_bucket() == one.edit_bucket() != elsewhere.edit_bucket()
+
+
+def test_the_status_line_has_a_budget_per_workspace() -> None:
+    one, two, elsewhere = surface(), surface(channel="C0OTHER"), surface(team="T0OTHER")
+    assert one.status_bucket() == RateBucket("slack:assistant.threads.setStatus:T0TEAM", 80, 60.0)
+    assert two.status_bucket() == one.status_bucket() != elsewhere.status_bucket()
 
 
 def test_new_messages_are_budgeted_per_channel() -> None:
@@ -42,7 +56,12 @@ async def test_after_a_stream_ends_the_reply_is_edited_within_the_chat_update_bu
         place = ReplyPlace("T0TEAM", "C0GENERAL", root, "U0ALICE", "T0TEAM", is_dm=False)
         client = AsyncWebClient(token="xoxb-test", base_url=emu.api_base_url)
         reply = SlackReplySurface(
-            client, SlackSettings(), place, NativeStreaming("auto"), placeholder="…"
+            client,
+            SlackSettings(),
+            place,
+            NativeStreaming("auto"),
+            placeholder="…",
+            scheduler=EditScheduler(interval=1.0),
         )
         message = await reply.post("…", response_number=0)
         await reply.update(message, "Hello", final=False)
