@@ -104,7 +104,9 @@ def keep_earlier(report: dict[str, Any], path: Path) -> None:
         if approach in report["results"]:
             continue
         report["results"][approach] = result
-        report.setdefault("earlier", {})[approach] = {
+        # A result the saved file itself carried over keeps where it was measured.
+        carried = earlier.get("earlier", {}).get(approach)
+        report.setdefault("earlier", {})[approach] = carried or {
             "revision": earlier.get("machine", {}).get("revision"),
             "run_seconds": earlier.get("run_seconds", {}).get(approach),
             "command": earlier.get("command"),

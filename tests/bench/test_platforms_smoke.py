@@ -33,3 +33,24 @@ async def test_the_smallest_scenario_measures_both_bots(name: str, tmp_path: Pat
     seed_writes = report["results"]["seed"]["db_writes_per_reply"]
     assert seed_writes >= scenario.tokens
     assert report["results"]["bridge"]["db_writes_per_reply"] < seed_writes
+
+
+def test_a_bridge_only_run_keeps_the_seeds_result_and_where_it_was_measured(
+    tmp_path: Path,
+) -> None:
+    import json
+
+    from bench.platforms import keep_earlier
+
+    scenario = {"name": "slack-1"}
+    saved = tmp_path / "platforms-slack-1.json"
+    first = {"scenario": scenario, "machine": {"revision": "aaa"}, "run_seconds": {"seed": 9.0}}
+    first |= {"results": {"bridge": {"x": 1}, "seed": {"x": 2}}, "command": "both"}
+    saved.write_text(json.dumps(first))
+    for revision in ("bbb", "ccc"):  # two bridge-only runs in a row
+        report = {"scenario": scenario, "machine": {"revision": revision}, "run_seconds": {}}
+        report["results"] = {"bridge": {"x": 3}}
+        keep_earlier(report, saved)
+        saved.write_text(json.dumps(report))
+    assert report["results"]["seed"] == {"x": 2}
+    assert report["earlier"]["seed"] == {"revision": "aaa", "run_seconds": 9.0, "command": "both"}
