@@ -182,7 +182,10 @@ def _translate(exc: openai.APIError) -> LLMError:
             f"HTTP {status}: {_message(exc)}", retryable=retryable, retry_after=retry_after
         )
     if isinstance(exc, openai.APIConnectionError):
-        return LLMError(f"cannot reach the model: {exc}", retryable=True)
+        # The SDK's aiohttp transport reports a refused connection as a timeout ("Request timed
+        # out."); the transport error it wraps says what happened.
+        cause = str(exc.__cause__ or "") or exc.message
+        return LLMError(f"cannot reach the model: {cause}", retryable=True)
     return LLMError(_message(exc), retryable=False)
 
 

@@ -114,6 +114,8 @@ async def test_unreachable_server_is_a_retryable_error() -> None:
     with pytest.raises(LLMError) as info:
         await collect(model, REQUEST)
     assert info.value.retryable and "cannot reach" in str(info.value)
+    # The transport's words, not the SDK's "Request timed out." for a refused connection.
+    assert "timed out" not in str(info.value) and "127.0.0.1:9" in str(info.value)
     await model.stop()
 
 
