@@ -189,12 +189,12 @@ class EditScheduler:
         now, else none: for cosmetic calls that are worthless late (a status line). It never
         goes ahead of a writer that waits in one of them with the same or a higher urgency."""
         now = self.now()
+        order = (int(urgency), now, next(self._seq))
         buckets: list[_Bucket] = []
         current: RateBucket | None = spec
         while current is not None:
             bucket = self._bucket(current)
-            ahead = any(not w[1].done() and w[0][0] <= urgency for w in bucket.waiters)
-            if ahead or bucket.next_free(now, urgency) > now:
+            if _waiter_ahead(bucket, order) or bucket.next_free(now, urgency) > now:
                 return False
             buckets.append(bucket)
             current = current.within
@@ -205,8 +205,10 @@ class EditScheduler:
     async def _acquire(self, bucket: _Bucket, urgency: int, waited_since: float, key: int) -> None:
         now = self.now()
         order = (urgency, waited_since, next(self._seq))
-        ahead = bool(bucket.waiters) and bucket.waiters[0][0] < order
-        if not ahead and bucket.next_free(now, urgency, key, self.interval) <= now:
+        if (
+            not _waiter_ahead(bucket, order)
+            and bucket.next_free(now, urgency, key, self.interval) <= now
+        ):
             self._grant(bucket, now, key)
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -269,11 +271,8 @@ class EditScheduler:
 
     async def _serve(self, bucket: _Bucket) -> None:
         """Hand out grants to waiters in urgency order as the window allows, then exit."""
-        while bucket.waiters:
-            (urgency, _, _), future, key = bucket.waiters[0]
-            if future.done():  # its writer was cancelled while waiting
-                heapq.heappop(bucket.waiters)
-                continue
+        while (head := _live_head(bucket)) is not None:
+            (urgency, _, _), future, key = head
             now = self.now()
             free_at = bucket.next_free(now, urgency, key, self.interval)
             if free_at > now:
@@ -284,3 +283,17 @@ class EditScheduler:
             future.set_result(None)
             # Let the granted writer run before the next grant is considered.
             await asyncio.sleep(0)
+
+
+def _live_head(bucket: _Bucket) -> _Waiter | None:
+    """The first writer still waiting in `bucket`; entries whose future is done (a writer
+    cancelled while waiting, the old place of a promoted one) are dropped on the way."""
+    while bucket.waiters and bucket.waiters[0][1].done():
+        heapq.heappop(bucket.waiters)
+    return bucket.waiters[0] if bucket.waiters else None
+
+
+def _waiter_ahead(bucket: _Bucket, order: tuple[int, float, int]) -> bool:
+    """Whether a writer waiting in `bucket` goes before a new write of this `order`."""
+    head = _live_head(bucket)
+    return head is not None and head[0] < order

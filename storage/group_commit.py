@@ -51,13 +51,11 @@ class GroupCommit(Generic[T, R]):
             try:
                 async with self._begin() as conn:
                     # Taken once the database is ours: what queued meanwhile joins this batch.
-                    batch = self._queue[: self._max_batch]
-                    del self._queue[: len(batch)]
+                    batch = self._take()
                     results = await self._run_batch(conn, [request for request, _ in batch])
             except BaseException as exc:
                 if not batch:  # failed before taking its requests (no connection): they fail
-                    batch = self._queue[: self._max_batch]
-                    del self._queue[: len(batch)]
+                    batch = self._take()
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(exc)
@@ -71,3 +69,8 @@ class GroupCommit(Generic[T, R]):
             for (_, future), result in zip(batch, results, strict=True):
                 if not future.done():
                     future.set_result(result)
+
+    def _take(self) -> list[tuple[T, asyncio.Future[R]]]:
+        batch = self._queue[: self._max_batch]
+        del self._queue[: len(batch)]
+        return batch
