@@ -158,15 +158,18 @@ class SlackReplySurface:
         if not self._scheduler.try_acquire(bucket, urgency):
             log.debug("slack: no status in %s: the workspace's budget is in use", self._place)
             return
+        # On screen from the moment the call may have reached Slack (a lost answer included),
+        # until Slack says it refused it: a status that may show is always cleared at the end.
+        self._status_shown = True
         try:
             await self._set_status(self._settings.status_text)
         except RateLimited as limited:
+            self._status_shown = False
             self._scheduler.penalize(bucket, limited.retry_after)
             log.info("slack: could not set the status in %s: %s", self._place, limited)
         except PlatformError as exc:
+            self._status_shown = False
             log.info("slack: could not set the status in %s: %s", self._place, exc)
-        else:
-            self._status_shown = True
 
     async def _clear_status(self) -> None:
         # Waits its turn: a status left on a finished reply reads "is thinking…" for 2 minutes.

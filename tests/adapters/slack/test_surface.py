@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.events import ReplyPlace
 from adapters.slack.surface import NativeStreaming, SlackReplySurface
 from bridge.config import SlackSettings
-from bridge.ports import MessageLimit, RateBucket
+from bridge.ports import MessageLimit, PlatformUnavailable, RateBucket, RateLimited
 from bridge.scheduler import EditScheduler
 from sandbox.slack_emulator import SlackEmulator
 
@@ -83,3 +84,33 @@ async def test_after_a_stream_ends_the_reply_is_edited_within_the_chat_update_bu
         "chat.update",  # the same message, with the whole text
         "chat.update",
     ]
+
+
+async def test_a_status_whose_answer_was_lost_is_still_cleared_at_the_end() -> None:
+    reply = surface()
+    sent: list[str] = []
+
+    async def set_status(status: str) -> None:
+        sent.append(status)
+        if len(sent) == 1:
+            raise PlatformUnavailable("timed out waiting for Slack's answer")
+
+    reply._set_status = set_status  # type: ignore[method-assign]
+    with pytest.raises(PlatformUnavailable):
+        await reply.start_typing()
+    await reply.stop_typing()
+    assert sent == ["is thinking…", ""]  # it may have been set: it is cleared
+
+
+async def test_a_status_never_set_is_not_cleared() -> None:
+    reply = surface()
+    sent: list[str] = []
+
+    async def refused(status: str) -> None:
+        sent.append(status)
+        raise RateLimited(retry_after=1.0)
+
+    reply._set_status = refused  # type: ignore[method-assign]
+    await reply.start_typing()
+    await reply.stop_typing()
+    assert sent == ["is thinking…"]
