@@ -2,7 +2,9 @@
 
 The SDK does the request (auth, base URL, timeouts, typed errors); the stream's body is split into
 SSE lines here and each chunk decoded with one json.loads. Building the SDK's pydantic chunk objects
-costs about ten times more CPU per chunk, the hot loop at hundreds of concurrent replies.
+costs about ten times more CPU per chunk, the hot loop at hundreds of concurrent replies. This is
+also where the model's text enters the bridge: it is cleaned here (`bridge.text.clean_text`), and
+a body that ends before the reply was finished is an error, never a complete reply.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import openai
 from bridge.config import LLMSettings
 from bridge.domain import TokenUsage
 from bridge.ports import CompletionRequest, Delta, Finished, LLMError, StreamEvent
+from bridge.text import clean_text
 
 log = logging.getLogger(__name__)
 
@@ -68,17 +71,26 @@ class OpenAICompatibleModel:
         try:
             arguments = self._arguments(request, stream=True)
             async with create(**arguments, timeout=self._stream_timeout) as response:
+                _require_event_stream(response.http_response.headers.get("content-type"))
                 lines = SSELines()
+                reply = StreamDecoder()
                 async for data in response.http_response.aiter_bytes():
                     for line in lines.feed(data):
-                        events = _line_events(line)
+                        events = reply.line_events(line)
                         if events is None:
                             return
                         for event in events:
                             yield event
                 # A last line the server did not end before closing.
-                for event in _line_events(lines.end()) or ():
+                events = reply.line_events(lines.end())
+                if events is None:
+                    return
+                for event in events:
                     yield event
+                if not reply.finished:
+                    raise LLMError(
+                        "the model's stream ended before the reply was finished", retryable=True
+                    )
         except openai.APIError as exc:
             raise _translate(exc) from exc
         except (OSError, ValueError) as exc:
@@ -98,7 +110,7 @@ class OpenAICompatibleModel:
             raise _translate(exc) from exc
         if not result.choices:
             return ""
-        return result.choices[0].message.content or ""
+        return clean_text(result.choices[0].message.content or "")
 
 
 class SSELines:
@@ -134,43 +146,84 @@ class SSELines:
         return partial
 
 
-def _line_events(line: bytes) -> list[StreamEvent] | None:
-    """The events of one SSE line; None for the end of the stream (`data: [DONE]`)."""
-    if not line.startswith(b"data:"):
-        return []  # blank separators, comments (": keep-alive"), event names
-    payload = line[5:].strip()
-    if payload == b"[DONE]":
-        return None
-    return _events(payload)
+class StreamDecoder:
+    """Turns the SSE lines of one stream into events, and knows whether the reply was finished.
+
+    A reply is finished by `data: [DONE]` or, as some servers close without it, once every
+    choice that wrote text has its finish_reason. Anything else is a body that broke off.
+    """
+
+    __slots__ = ("_written", "_finished")
+
+    def __init__(self) -> None:
+        self._written: set[int] = set()
+        self._finished: set[int] = set()
+
+    @property
+    def finished(self) -> bool:
+        return bool(self._finished) and self._written <= self._finished
+
+    def line_events(self, line: bytes) -> list[StreamEvent] | None:
+        """The events of one SSE line; None for the end of the stream (`data: [DONE]`)."""
+        if not line.startswith(b"data:"):
+            return []  # blank separators, comments (": keep-alive"), event names
+        payload = line[5:].strip()
+        if payload == b"[DONE]":
+            return None
+        return self._events(payload)
+
+    def _events(self, payload: bytes) -> list[StreamEvent]:
+        try:
+            chunk = json.loads(payload)
+        except ValueError as exc:
+            raise LLMError(f"malformed stream chunk: {payload[:80]!r}", retryable=True) from exc
+        if not isinstance(chunk, dict):
+            raise LLMError(f"malformed stream chunk: {payload[:80]!r}", retryable=True)
+        error = chunk.get("error")
+        if error is not None:
+            message = error.get("message", error) if isinstance(error, dict) else error
+            raise LLMError(clean_text(str(message)), retryable=False)
+        events: list[StreamEvent] = []
+        for choice in chunk.get("choices") or ():
+            index = int(choice.get("index", 0))
+            delta = choice.get("delta") or {}
+            content = delta.get("content")
+            if content and isinstance(content, str):
+                content = clean_text(content)
+                if content:  # a delta that was only NULs
+                    events.append(Delta(index, content))
+                    self._written.add(index)
+            reason = choice.get("finish_reason")
+            if reason:
+                events.append(Finished(index, reason))
+                self._finished.add(index)
+        usage = chunk.get("usage")
+        if usage:
+            events.append(
+                TokenUsage(
+                    int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
+                )
+            )
+        return events
 
 
-def _events(payload: bytes) -> list[StreamEvent]:
-    try:
-        chunk = json.loads(payload)
-    except ValueError as exc:
-        raise LLMError(f"malformed stream chunk: {payload[:80]!r}", retryable=True) from exc
-    if not isinstance(chunk, dict):
-        raise LLMError(f"malformed stream chunk: {payload[:80]!r}", retryable=True)
-    error = chunk.get("error")
-    if error is not None:
-        message = error.get("message", error) if isinstance(error, dict) else error
-        raise LLMError(str(message), retryable=False)
-    events: list[StreamEvent] = []
-    for choice in chunk.get("choices") or ():
-        index = int(choice.get("index", 0))
-        delta = choice.get("delta") or {}
-        content = delta.get("content")
-        if content:
-            events.append(Delta(index, content))
-        reason = choice.get("finish_reason")
-        if reason:
-            events.append(Finished(index, reason))
-    usage = chunk.get("usage")
-    if usage:
-        events.append(
-            TokenUsage(int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)))
-        )
-    return events
+def _require_event_stream(content_type: str | None) -> None:
+    """A 200 that is not SSE (a whole JSON completion, a proxy's HTML page) is no reply at all.
+
+    The error names the media type, never the body: a page can be any size and say anything.
+    """
+    media_type = (content_type or "").partition(";")[0].strip().lower()
+    if media_type == "text/event-stream":
+        return
+    shown = "".join(c for c in media_type if c.isprintable())[:60] or "no content type"
+    hint = _CONTENT_TYPE_HINTS.get(media_type, "")
+    raise LLMError(f"the model answered {shown} instead of an event stream{hint}", retryable=False)
+
+
+_CONTENT_TYPE_HINTS = {
+    "application/json": " (does the server support stream=true?)",
+    "text/html": " (a web page: a proxy or login page in front of the model?)",
+}
 
 
 def _translate(exc: openai.APIError) -> LLMError:

@@ -19,6 +19,8 @@ class FaultKind(Enum):
     CUT = "cut"
     STALL = "stall"
     ERROR = "error"
+    END = "end"
+    NOT_A_STREAM = "not_a_stream"
 
 
 _DEFAULT_STATUS_MESSAGES = {
@@ -42,6 +44,7 @@ class Fault:
     message: str = ""
     after_chunks: int = 0
     seconds: float = 0.0
+    content_type: str = ""
 
     @classmethod
     def status(cls, code: int, retry_after: float | None = None, message: str = "") -> Fault:
@@ -72,6 +75,24 @@ class Fault:
         """Send an ``{"error": ...}`` event after ``n_chunks`` chunks and end the stream."""
         return cls(FaultKind.ERROR, after_chunks=_non_negative(n_chunks), message=message)
 
+    @classmethod
+    def end_after(cls, n_chunks: int) -> Fault:
+        """End the body cleanly after ``n_chunks`` chunks, with no finish_reason, usage or [DONE].
+
+        Unlike ``cut_after`` the HTTP body is complete, so the client sees an ordinary end of
+        stream: a server or proxy that gives up mid-reply and still closes the body properly.
+        """
+        return cls(FaultKind.END, after_chunks=_non_negative(n_chunks))
+
+    @classmethod
+    def not_a_stream(cls, content_type: str = "application/json") -> Fault:
+        """Answer a stream request with 200 and a whole body instead of SSE.
+
+        ``application/json`` gets the reply as a plain ``chat.completion`` (a server that ignores
+        ``stream``); any other type gets a small HTML page, as from a proxy or a login wall.
+        """
+        return cls(FaultKind.NOT_A_STREAM, content_type=content_type)
+
 
 def _non_negative(n: int) -> int:
     if n < 0:
@@ -84,7 +105,10 @@ class ScriptedReply:
     """One answer of the local LLM.
 
     ``text`` is a list to give each choice its own text (requests with ``n`` > 1); ``chunks``
-    replaces the automatic chunking and is then the content of every choice.
+    replaces the automatic chunking and is then the content of every choice. Text may hold NUL
+    characters and lone surrogates: they go out as ``\\u0000`` and ``\\ud800`` JSON escapes.
+    ``send_done=False`` ends the stream after the finish reasons and usage without ``[DONE]``,
+    as some servers do.
     """
 
     text: str | list[str] = ""
@@ -94,6 +118,7 @@ class ScriptedReply:
     fault: Fault | None = None
     model: str | None = None
     finish_reason: str = "stop"
+    send_done: bool = True
 
     def __post_init__(self) -> None:
         if self.chunks is not None and isinstance(self.text, str) and self.text:

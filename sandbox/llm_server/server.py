@@ -19,6 +19,7 @@ from .script import FaultKind, Responder, ScriptedReply, echo_reply, estimate_pr
 from .stream import LLMServerStats, ReplyStream, wait_until
 from .ticker import Ticker
 from .wire import (
+    PROXY_PAGE,
     ChunkEvents,
     completion_body,
     error_body,
@@ -146,6 +147,8 @@ class LLMServer(LocalServer):
             headers = {"x-request-id": request_id, **fault_headers(fault)}
             error = status_error_body(fault.status_code, fault.message)
             return web.json_response(error, status=fault.status_code, headers=headers)
+        if fault is not None and fault.kind is FaultKind.NOT_A_STREAM:
+            return self._not_a_stream(body, reply, n, request_id, fault.content_type)
         if body.get("stream") is True:
             return await self._stream(request, body, reply, n, request_id)
         return await self._complete(request, body, reply, n, request_id)
@@ -201,6 +204,7 @@ class LLMServer(LocalServer):
                 first_token_delay=reply.first_token_delay,
                 fault=reply.fault,
                 usage_event=usage_event,
+                send_done=reply.send_done,
             ).run()
         except ConnectionError:
             pass  # the client left while the headers were going out
@@ -211,6 +215,29 @@ class LLMServer(LocalServer):
             else:
                 self.stats.streams_aborted += 1
         return response
+
+    def _not_a_stream(
+        self, body: dict[str, Any], reply: ScriptedReply, n: int, rid: str, content_type: str
+    ) -> web.Response:
+        if content_type.split(";")[0].strip().lower() != "application/json":
+            headers = {"Content-Type": content_type, "x-request-id": rid}
+            return web.Response(body=PROXY_PAGE, headers=headers)
+        completion = self._completion(body, reply, n, rid)
+        return web.json_response(completion, headers={"x-request-id": rid})
+
+    def _completion(
+        self, body: dict[str, Any], reply: ScriptedReply, n: int, rid: str
+    ) -> dict[str, Any]:
+        choices = reply.choice_chunks(n)
+        return completion_body(
+            completion_id=f"chatcmpl-{rid[4:]}",
+            created=int(time.time()),
+            model=self._model(body, reply),
+            texts=["".join(chunks) for chunks in choices],
+            finish_reason=reply.finish_reason,
+            prompt_tokens=estimate_prompt_tokens(body),
+            completion_tokens=sum(len(chunks) for chunks in choices),
+        )
 
     async def _complete(
         self, request: web.Request, body: dict[str, Any], reply: ScriptedReply, n: int, rid: str
@@ -233,15 +260,7 @@ class LLMServer(LocalServer):
                 return web.Response()
         if fault is not None and fault.kind is FaultKind.ERROR:
             return web.json_response(status_error_body(500, fault.message), status=500)
-        completion = completion_body(
-            completion_id=f"chatcmpl-{rid[4:]}",
-            created=int(time.time()),
-            model=self._model(body, reply),
-            texts=["".join(chunks) for chunks in choices],
-            finish_reason=reply.finish_reason,
-            prompt_tokens=estimate_prompt_tokens(body),
-            completion_tokens=sum(len(chunks) for chunks in choices),
-        )
+        completion = self._completion(body, reply, n, rid)
         return web.json_response(completion, headers={"x-request-id": rid})
 
 

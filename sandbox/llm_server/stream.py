@@ -16,6 +16,7 @@ from .wire import DONE_EVENT, ChunkEvents, error_event
 DISCONNECT_POLL = 0.1
 # Float slack when comparing loop times (a microsecond is nothing next to a tick).
 _EPSILON = 1e-6
+_NOT_STREAMED = (FaultKind.STATUS, FaultKind.NOT_A_STREAM)
 
 
 @dataclass(slots=True)
@@ -24,8 +25,8 @@ class LLMServerStats:
 
     requests: int = 0
     streams_started: int = 0
-    streams_completed: int = 0
-    streams_aborted: int = 0  # ended without [DONE]: a fault, the client left, the server stopped
+    streams_completed: int = 0  # the whole reply went out (with [DONE] unless send_done=False)
+    streams_aborted: int = 0  # cut short: a fault, the client left, the server stopped
     chunks_sent: int = 0
 
     @property
@@ -69,6 +70,7 @@ class ReplyStream:
         first_token_delay: float,
         fault: Fault | None,
         usage_event: bytes | None,
+        send_done: bool = True,
     ) -> None:
         self._request = request
         self._response = response
@@ -78,12 +80,15 @@ class ReplyStream:
         self._choices = choices
         self._interval = interval
         self._first_token_delay = first_token_delay
-        self._fault = fault if fault is not None and fault.kind is not FaultKind.STATUS else None
+        # Status and not-a-stream faults are answered before any stream starts.
+        streamed = fault is not None and fault.kind not in _NOT_STREAMED
+        self._fault = fault if streamed else None
         self._usage_event = usage_event
+        self._send_done = send_done
         self._steps = max(1, *(len(chunks) for chunks in choices)) if choices else 1
 
     async def run(self) -> bool:
-        """Stream the reply; True when it ended with ``[DONE]``."""
+        """Stream the reply; True when all of it went out."""
         try:
             return await self._play()
         except ConnectionError:  # the client went away between our check and the write
@@ -109,7 +114,8 @@ class ReplyStream:
             if step == self._steps and fault_step is None:
                 if self._usage_event is not None:
                     parts.append(self._usage_event)
-                parts.append(DONE_EVENT)
+                if self._send_done:
+                    parts.append(DONE_EVENT)
                 # write_eof sends the last events and the chunked terminator in one write.
                 await self._response.write_eof(b"".join(parts))
                 self._stats.chunks_sent += sent
@@ -123,6 +129,9 @@ class ReplyStream:
                     return False
                 if fault.kind is FaultKind.ERROR:
                     await self._response.write_eof(error_event(fault.message))
+                    return False
+                if fault.kind is FaultKind.END:
+                    await self._response.write_eof()
                     return False
                 woken = await self._sleep_until(self._ticker.loop_time() + fault.seconds)
                 if woken is None:

@@ -6,7 +6,7 @@ Chunk events are byte templates filled per stream, so the hot path escapes only 
 from __future__ import annotations
 
 import json
-from json.encoder import encode_basestring
+from json.encoder import encode_basestring, encode_basestring_ascii
 from typing import Any
 
 from .script import Fault
@@ -15,7 +15,10 @@ DONE_EVENT = b"data: [DONE]\n\n"
 
 
 def _dumps(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    except UnicodeEncodeError:  # a lone surrogate: escaped, as a real server sends it
+        return json.dumps(value, separators=(",", ":")).encode()
 
 
 def usage_body(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
@@ -63,7 +66,11 @@ class ChunkEvents:
     def add_content(self, out: list[bytes], index: int, text: str) -> None:
         """Append the event for one content delta; parts are joined once per write."""
         out.append(self._content_heads[index])
-        out.append(encode_basestring(text).encode())
+        try:
+            out.append(encode_basestring(text).encode())
+        except UnicodeEncodeError:
+            # A lone surrogate has no UTF-8 form; a real server sends it as a \ud800 escape.
+            out.append(encode_basestring_ascii(text).encode())
         out.append(self._content_tail)
 
     def role(self, index: int) -> bytes:
@@ -131,6 +138,14 @@ def completion_body(
         ],
         "usage": usage_body(prompt_tokens, completion_tokens),
     }
+
+
+# What a proxy or a login wall in front of the model answers: a page, not the API.
+PROXY_PAGE = (
+    b"<!DOCTYPE html>\n<html><head><title>Sign in</title></head>\n"
+    b'<body><h1>Sign in to continue</h1><form action="/login" method="post">'
+    b'<input name="user"><input name="password" type="password"></form></body></html>\n'
+)
 
 
 def models_body(models: list[str], created: int) -> dict[str, Any]:

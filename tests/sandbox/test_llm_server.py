@@ -306,6 +306,80 @@ async def test_error_after_raises_api_error(server: LLMServer, client: openai.As
     assert "".join(received) == "one two"
 
 
+async def test_end_after_closes_the_body_cleanly_without_finish_or_done(
+    server: LLMServer, client: openai.AsyncOpenAI
+) -> None:
+    server.script(ScriptedReply("one two three four", fault=Fault.end_after(2)))
+    chunks = await stream_chunks(client, include_usage=True)  # the SDK sees an ordinary end
+    assert text_of(chunks) == "one two"
+    assert all(c.choices[0].finish_reason is None for c in chunks)
+    assert all(c.usage is None for c in chunks)
+    await eventually(lambda: server.stats.streams_active == 0)
+    assert server.stats.streams_aborted == 1
+
+    server.script(ScriptedReply("one two three", fault=Fault.end_after(1)))
+    status, headers, raw = await raw_post(server, {"model": "m", "messages": USER, "stream": True})
+    assert status == 200 and headers["Content-Type"] == "text/event-stream"
+    assert b"[DONE]" not in raw and b'"finish_reason":"stop"' not in raw
+    assert raw.endswith(b'"content":"one"},"logprobs":null,"finish_reason":null}]}\n\n')
+
+
+async def test_send_done_false_ends_after_the_finish_reason_and_usage(
+    server: LLMServer, client: openai.AsyncOpenAI
+) -> None:
+    server.script(ScriptedReply("polite close", send_done=False))
+    status, _, raw = await raw_post(
+        server,
+        {"model": "m", "messages": USER, "stream": True, "stream_options": {"include_usage": True}},
+    )
+    assert status == 200 and b"[DONE]" not in raw
+    events = raw.split(b"\n\n")
+    assert events.pop() == b""
+    payloads = [json.loads(event[len(b"data: ") :]) for event in events]
+    assert payloads[-2]["choices"][0]["finish_reason"] == "stop"
+    assert payloads[-1]["choices"] == [] and payloads[-1]["usage"]["completion_tokens"] == 2
+    assert server.stats.streams_completed == 1
+
+    server.script(ScriptedReply("still fine", send_done=False))
+    assert text_of(await stream_chunks(client)) == "still fine"
+
+
+async def test_not_a_stream_answers_a_stream_request_with_a_whole_json_completion(
+    server: LLMServer,
+) -> None:
+    server.script(ScriptedReply("all at once", fault=Fault.not_a_stream()))
+    status, headers, raw = await raw_post(server, {"model": "m", "messages": USER, "stream": True})
+    assert status == 200 and headers["Content-Type"].startswith("application/json")
+    completion = json.loads(raw)
+    assert completion["object"] == "chat.completion"
+    assert completion["choices"][0]["message"]["content"] == "all at once"
+    assert server.stats.streams_started == 0
+
+
+async def test_not_a_stream_with_another_type_answers_a_proxys_html_page(
+    server: LLMServer,
+) -> None:
+    server.script(ScriptedReply("x", fault=Fault.not_a_stream("text/html; charset=utf-8")))
+    status, headers, raw = await raw_post(server, {"model": "m", "messages": USER, "stream": True})
+    assert status == 200 and headers["Content-Type"] == "text/html; charset=utf-8"
+    assert raw.startswith(b"<!DOCTYPE html>") and b"data:" not in raw
+
+
+async def test_nul_and_lone_surrogates_go_out_as_json_escapes(
+    server: LLMServer, client: openai.AsyncOpenAI
+) -> None:
+    chunks = ["nul\x00here", " lone\ud800high", " lone\udfffl\u00f6w"]
+    server.script(ScriptedReply(chunks=chunks))
+    status, _, raw = await raw_post(server, {"model": "m", "messages": USER, "stream": True})
+    assert status == 200
+    raw.decode("utf-8")  # the body itself is valid UTF-8: the escapes carry the bad characters
+    assert b'"nul\\u0000here"' in raw and b'" lone\\ud800high"' in raw
+    assert b'" lone\\udfffl\\u00f6w"' in raw  # this chunk goes out all-ASCII, as escapes
+
+    server.script(ScriptedReply(chunks=chunks))
+    assert text_of(await stream_chunks(client)) == "".join(chunks)  # what json.loads makes of it
+
+
 async def test_stall_triggers_a_client_read_timeout_and_the_stream_is_released(
     server: LLMServer,
 ) -> None:

@@ -108,6 +108,111 @@ async def test_an_error_event_mid_stream_is_not_retryable(server: LLMServer) -> 
     await model.stop()
 
 
+BROKEN_OFF = "the model's stream ended before the reply was finished"
+
+
+async def test_a_body_that_ends_without_finish_or_done_is_not_a_finished_reply(
+    server: LLMServer,
+) -> None:
+    server.script(ScriptedReply(text="one two three four five", fault=Fault.end_after(3)))
+    model = model_for(server)
+    seen: list[str] = []
+    with pytest.raises(LLMError) as info:
+        async for event in model.stream(REQUEST):
+            assert not isinstance(event, Finished)
+            if isinstance(event, Delta):
+                seen.append(event.text)
+    # The partial text arrived first (the responder keeps it and shows a notice).
+    assert "".join(seen) == "one two three"
+    assert str(info.value) == BROKEN_OFF and info.value.retryable
+    await model.stop()
+
+
+async def test_an_empty_event_stream_is_not_an_empty_reply(server: LLMServer) -> None:
+    server.script(ScriptedReply(text="never sent", fault=Fault.end_after(0)))
+    model = model_for(server)
+    with pytest.raises(LLMError) as info:
+        await collect(model, REQUEST)
+    assert str(info.value) == BROKEN_OFF and info.value.retryable
+    await model.stop()
+
+
+async def test_every_choice_that_wrote_text_must_be_finished(server: LLMServer) -> None:
+    # Choice 0 finishes at once; choice 1 has written text when the body ends.
+    server.script(ScriptedReply(text=["short", "a longer second choice"], fault=Fault.end_after(2)))
+    model = model_for(server)
+    request = CompletionRequest(model="m", messages=REQUEST.messages, temperature=0.1, n=2)
+    events: list[StreamEvent] = []
+    with pytest.raises(LLMError) as info:
+        async for event in model.stream(request):
+            events.append(event)
+    assert Finished(0, "stop") in events and Delta(1, " longer") in events
+    assert str(info.value) == BROKEN_OFF and info.value.retryable
+    await model.stop()
+
+
+async def test_finish_reasons_without_done_complete_the_reply(server: LLMServer) -> None:
+    server.script(
+        ScriptedReply(text="closed politely", send_done=False),
+        ScriptedReply(text=["first choice", "second"], send_done=False),
+    )
+    model = model_for(server)
+    events = await collect(model, REQUEST)
+    assert "".join(e.text for e in events if isinstance(e, Delta)) == "closed politely"
+    assert Finished(0, "stop") in events and isinstance(events[-1], TokenUsage)
+
+    request = CompletionRequest(model="m", messages=REQUEST.messages, temperature=0.1, n=2)
+    events = await collect(model, request)
+    assert Finished(0, "stop") in events and Finished(1, "stop") in events
+    await model.stop()
+
+
+async def test_a_json_completion_instead_of_a_stream_is_not_retryable(server: LLMServer) -> None:
+    server.script(ScriptedReply(text="the whole secret answer", fault=Fault.not_a_stream()))
+    model = model_for(server)
+    with pytest.raises(LLMError) as info:
+        await collect(model, REQUEST)
+    message = str(info.value)
+    assert not info.value.retryable
+    assert "application/json" in message and "event stream" in message
+    assert "secret" not in message and "chat.completion" not in message  # never the body
+    await model.stop()
+
+
+async def test_a_proxys_html_page_is_named_by_its_type_not_shown(server: LLMServer) -> None:
+    server.script(ScriptedReply(text="x", fault=Fault.not_a_stream("text/html; charset=utf-8")))
+    model = model_for(server)
+    with pytest.raises(LLMError) as info:
+        await collect(model, REQUEST)
+    message = str(info.value)
+    assert not info.value.retryable and "text/html" in message
+    assert "<" not in message and "password" not in message and "Sign in" not in message
+    assert len(message) < 200
+    await model.stop()
+
+
+async def test_nul_and_lone_surrogates_are_cleaned_from_deltas(server: LLMServer) -> None:
+    server.script(ScriptedReply(chunks=["He\x00llo", " wor\ud800ld", "\x00", " caf\udfffé 😀"]))
+    model = model_for(server)
+    events = await collect(model, REQUEST)
+    deltas = [e.text for e in events if isinstance(e, Delta)]
+    assert "".join(deltas) == "Hello wor\ufffdld caf\ufffdé 😀"
+    assert "" not in deltas  # a delta that was only a NUL is dropped, not sent empty
+    for text in deltas:
+        text.encode("utf-8")  # storable and sendable: raises on a lone surrogate
+    assert Finished(0, "stop") in events
+    await model.stop()
+
+
+async def test_an_error_events_message_is_cleaned(server: LLMServer) -> None:
+    server.script(ScriptedReply(text="one two", fault=Fault.error_after(1, "bad\x00 \ud800input")))
+    model = model_for(server)
+    with pytest.raises(LLMError) as info:
+        await collect(model, REQUEST)
+    assert str(info.value) == "bad \ufffdinput" and not info.value.retryable
+    await model.stop()
+
+
 async def test_unreachable_server_is_a_retryable_error() -> None:
     settings = LLMSettings(base_url="http://127.0.0.1:9/v1", api_key="k", request_timeout=2)  # type: ignore[arg-type]
     model = OpenAICompatibleModel(settings)
@@ -124,6 +229,13 @@ async def test_complete_returns_the_text(server: LLMServer) -> None:
     model = model_for(server)
     assert await model.complete(REQUEST) == "A Tidy Title"
     assert server.requests[-1].get("stream") in (None, False)
+    await model.stop()
+
+
+async def test_complete_cleans_the_text(server: LLMServer) -> None:
+    server.script(ScriptedReply(text="A\x00 Title \ud800"))
+    model = model_for(server)
+    assert await model.complete(REQUEST) == "A Title \ufffd"
     await model.stop()
 
 
