@@ -1,5 +1,5 @@
 """What a reply's Markdown becomes on Slack: a `markdown` block with a plain-text fallback, and
-broadcast mentions (@here, <!channel>, ...) defused so a model can never ping a whole channel.
+every mention (<@U…>, @here, <!channel>, <!subteam^…>, ...) defused so a model can ping no one.
 """
 
 from __future__ import annotations
@@ -13,10 +13,12 @@ ZERO_WIDTH_SPACE = "\u200b"
 FALLBACK_CHARS = 3_000
 PROMPT_TITLE_CHARS = 40
 
-# `<!here>`, `<!channel>`, `<!everyone>`, `<!subteam^S123>` (user groups), also with `|label`.
-_SPECIAL_MENTION = re.compile(r"<!(?=here|channel|everyone|subteam\^)", re.IGNORECASE)
+# `<@U123>` / `<@W123|name>` (people: every `<@`, Slack gives it no other meaning), `<!here>`,
+# `<!channel>`, `<!everyone>`, `<!subteam^S123>` (user groups), also with `|label`.
+_SPECIAL_MENTION = re.compile(r"<(?=@|!(?:here|channel|everyone|subteam\^))", re.IGNORECASE)
 _BARE_MENTION = re.compile(r"@(?=here|channel|everyone)", re.IGNORECASE)
 _MENTION_STARTS = (
+    "<@",
     "<!here",
     "<!channel",
     "<!everyone",
@@ -33,19 +35,19 @@ _HEADING = re.compile(r"^#{1,6}[ \t]+", re.MULTILINE)
 
 
 def neutralise_mentions(text: str) -> str:
-    """Break every broadcast mention with a zero-width space: it still reads the same, pings no one.
+    """Break every mention with a zero-width space: it still reads the same, pings no one.
 
     The change at each position depends only on the characters from there on, so the result for a
     settled prefix (see `settled_length`) is a prefix of the result for any longer text: what a
     native stream has already shown never needs to change.
     """
-    text = _SPECIAL_MENTION.sub("<" + ZERO_WIDTH_SPACE + "!", text)
+    text = _SPECIAL_MENTION.sub("<" + ZERO_WIDTH_SPACE, text)
     return _BARE_MENTION.sub("@" + ZERO_WIDTH_SPACE, text)
 
 
 def settled_length(text: str) -> int:
-    """How much of a growing `text` may be shown now: a trailing `@he` or `<!cha` may still become
-    a broadcast mention, so it waits until the next characters decide it."""
+    """How much of a growing `text` may be shown now: a trailing `<`, `@he` or `<!cha` may still
+    become a mention, so it waits until the next characters decide it."""
     for index in range(max(0, len(text) - _LONGEST_START + 1), len(text)):
         if text[index] not in "<@":
             continue
@@ -61,6 +63,8 @@ def plain_fallback(markdown: str) -> str:
     text = _EMPHASIS.sub("", text)
     text = _HEADING.sub("", text)
     # In `text` Slack parses <...> as links and mentions; the LLM's angle brackets are literal.
+    # Escaped, `<@U1>` and `<!subteam^S1>` read the same and are no mentions: only a bare `@here`
+    # is left for `neutralise_mentions` to break here.
     text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     text = neutralise_mentions(text)
     if len(text) > FALLBACK_CHARS:

@@ -1,7 +1,7 @@
 """One natively streamed Slack message (chat.startStream / appendStream / stopStream).
 
 A stream can only grow: it appends what is new, holds back a tail that may still become a
-broadcast mention, and says when a text is no longer an extension of what it shows.
+mention (`<`, `@he`, `<!cha`), and says when a text is no longer an extension of what it shows.
 """
 
 from __future__ import annotations

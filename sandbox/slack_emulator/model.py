@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sandbox.slack_emulator.mentions import mentions_in
+
 _CONVERSATION_ID = re.compile(r"^[CDG][A-Z0-9]+$")
 
 
@@ -114,10 +116,19 @@ class Message:
     streamed: bool = False  # posted with chat.startStream: text above, stop blocks below
     stream_deadline: float = 0.0
     chunks: list[dict[str, Any]] = field(default_factory=list)
+    # Everyone any version of the message pinged (Slack notifies for mentions an edit adds, and
+    # cannot take back a notification an edit removes).
+    notified: list[str] = field(default_factory=list)
 
     @property
     def author(self) -> str:
         return self.user or self.bot_id or ""
+
+    def record_mentions(self) -> None:
+        """Add who the message as it reads now notifies (see `mentions.mentions_in`)."""
+        for target in mentions_in(self.text, self.blocks):
+            if target not in self.notified:
+                self.notified.append(target)
 
     def to_api(self) -> dict[str, Any]:
         """The message object as the Web API and message events show it."""
@@ -317,5 +328,8 @@ class Workspace:
         return lambda: self._listeners.remove(listener)
 
     def notify(self, change: Change) -> None:
+        # Every post, edit and stream append passes here: the one place that sees new content.
+        if change.message is not None and change.kind in ("posted", "updated"):
+            change.message.record_mentions()
         for listener in list(self._listeners):
             listener(change)

@@ -28,6 +28,8 @@ class ShownMessage:
     subtype: str | None = None
     thread_ts: str | None = None
     chunks: tuple[dict[str, Any], ...] = ()
+    # Who the message notified: user ids, user-group ids (S…), "@here"/"@channel"/"@everyone".
+    notified: tuple[str, ...] = ()
 
     @property
     def is_bot(self) -> bool:
@@ -51,6 +53,7 @@ def show(message: Message, users: Mapping[str, User]) -> ShownMessage:
         subtype=message.subtype,
         thread_ts=message.thread_ts,
         chunks=tuple(message.chunks),
+        notified=tuple(message.notified),
     )
 
 

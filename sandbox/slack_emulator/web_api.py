@@ -28,7 +28,7 @@ class ApiCall:
     args: dict[str, Any]
     response: dict[str, Any]
     at: float  # the emulator's monotonic clock
-    http_status: int
+    http_status: int  # 0: carried out, but the connection was dropped before the answer
 
     @property
     def ok(self) -> bool:
@@ -71,6 +71,13 @@ class WebApi:
             result = {"ok": True, **handler(emu, Args(raw))}
         except ApiError as error:
             result = error.to_response()
+        if emu.dropped_answers[method] > 0:
+            # The network fails after Slack acted: the client cannot tell whether it did.
+            emu.dropped_answers[method] -= 1
+            self._record(method, raw, result, 0)
+            if request.transport is not None:
+                request.transport.abort()
+            return web.Response(status=200)  # never sent: the connection is gone
         return self._answer(method, raw, result, 200)
 
     def _authorize(self, method: str, token: str) -> None:
@@ -94,10 +101,7 @@ class WebApi:
         status: int,
         headers: dict[str, str] | None = None,
     ) -> web.Response:
-        emu = self._emu
-        emu.calls.append(ApiCall(method, args, body, emu.clock(), status))
-        emu.call_counts[method] += 1
-        emu.poke()
+        self._record(method, args, body, status)
         return web.Response(
             text=json.dumps(body),
             status=status,
@@ -105,6 +109,12 @@ class WebApi:
             content_type="application/json",
             charset="utf-8",
         )
+
+    def _record(self, method: str, args: dict[str, Any], body: dict[str, Any], status: int) -> None:
+        emu = self._emu
+        emu.calls.append(ApiCall(method, args, body, emu.clock(), status))
+        emu.call_counts[method] += 1
+        emu.poke()
 
 
 async def _read_body(request: web.Request) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:

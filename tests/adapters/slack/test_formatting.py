@@ -16,15 +16,17 @@ from adapters.slack.formatting import (
     settled_length,
 )
 
-PINGS = re.compile(r"<!(?:here|channel|everyone|subteam)|@(?:here|channel|everyone)", re.I)
+PINGS = re.compile(r"<@|<!(?:here|channel|everyone|subteam)|@(?:here|channel|everyone)", re.I)
 
 
 @pytest.mark.parametrize(
     "text",
     ["<!here>", "<!channel>", "<!everyone>", "<!here|here>", "<!subteam^S0DEVS|devs>",
-     "@here", "@channel", "@everyone", "@HERE", "hi @Channel!", "<!Everyone>"],
+     "<!subteam^S0TEAM|@devs>", "@here", "@channel", "@everyone", "@HERE", "hi @Channel!",
+     "<!Everyone>", "<@U0ALICE> thanks", "<@W0BOB|bob>", "ask <@U0ALICE|alice>, <@W0BOB>", "<@u1>",
+     "<@here>"],
 )  # fmt: skip
-def test_broadcast_mentions_are_broken_but_read_the_same(text: str) -> None:
+def test_every_mention_is_broken_but_reads_the_same(text: str) -> None:
     defused = neutralise_mentions(text)
     assert not PINGS.search(defused)
     assert defused.replace(ZERO_WIDTH_SPACE, "") == text
@@ -32,8 +34,9 @@ def test_broadcast_mentions_are_broken_but_read_the_same(text: str) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["<@U0ALICE> thanks", "mail me@example.com", "<!DOCTYPE html>", "<!-- a comment -->",
-     "@heroku deploy", "<https://example.com|a link>", "x <! y"],
+    ["mail me@example.com", "<me@example.com>", "<!DOCTYPE html>", "<!-- a comment -->",
+     "@heroku deploy", "<https://example.com|a link>", "x <! y", "a < @b", "<#C0GENERAL>",
+     "if a<b and c@d"],
 )  # fmt: skip
 def test_everything_else_is_left_alone(text: str) -> None:
     assert neutralise_mentions(text) == text
@@ -47,6 +50,9 @@ def test_everything_else_is_left_alone(text: str) -> None:
         ("Hello @here", 11),
         ("Hello @hex", 10),
         ("See <", 4),
+        ("See <@", 5),  # `<@` is decided, but `@` may still become `@here`
+        ("See <@U0AL", 10),
+        ("See <h", 6),
         ("See <!sub", 4),
         ("See <!subteam^", 14),
         ("See <!DOCTY", 11),
@@ -59,7 +65,10 @@ def test_a_possible_mention_at_the_end_is_held_back(text: str, settled: int) -> 
 
 
 def test_what_a_stream_has_shown_never_has_to_change() -> None:
-    text = "Ping @here, <!channel> and <!subteam^S1|devs>; mail a@everyone.io or @Everyone now."
+    text = (
+        "Ping @here, <!channel> and <!subteam^S1|@devs>; mail a@everyone.io or @Everyone now;"
+        " ask <@U0ALICE> or <@W0BOB|bob> <@here>, not a<b."
+    )
     shown = ""
     for end in range(len(text) + 1):
         prefix = text[:end]
@@ -84,6 +93,21 @@ def test_message_content_is_a_markdown_block_with_a_fallback() -> None:
     content = message_content("**Hi** <!here>")
     assert content["blocks"] == [{"type": "markdown", "text": f"**Hi** <{ZERO_WIDTH_SPACE}!here>"}]
     assert content["text"] == "Hi &lt;!here&gt;"
+
+
+def test_people_and_user_groups_are_defused_in_the_block_and_escaped_in_the_fallback() -> None:
+    content = message_content("**Ask** <@U0ALICE>, <@W0BOB|bob> or <!subteam^S0TEAM|@devs>")
+    z = ZERO_WIDTH_SPACE
+    assert content["blocks"] == [
+        {
+            "type": "markdown",
+            "text": f"**Ask** <{z}@U0ALICE>, <{z}@W0BOB|bob> or <{z}!subteam^S0TEAM|@devs>",
+        }
+    ]
+    # Slack reads `&lt;` as a literal `<` in `text`: no mention left to defuse there.
+    assert content["text"] == (
+        "Ask &lt;@U0ALICE&gt;, &lt;@W0BOB|bob&gt; or &lt;!subteam^S0TEAM|@devs&gt;"
+    )
 
 
 def test_prompt_titles_are_short_first_lines() -> None:
