@@ -15,6 +15,10 @@ time, so a finished reply's final text (or a new reply's first text) waits for t
 not for a whole window that a burst of progress filled at once. Cosmetic requests only use a
 window's first eighth, so a burst of new replies shows its placeholders and first texts before its
 typing indicators take the rest.
+
+Buckets are keyed per channel or workspace, so a bot in thousands of channels would keep one for
+each for ever: a bucket that holds nothing the next write needs (nobody waits, no block, an empty
+window) is dropped by a sweep that only looks at buckets unused for a while (see `_sweep`).
 """
 
 from __future__ import annotations
@@ -28,6 +32,13 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 
 from bridge.ports import RateBucket, RateObservation
+
+# How often, at most, idle buckets are looked for, and which ones: those unused for this long.
+SWEEP_EVERY = 10.0
+# Buckets looked at per write while a sweep lasts, so no write pays for ten thousand at once.
+SWEEP_BATCH = 500
+# Learned limits kept for dropped buckets (least recently dropped forgotten first).
+LEARNED_KEYS = 4096
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -50,6 +61,8 @@ _Waiter = tuple[tuple[int, float, int], asyncio.Future[None], int]
 class _Bucket:
     limit: int
     period: float
+    declared: tuple[int, float]  # the spec's (limit, period), before headers corrected them
+    last_used: float = 0.0  # when a write last asked for it: the sweep's order
     grants: deque[float] = field(default_factory=deque)
     blocked_until: float = 0.0
     waiters: list[_Waiter] = field(default_factory=list)
@@ -94,6 +107,16 @@ class _Bucket:
         sharers = len(self.holders) + (holder not in self.holders)
         return sharers > 1 and sharers * self.period > self.limit * interval
 
+    def idle(self, now: float) -> bool:
+        """Whether it holds nothing a new bucket would not: nobody waits or is being served, no
+        429 or exhausted window blocks it, and no grant is left in its window."""
+        if self.blocked_until > now or _live_head(self) is not None:
+            return False
+        if self.timer is not None and not self.timer.done():
+            return False
+        self._forget(now)
+        return not self.grants
+
 
 @dataclass
 class Lane:
@@ -114,7 +137,11 @@ class EditScheduler:
         self.interval = interval
         self._clock = clock
         self._sleep = sleep or asyncio.sleep
-        self._buckets: dict[str, _Bucket] = {}
+        # Least recently used first, so a sweep stops at the first bucket used lately.
+        self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
+        # Limits and periods the headers taught for buckets since dropped, see `_drop`.
+        self._learned: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        self._next_sweep = float("-inf")
         self._seq = itertools.count()
         # Lanes waiting in a bucket now: where, and their place, so `promote` can move them up.
         self._waiting: dict[int, tuple[_Bucket, _Waiter]] = {}
@@ -125,10 +152,53 @@ class EditScheduler:
     # --- buckets -----------------------------------------------------------------------------
 
     def _bucket(self, spec: RateBucket) -> _Bucket:
+        now = self.now()
         bucket = self._buckets.get(spec.key)
         if bucket is None:
-            bucket = self._buckets[spec.key] = _Bucket(spec.limit, spec.period)
+            limit, period = self._learned.pop(spec.key, (spec.limit, spec.period))
+            bucket = _Bucket(limit, period, declared=(spec.limit, spec.period))
+            self._buckets[spec.key] = bucket
+        else:
+            self._buckets.move_to_end(spec.key)
+        bucket.last_used = now
         return bucket
+
+    def _sweep(self) -> None:
+        """Drop idle buckets among those unused for SWEEP_EVERY seconds, at most every
+        SWEEP_EVERY seconds and SWEEP_BATCH buckets per call: the cost stays a small constant
+        per write, and a bucket is looked at no more than once per SWEEP_EVERY."""
+        now = self.now()
+        if now < self._next_sweep:
+            return
+        unused_since = now - SWEEP_EVERY
+        for _ in range(SWEEP_BATCH):
+            if not self._buckets:
+                break
+            key, bucket = next(iter(self._buckets.items()))
+            if bucket.last_used > unused_since:
+                break  # every bucket after it was used later still
+            if bucket.idle(now):
+                self._drop(key, bucket)
+            else:
+                # Busy without being asked (writers waiting, a long block): look again later.
+                bucket.last_used = now
+                self._buckets.move_to_end(key)
+        else:
+            return  # more to look at: the next write goes on from here
+        self._next_sweep = now + SWEEP_EVERY
+
+    def _drop(self, key: str, bucket: _Bucket) -> None:
+        del self._buckets[key]
+        if (bucket.limit, bucket.period) != bucket.declared:
+            # What the headers taught is kept apart: a channel whose real limit is below the
+            # platform's guess would otherwise take a burst of concurrent first writes (several
+            # replies starting at once) over it before the first response corrects the guess,
+            # and one above it would be slower than it may be. Two numbers a key, and at most
+            # LEARNED_KEYS of them, where a whole bucket per channel is what grew without bound.
+            self._learned[key] = (bucket.limit, bucket.period)
+            self._learned.move_to_end(key)
+            if len(self._learned) > LEARNED_KEYS:
+                self._learned.popitem(last=False)
 
     def penalize(self, spec: RateBucket, retry_after: float) -> None:
         """A write in this bucket got a 429: nobody writes to it until Retry-After has passed."""
@@ -153,7 +223,7 @@ class EditScheduler:
             bucket.grants.appendleft(now)
 
     def stats(self, key: str) -> tuple[int, int]:
-        """(grants, 429s) seen for a bucket key."""
+        """(grants, 429s) seen for a bucket key since the bucket was last dropped as idle."""
         bucket = self._buckets.get(key)
         return (0, 0) if bucket is None else (bucket.granted, bucket.throttled)
 
@@ -173,21 +243,27 @@ class EditScheduler:
         how many replies share it.
         """
         key = 0 if holder is None else id(holder)
+        self._sweep()
         bucket = self._bucket(spec)
         await self._acquire(bucket, int(urgency), waited_since, key)
         if spec.within is not None:
             granted_at = self.now()
             await self.acquire(spec.within, urgency, waited_since, holder=holder)
             now = self.now()
-            if now > granted_at and granted_at in bucket.grants:
+            if now > granted_at:
                 # The write goes out now, not when its first bucket let it: count it from now.
-                bucket.grants.remove(granted_at)
+                # Looked up again: if the wider bucket held the write for longer than this one's
+                # window, this one may have been dropped as idle meanwhile.
+                bucket = self._bucket(spec)
+                if granted_at in bucket.grants:
+                    bucket.grants.remove(granted_at)
                 bucket.grants.append(now)
 
     def try_acquire(self, spec: RateBucket, urgency: Urgency) -> bool:
         """Take one write in `spec`'s bucket (and every bucket it lies `within`) if all have room
         now, else none: for cosmetic calls that are worthless late (a status line). It never
         goes ahead of a writer that waits in one of them with the same or a higher urgency."""
+        self._sweep()
         now = self.now()
         order = (int(urgency), now, next(self._seq))
         buckets: list[_Bucket] = []

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from bridge.ports import RateBucket, RateObservation
-from bridge.scheduler import EditScheduler, Lane, Urgency
+from bridge.scheduler import LEARNED_KEYS, EditScheduler, Lane, Urgency
 from tests.virtual_time import run_virtual
 
 
@@ -284,3 +286,86 @@ def test_try_acquire_takes_a_free_slot_now_or_none_and_never_jumps_a_waiting_wri
         assert scheduler.stats("edit")[0] == 1 and scheduler.stats("global")[0] == 1
 
     run_virtual(scenario())
+
+
+async def write_in_new_channels(scheduler: EditScheduler, count: int, every: float) -> None:
+    """`count` channels each write once, one every `every` seconds, then go quiet."""
+    everyone = RateBucket("global", 50, 1.0)
+    for i in range(count):
+        channel = RateBucket(f"quiet-{i}", 5, 5.0, within=everyone)
+        await scheduler.acquire(channel, Urgency.FIRST_TEXT, scheduler.now())
+        # What Discord's headers say after a first write: the period comes back a little longer.
+        scheduler.observe(channel, RateObservation(limit=5, remaining=4, reset_after=5.2))
+        await asyncio.sleep(every)
+
+
+def test_buckets_of_channels_that_went_quiet_are_dropped() -> None:
+    async def scenario() -> tuple[int, int, int]:
+        scheduler = EditScheduler(interval=0.0)
+        peak = 0
+
+        async def watch() -> None:
+            nonlocal peak
+            while True:
+                peak = max(peak, len(scheduler._buckets))
+                await asyncio.sleep(1.0)
+
+        watcher = asyncio.ensure_future(watch())
+        await write_in_new_channels(scheduler, 10_000, every=0.01)  # 100 s
+        await asyncio.sleep(60.0)
+        # The next reply's writes clear what is left, a batch at a time.
+        lane = Lane(RateBucket("busy", 5, 5.0))
+        for _ in range(10):
+            await scheduler.acquire_edit(lane, final=False)
+            lane.shown_text = True
+        watcher.cancel()
+        return peak, len(scheduler._buckets), len(scheduler._learned)
+
+    peak, held, learned = run_virtual(scenario())
+    # While they write, about the channels of the last sweep interval and window are held.
+    assert peak <= 2_500, peak
+    assert held <= 3, held  # "busy" and the global bucket
+    assert learned <= LEARNED_KEYS
+
+
+def test_a_bucket_in_use_is_never_dropped_and_a_learned_limit_outlives_its_bucket() -> None:
+    slow = RateBucket("slow", 1, 300.0)  # one write and a writer waiting for the next slot
+    blocked = RateBucket("blocked", 5, 5.0)  # a 429 said: nothing for two minutes
+    full = RateBucket("full", 2, 100.0)  # both grants of its window used
+    learned = RateBucket("learned", 5, 5.0)  # the headers said 2 per 5 s, not the guessed 5
+
+    async def scenario() -> dict[str, list[float]]:
+        scheduler = EditScheduler(interval=0.0)
+        start = scheduler.now()
+        times: dict[str, list[float]] = {}
+
+        async def write(spec: RateBucket, urgency: Urgency = Urgency.PROGRESS) -> None:
+            await scheduler.acquire(spec, urgency, scheduler.now())
+            times.setdefault(spec.key, []).append(scheduler.now() - start)
+
+        await write(slow)
+        waiting = asyncio.ensure_future(write(slow, Urgency.FINAL))
+        scheduler.penalize(blocked, 120.0)
+        await write(full)
+        await write(full)
+        await write(learned)
+        scheduler.observe(learned, RateObservation(limit=2, remaining=1, reset_after=5.0))
+
+        await write_in_new_channels(scheduler, 1_000, every=0.06)  # a minute of sweeps
+        assert {"slow", "blocked", "full"} <= set(scheduler._buckets)
+        assert "learned" not in scheduler._buckets  # idle: dropped, its numbers kept apart
+        assert not waiting.done()
+
+        await asyncio.gather(*(write(learned) for _ in range(3)))
+        await asyncio.gather(write(full), write(blocked), write(slow), waiting)
+        return times
+
+    times = run_virtual(scenario())
+    quiet_at = times["learned"][1]
+    assert quiet_at >= 60.0 - 1e-6
+    # Two at once as the headers said, not the guessed five: the third waits for the window.
+    assert times["learned"][1:] == pytest.approx([quiet_at, quiet_at, quiet_at + 5.0])
+    assert times["full"][2] >= 100.0 - 1e-6
+    assert times["blocked"] == pytest.approx([120.0])
+    # The waiting writer gets the next slot of the window, the later one the slot after it.
+    assert times["slow"] == pytest.approx([0.0, 300.0, 600.0])
