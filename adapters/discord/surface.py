@@ -8,7 +8,9 @@ write, so only a claimed (never a replayed) event opens one. Every write pings n
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import secrets
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -26,6 +28,7 @@ from adapters.discord.ratelimits import (
 )
 from bridge.ports import (
     MessageLimit,
+    PermissionDenied,
     PlatformError,
     PlatformUnavailable,
     PostedMessage,
@@ -63,6 +66,26 @@ THREAD_ARCHIVE_MINUTES: Literal[1440] = 1440
 THREAD_EXISTS = 160004  # "A thread has already been created for this message"
 
 
+def post_nonce(reply_key: str, response_number: int, ordinal: int) -> str:
+    """The nonce of one post of a reply: the same for every attempt at that post, different for
+    every other post (24 hex characters; Discord takes at most 25).
+
+    Sent with enforce_nonce, so Discord answers a repeated create with the message the first one
+    made. discord.py already sends a random nonce per `send` call, which covers its own retries of
+    a 5xx within the call; this one also covers a new call for the same post, after a call that
+    failed without telling whether the message was made (a timeout, a 503, retries run out).
+    """
+    seed = f"{reply_key}:{response_number}:{ordinal}".encode()
+    return hashlib.blake2b(seed, digest_size=12).hexdigest()
+
+
+def _posted_content(posted: object) -> str | None:
+    if isinstance(posted, discord.Message):
+        return posted.content
+    content = posted.get("content") if isinstance(posted, dict) else None
+    return content if isinstance(content, str) else None
+
+
 def _posted_id(body: object) -> str:
     if isinstance(body, dict) and "id" in body:
         return str(body["id"])
@@ -74,7 +97,7 @@ class DiscordReplySurface:
 
     def __init__(
         self,
-        source: discord.Message,
+        source: discord.Message | discord.PartialMessage,
         *,
         client: discord.Client,
         bot_user_id: int,
@@ -100,6 +123,11 @@ class DiscordReplySurface:
         self._typing_in: int | None = None
         self._posts: Counter[int] = Counter()
         self._shown: dict[str, str] = {}  # message id -> the text it was last given
+        self._attempted: set[tuple[int, int]] = set()  # (response number, ordinal) of posts
+        # The nonces' seed: the message answered, and a part of this surface's own. A surface
+        # made later for the same message (crash recovery finishing a reply) counts its posts
+        # from zero again, and must not get the earlier surface's messages back for them.
+        self.reply_key = f"{source.id}:{secrets.token_hex(8)}"
         # Keyed by task: the writer reads the observation in the task that made the write, and
         # the writers of several choices share this surface.
         self._seen: dict[asyncio.Task[object] | None, SeenHeaders] = {}
@@ -148,25 +176,59 @@ class DiscordReplySurface:
 
     async def post(self, text: str, *, response_number: int) -> PostedMessage:
         channel = await self._destination()
-        first = self._posts[response_number] == 0
+        # Counted only once a post succeeded, so a post tried again gets the same nonce.
+        ordinal = self._posts[response_number]
+        nonce = post_nonce(self.reply_key, response_number, ordinal)
+        repeated = (response_number, ordinal) in self._attempted
+        self._attempted.add((response_number, ordinal))
         # The first message of each choice replies to the user's message; a reply can only point
         # at a message of the same channel, so not in a thread opened from it.
-        if first and channel.id == self._source.channel.id:
+        if ordinal == 0 and channel.id == self._source.channel.id:
             reference = self._source.to_reference(fail_if_not_exists=False)
             posted = await self._write(
                 lambda: channel.send(
-                    text, reference=reference, mention_author=False, allowed_mentions=NO_PINGS
+                    text,
+                    reference=reference,
+                    mention_author=False,
+                    allowed_mentions=NO_PINGS,
+                    nonce=nonce,
                 ),
                 wants_body=True,
             )
         else:
             posted = await self._write(
-                lambda: channel.send(text, allowed_mentions=NO_PINGS), wants_body=True
+                lambda: channel.send(text, allowed_mentions=NO_PINGS, nonce=nonce),
+                wants_body=True,
             )
         message_id = str(posted.id) if isinstance(posted, discord.Message) else _posted_id(posted)
+        made = _posted_content(posted)
+        if repeated and made is not None and made != text:
+            # An attempt that seemed to fail made the message after all, and this one got it
+            # back with the text of then; the writer believes it shows `text`.
+            self._shown[message_id] = made
+            await self._repair(PostedMessage(message_id), text)
         self._posts[response_number] += 1
         self._shown[message_id] = text
         return PostedMessage(message_id)
+
+    async def _repair(self, message: PostedMessage, text: str) -> None:
+        """One edit besides the writer's, scheduled like theirs. The post's headers stay the ones
+        the writer reads afterwards (for the post bucket); a 429 blocks the edit bucket here and
+        reaches the writer as the post's, which it tries again (and gets the message again)."""
+        task = asyncio.current_task()
+        seen = self._seen.get(task)
+        bucket = self.edit_bucket()
+        await self._scheduler.acquire(bucket, Urgency.FIRST_TEXT, self._scheduler.now())
+        try:
+            await self.update(message, text, final=False)
+        except RateLimited as limited:
+            self._scheduler.penalize(bucket, limited.retry_after)
+            raise
+        finally:
+            if seen is None:
+                self._seen.pop(task, None)
+            else:
+                self._seen[task] = seen
 
     async def update(self, message: PostedMessage, text: str, *, final: bool) -> None:
         if self._shown.get(message.id) == text:
@@ -215,6 +277,8 @@ class DiscordReplySurface:
                 detail = f"discord {exc.status} ({exc.code}): {exc.text}"
                 if exc.status >= 500:  # discord.py already retried these a few times
                     raise PlatformUnavailable(detail) from exc
+                if exc.status == 403:  # 50001 Missing Access, 50013 Missing Permissions...
+                    raise PermissionDenied(detail) from exc
                 raise PlatformError(detail) from exc
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 detail = f"discord unreachable: {type(exc).__name__}: {exc}"

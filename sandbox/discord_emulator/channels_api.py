@@ -13,6 +13,7 @@ from .model import PRIVATE_THREAD, PUBLIC_THREAD, TEXT_CHANNEL, Channel, Json, S
 from .records import TypingEvent
 
 ARCHIVE_DURATIONS = (60, 1440, 4320, 10080)
+NONCE_LIMIT = 25  # characters of a string nonce
 _MESSAGES = "/channels/{channel_id}/messages"
 _MESSAGE = "/channels/{channel_id}/messages/{message_id}"
 
@@ -90,12 +91,14 @@ class ChannelRoutes:
         if not (form.content or form.embeds or form.new_attachments or body.get("sticker_ids")):
             raise message_forms.empty_message()
 
-        nonce = body.get("nonce")
+        nonce = _nonce(body)
         if nonce is not None and body.get("enforce_nonce"):
-            # enforce_nonce makes a retried create idempotent instead of posting twice.
-            for existing in self.world.messages(channel.id):
-                if existing.nonce == nonce and existing.author_id == self.world.bot.id:
-                    return ApiReply(200, self.ctx.wire.message(existing))
+            # A repeat of a create (a retry after a lost answer) gets the message it made.
+            existing = self.world.message_by_nonce(channel.id, self.world.bot.id, nonce)
+            if existing is not None and existing.deleted:
+                raise ApiError.unknown("Message")  # discord.py documents this NotFound
+            if existing is not None:
+                return ApiReply(200, self.ctx.wire.message(existing))
 
         reply_to, reference = self._reference(channel, body.get("message_reference"))
         message = self.world.post_message(
@@ -209,6 +212,16 @@ class ChannelRoutes:
         )
         await self.ctx.feed.thread_created(thread)
         return ApiReply(201, self.ctx.wire.thread(thread))
+
+
+def _nonce(body: Json) -> str | int | None:
+    nonce = body.get("nonce")
+    if nonce is None or (isinstance(nonce, int) and not isinstance(nonce, bool)):
+        return nonce
+    nonce = str(nonce)
+    if len(nonce) > NONCE_LIMIT:
+        raise ApiError.too_long("nonce", NONCE_LIMIT)
+    return nonce
 
 
 def _thread_name(name: object) -> str:

@@ -18,6 +18,7 @@ from sandbox.local_server import LocalServer
 from .api import Context
 from .channels_api import ChannelRoutes
 from .dispatches import EventFeed
+from .faults import ServerFaults
 from .gateway import Gateway
 from .interactions_api import InteractionRoutes
 from .model import DM_CHANNEL, EPHEMERAL, TEXT_CHANNEL, Channel, Json, User
@@ -76,7 +77,10 @@ class DiscordEmulator(LocalServer):
             self.world, wire, self.feed, interaction_ack_timeout=interaction_ack_timeout
         )
         self.limiter = RateLimiter(clock, time.time, global_rule=global_rate_limit)
-        self._rest = RestServer(token=token, limiter=self.limiter, stats=self.stats, clock=clock)
+        self.faults = ServerFaults()
+        self._rest = RestServer(
+            token=token, limiter=self.limiter, faults=self.faults, stats=self.stats, clock=clock
+        )
         app = web.Application()
         shards = self.gateway
         bot_routes = BotRoutes(self._ctx, lambda: self.gateway_url, lambda: shards.shard_count)
@@ -290,6 +294,24 @@ class DiscordEmulator(LocalServer):
         """The next `count` requests on `route` (in `channel_id` if given) get a 429."""
         major = None if channel_id is None else str(channel_id)
         self.limiter.inject(route, count, retry_after, major=major, scope=scope)
+
+    # --- server errors -----------------------------------------------------------------------
+
+    def inject_server_error(
+        self,
+        route: str,
+        count: int = 1,
+        status: int = 500,
+        *,
+        channel_id: int | None = None,
+        applied: bool = False,
+    ) -> None:
+        """The next `count` requests on `route` (in `channel_id` if given) that the rate limits
+        admit are answered `status`. With `applied` each takes effect first (a create posts its
+        message and dispatches MESSAGE_CREATE) and only its answer is the error, as when Discord
+        fails between storing a message and replying. discord.py retries 500, 502, 504 and 524."""
+        major = None if channel_id is None else str(channel_id)
+        self.faults.inject(route, count, status, major=major, applied=applied)
 
     # --- observation -------------------------------------------------------------------------
 

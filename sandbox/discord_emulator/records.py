@@ -113,6 +113,7 @@ class EmulatorStats:
     violations: int = 0
     # Keyed by route, or "global" for the global limit.
     violations_by_route: Counter[str] = field(default_factory=Counter)
+    server_errors: int = 0  # injected 5xx answers sent (see DiscordEmulator.inject_server_error)
     dispatches: int = 0  # dispatch frames queued to sessions (one per session per event)
     replayed: int = 0  # dispatch frames re-sent on RESUME
     identifies: int = 0

@@ -15,6 +15,7 @@ from aiohttp import BodyPartReader, web
 
 from .api import ApiError, ApiReply, ApiRequest, Context, RouteSpec, Upload
 from .dispatches import encode
+from .faults import ServerFaults
 from .rate_limits import RateLimiter
 from .records import EmulatorStats, RecordedRequest
 
@@ -79,11 +80,13 @@ class RestServer:
         *,
         token: str,
         limiter: RateLimiter,
+        faults: ServerFaults,
         stats: EmulatorStats,
         clock: Callable[[], float],
     ) -> None:
         self.token = token
         self.limiter = limiter
+        self.faults = faults
         self.stats = stats
         self.clock = clock
         self.requests: list[RecordedRequest] = []
@@ -116,7 +119,13 @@ class RestServer:
                     api_request = ApiRequest(
                         spec.method, route, params, dict(request.query), body, uploads
                     )
-                    reply = await spec.handler(api_request)
+                    fault = self.faults.take(route, major)
+                    if fault is None or fault.applied:
+                        reply = await spec.handler(api_request)
+                    if fault is not None:
+                        # Whether or not the change was made, the client only learns of an error.
+                        self.stats.server_errors += 1
+                        reply = fault.reply()
             except ApiError as error:
                 reply = ApiReply(error.status, error.body)
             self.requests.append(

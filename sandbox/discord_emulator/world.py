@@ -6,6 +6,7 @@ No I/O here: REST handlers and the emulator's scripting call it, then dispatch w
 from __future__ import annotations
 
 import secrets
+from collections import OrderedDict
 from collections.abc import Callable
 
 from . import mentions
@@ -29,6 +30,9 @@ from .records import Change
 from .snowflakes import SnowflakeGenerator, now_iso
 
 Listener = Callable[[Change], None]
+# How long a create's nonce is remembered for `enforce_nonce`. Discord says only "the past few
+# minutes"; retries (discord.py's own, then a bot's) come within seconds.
+NONCE_WINDOW = 300.0
 
 
 class World:
@@ -61,6 +65,9 @@ class World:
         self.interactions: dict[int, Interaction] = {}
         self._interactions_by_token: dict[str, Interaction] = {}
         self._listeners: list[Listener] = []
+        self.nonce_window = NONCE_WINDOW
+        # (channel, author, nonce) -> (message id, created at), oldest first.
+        self._nonces: OrderedDict[tuple[int, int, str], tuple[int, float]] = OrderedDict()
 
     @property
     def bot(self) -> User:
@@ -155,6 +162,23 @@ class World:
                 return found
         return None
 
+    def message_by_nonce(
+        self, channel_id: int, author_id: int, nonce: str | int
+    ) -> StoredMessage | None:
+        """The message `author_id` created in the channel with `nonce` in the last
+        `nonce_window` seconds, deleted ones included: what an enforced nonce returns."""
+        self._forget_nonces()
+        found = self._nonces.get((channel_id, author_id, str(nonce)))
+        return None if found is None else self._messages[channel_id].get(found[0])
+
+    def _forget_nonces(self) -> None:
+        horizon = self.clock() - self.nonce_window
+        while self._nonces:
+            key, (_, created_at) = next(iter(self._nonces.items()))
+            if created_at > horizon:
+                break
+            del self._nonces[key]
+
     def post_message(
         self,
         channel: Channel,
@@ -199,6 +223,11 @@ class World:
             message.replied_author_pinged = True
         self._apply_mentions(message)
         self._messages[channel.id][message.id] = message
+        if nonce is not None:
+            self._forget_nonces()
+            # The first message with a nonce is the one a later enforced create gets back.
+            entry = (message.id, message.created_at)
+            self._nonces.setdefault((channel.id, author_id, str(nonce)), entry)
         channel.last_message_id = message.id
         if channel.is_thread:
             channel.message_count += 1

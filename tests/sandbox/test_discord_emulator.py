@@ -257,6 +257,97 @@ async def test_global_limit_applies_across_routes(scene: Scene) -> None:
     assert emu.stats.violations_by_route["global"] == 1
 
 
+async def test_enforce_nonce_answers_a_repeated_create_with_the_message_it_made() -> None:
+    now = [100.0]
+    async with DiscordEmulator(token=TOKEN, clock=lambda: now[0]) as emu:
+        guild_id = emu.add_guild("Test Guild")
+        general = emu.add_text_channel(guild_id, "general")
+        other = emu.add_text_channel(guild_id, "other")
+        posted: list[int] = []
+        emu.subscribe(lambda c: posted.append(c.channel_id) if c.kind == "posted" else None)
+        messages = f"{emu.api_base_url}/channels/{general}/messages"
+
+        async with aiohttp.ClientSession(headers=bot_headers()) as http:
+
+            async def create(channel_id: int, **body: Any) -> tuple[int, Any]:
+                url = f"{emu.api_base_url}/channels/{channel_id}/messages"
+                async with http.post(url, json=body) as response:
+                    return response.status, await response.json()
+
+            status, first = await create(general, content="first", nonce="n-1", enforce_nonce=True)
+            assert status == 200 and first["nonce"] == "n-1"
+            # The same nonce again: the message it made, unchanged, and nothing new.
+            status, again = await create(
+                general, content="first, again", nonce="n-1", enforce_nonce=True
+            )
+            assert status == 200 and again["id"] == first["id"] and again["content"] == "first"
+            assert posted == [general]
+            # Nonces are remembered per channel, and only enforced when asked.
+            _, elsewhere = await create(other, content="first", nonce="n-1", enforce_nonce=True)
+            _, echoed = await create(general, content="not enforced", nonce="n-1")
+            assert echoed["nonce"] == "n-1"
+            assert len({first["id"], elsewhere["id"], echoed["id"]}) == 3
+            # Its message deleted, the nonce finds nothing to return (discord.py: NotFound).
+            async with http.delete(f"{messages}/{first['id']}") as response:
+                assert response.status == 204
+            status, gone = await create(general, content="first", nonce="n-1", enforce_nonce=True)
+            assert status == 404 and gone["code"] == 10008
+            # A few minutes later the nonce is free again.
+            now[0] += 301.0
+            _, later = await create(general, content="later", nonce="n-1", enforce_nonce=True)
+            assert later["id"] not in (first["id"], echoed["id"])
+
+            status, too_long = await create(general, content="x", nonce="n" * 26)
+            assert status == 400 and too_long["code"] == 50035 and "nonce" in too_long["errors"]
+
+        assert posted == [general, other, general, general]
+        assert [m.content for m in emu.messages(general)] == ["not enforced", "later"]
+
+
+async def test_injected_server_errors_come_before_or_after_the_create_took_effect(
+    scene: Scene,
+) -> None:
+    emu = scene.emu
+    emu.set_bucket(CREATE_ROUTE, limit=50, per=5.0)
+    url = f"{emu.api_base_url}/channels/{scene.channel_id}/messages"
+    async with aiohttp.ClientSession(headers=bot_headers()) as http:
+
+        async def create(**body: Any) -> tuple[int, Any]:
+            async with http.post(url, json=body) as response:
+                assert response.headers["Content-Type"] == "application/json"
+                return response.status, await response.json()
+
+        emu.inject_server_error(CREATE_ROUTE, status=502, channel_id=scene.channel_id)
+        assert await create(content="lost") == (502, {"message": "502: Bad Gateway", "code": 0})
+        assert emu.messages(scene.channel_id) == []
+
+        # Created, then answered 500: a retry posts again, unless the nonce is enforced.
+        emu.inject_server_error(CREATE_ROUTE, count=3, channel_id=scene.channel_id, applied=True)
+        for _ in range(2):
+            assert (await create(content="twice"))[0] == 500
+        assert (await create(content="once", nonce="r-1", enforce_nonce=True))[0] == 500
+        status, once = await create(content="once", nonce="r-1", enforce_nonce=True)
+        assert status == 200
+    assert [m.content for m in emu.messages(scene.channel_id)] == ["twice", "twice", "once"]
+    assert once["id"] == str(emu.messages(scene.channel_id)[-1].id)
+
+    # discord.py sends every create with a nonce of its own and enforce_nonce, and retries a 500
+    # itself: its retry finds the message the failed attempt made.
+    async with running_bot(emu) as bot:
+        channel = bot.get_channel(scene.channel_id)
+        assert isinstance(channel, discord.TextChannel)
+        emu.inject_server_error(CREATE_ROUTE, channel_id=scene.channel_id, applied=True)
+        sent = await channel.send("retried by discord.py")
+
+    shown = emu.messages(scene.channel_id)
+    assert [m.content for m in shown[3:]] == ["retried by discord.py"] and sent.id == shown[3].id
+    attempts = [r for r in emu.requests if r.route == CREATE_ROUTE][-2:]
+    assert [r.status for r in attempts] == [500, 200]
+    assert attempts[0].json["nonce"] == attempts[1].json["nonce"]
+    assert attempts[1].json["enforce_nonce"] is True
+    assert emu.stats.server_errors == 5
+
+
 async def test_rest_errors_use_discord_shapes(scene: Scene) -> None:
     emu = scene.emu
     with discord_pointed_at(emu):
