@@ -24,6 +24,7 @@ import time
 from array import array
 from collections import deque
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from adapters.llm import OpenAICompatibleModel
 from bridge.app import limit_malloc_arenas, tune_garbage_collector
 from bridge.config import LLMSettings
 from bridge.domain import ChatKey, InboundMessage, MessageStatus, Role
-from bridge.ports import CompletionRequest, Delta, StreamEvent
+from bridge.ports import CompletionRequest, Delta, LanguageModel, StreamEvent
 from bridge.responder import Responder, ResponderSettings
 from bridge.scheduler import EditScheduler
 from sandbox.memory_platform import RecordingSurface, Write
@@ -170,13 +171,22 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def run_bridge(args: argparse.Namespace, store: SqlChatStore, model: TimedModel) -> list[Any]:
-    settings = ResponderSettings(
+def bridge_responder(
+    args: argparse.Namespace, store: SqlChatStore, model: LanguageModel, **settings: Any
+) -> Responder:
+    """The bridge's responder as the benchmarks run it (`settings` overrides its settings)."""
+    chosen = ResponderSettings(
         model="bench", titles=False, idle_timeout=60.0, max_retries=0, history_limit=20
     )
     scheduler = EditScheduler(interval=args.interval, clock=time.perf_counter)
-    responder = Responder(store=store, llm=model, scheduler=scheduler, settings=settings)
-    surfaces = [_surface(i, args, model.meter, " ▌") for i in range(args.replies)]
+    return Responder(
+        store=store, llm=model, scheduler=scheduler, settings=replace(chosen, **settings)
+    )
+
+
+async def run_bridge(args: argparse.Namespace, store: SqlChatStore, model: TimedModel) -> list[Any]:
+    responder = bridge_responder(args, store, model)
+    surfaces = [recording_surface(i, args, model.meter, " ▌") for i in range(args.replies)]
     reports = await asyncio.gather(
         *(responder.handle("bench", message(i), surfaces[i]) for i in range(args.replies))
     )
@@ -186,7 +196,7 @@ async def run_bridge(args: argparse.Namespace, store: SqlChatStore, model: Timed
 
 async def run_seed(args: argparse.Namespace, store: SqlChatStore, model: TimedModel) -> list[Any]:
     """The seed's loop: every delta is pushed to the platform and written to the database."""
-    surfaces = [_surface(i, args, model.meter, "") for i in range(args.replies)]
+    surfaces = [recording_surface(i, args, model.meter, "") for i in range(args.replies)]
 
     async def reply(i: int) -> None:
         user = await store.accept_inbound("bench", message(i))
@@ -222,7 +232,11 @@ def _turn(text: str) -> Any:
     return ChatTurn(Role.USER, text)
 
 
-def _surface(i: int, args: argparse.Namespace, meter: LagMeter, cursor: str) -> RecordingSurface:
+def recording_surface(
+    i: int, args: argparse.Namespace, meter: LagMeter, cursor: str
+) -> RecordingSurface:
+    """Reply `i`'s platform: one roomy message, each update timed by `meter`."""
+
     def observe(write: Write) -> None:
         if write.kind == "update":
             shown = write.length - (0 if write.final or not cursor else len(cursor))
@@ -238,7 +252,10 @@ def _surface(i: int, args: argparse.Namespace, meter: LagMeter, cursor: str) -> 
     )
 
 
-async def measure(args: argparse.Namespace) -> dict[str, Any]:
+@contextlib.asynccontextmanager
+async def bench_world(args: argparse.Namespace) -> AsyncIterator[tuple[SqlChatStore, TimedModel]]:
+    """The store on a fresh SQLite file and the timed model on `args.llm_url`, with the process
+    tuned as `chat-bridge run` tunes it."""
     limit_malloc_arenas()  # as `chat-bridge run` does
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite+aiosqlite:///{tmp}/bench.db"
@@ -255,6 +272,15 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         )
         model = TimedModel(llm, LagMeter())
         tune_garbage_collector()  # as `chat-bridge run` does once it is built
+        try:
+            yield store, model
+        finally:
+            await llm.stop()
+            await engine.dispose()
+
+
+async def measure(args: argparse.Namespace) -> dict[str, Any]:
+    async with bench_world(args) as (store, model):
         writes_before = store.writes
         cpu_before, wall_before = time.process_time(), time.perf_counter()
         runner = run_bridge if args.approach == "bridge" else run_seed
@@ -264,8 +290,6 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         # Read before the lag analysis below, which would otherwise count in the peak.
         peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         writes = store.writes - writes_before
-        await llm.stop()
-        await engine.dispose()
     meter = model.meter
     # A consumer that cannot keep up reads the stream late: its deltas spread over a longer time
     # than the server's pace (tokens / rate). This is where the seed's lag hides.

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from bridge.ports import (
+    MessageLimit,
     PlatformError,
     PlatformUnavailable,
     PostedMessage,
@@ -21,7 +22,7 @@ from bridge.ports import (
     ReplySurface,
 )
 from bridge.scheduler import EditScheduler, Lane, Urgency
-from bridge.segments import Segment, layout, utf8_length
+from bridge.segments import Layout, Segment, clip, utf8_length
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,12 @@ class WriterStyle:
     placeholder: str = "…"
     cursor: str = " ▌"
     empty_reply: str = "_(The model returned an empty reply.)_"
+    # The most platform messages one reply (one choice) may use; text beyond them is not shown
+    # (`ReplyWriter.full`), so a runaway reply costs no more than this many messages' layout.
+    max_messages: int = 10
+    # Room (in the platform's unit) kept free in the last allowed message for a closing notice;
+    # a longer notice is cut short there rather than take a message beyond `max_messages`.
+    notice_room: int = 300
 
 
 class ReplyWriter:
@@ -63,6 +70,9 @@ class ReplyWriter:
         # `text += delta` would copy the whole reply on every delta and churn the allocator.
         self._parts: list[str] = []
         self._text = ""
+        # Deltas the layout has not seen yet: it is given only those, never the whole text.
+        self._unlaid: list[str] = []
+        self._unlaid_chars = 0
         self.notice = ""
         self.messages: list[PostedMessage] = []
         self._shown: list[str] = []
@@ -72,6 +82,12 @@ class ReplyWriter:
         self._failed_writes = 0
         self._targets_key: tuple[object, ...] | None = None
         self._targets_cache: list[str] = []
+        self._layout: Layout | None = None
+        self._layout_for: MessageLimit | None = None
+        self._per_char = 1  # the most a character measures in the limit's unit
+        self._settled: list[str] = []  # what the layout's complete segments show: never changes
+        # Leading messages that show their settled text, final: no write can concern them again.
+        self._stable = 0
         self._lane = Lane(surface.edit_bucket())
         self._wake = asyncio.Event()
         self._finishing = False
@@ -88,6 +104,16 @@ class ReplyWriter:
         return self._failed_writes
 
     @property
+    def full(self) -> bool:
+        """True once the text fed so far outgrew `style.max_messages` messages; later text is
+        not shown. Cheap enough to ask after every delta: the text is laid out again only when
+        what came since the last layout may not fit in the room left in the growing message."""
+        layout = self._current_layout()
+        if layout.full or self._unlaid_chars > layout.headroom // self._per_char:
+            self._catch_up(layout)
+        return layout.full
+
+    @property
     def platform_message_ids(self) -> list[str]:
         return [m.id for m in self.messages]
 
@@ -95,6 +121,27 @@ class ReplyWriter:
         """Post the placeholder right away and start the pump."""
         await self._post(self.style.placeholder)
         self._task = asyncio.get_running_loop().create_task(self._pump())
+
+    def adopt(self, message_ids: Sequence[str], text: str) -> None:
+        """Continue a reply a dead process left: its messages show `text` laid out, the last one
+        still as it streamed. Then `finish` gives the last one its final form (and a notice);
+        continuation messages the text needs beyond them are posted as usual."""
+        self.messages = [PostedMessage(message_id) for message_id in message_ids]
+        self.feed(text)
+        targets = self._targets()
+        last = len(self.messages) - 1
+        # Complete segments never change once followed by another: those messages are final.
+        self._shown = [
+            targets[i] if i < last and i < len(targets) else "" for i in range(len(self.messages))
+        ]
+        self._finalized = set(range(min(last, len(targets))))
+        self._task = asyncio.get_running_loop().create_task(self._pump())
+
+    async def post_once(self, text: str) -> PostedMessage:
+        """Post one complete message (a notice), in the scheduler's order like any first text."""
+        await self._post(text)
+        self.final_at = self.scheduler.now()
+        return self.messages[-1]
 
     @property
     def text(self) -> str:
@@ -110,6 +157,8 @@ class ReplyWriter:
     def feed(self, delta: str) -> None:
         if delta:
             self._parts.append(delta)
+            self._unlaid.append(delta)
+            self._unlaid_chars += len(delta)
             self._wake.set()
 
     async def finish(self, notice: str = "") -> None:
@@ -124,34 +173,83 @@ class ReplyWriter:
     # --- the pump ----------------------------------------------------------------------------
 
     def _targets(self) -> list[str]:
-        # Read several times per write; laying out the whole text again is worth skipping when
-        # nothing it depends on changed (the text only grows, so its length identifies it).
-        limit = self.surface.message_limit
-        key = (len(self.text), self.notice, self._finishing, self.surface.shows_own_progress, limit)
+        # Read several times per write; shown again only when something it depends on changed.
+        # The layout follows the growing text, laying out only its tail; once the reply is full,
+        # later text is not even looked at.
+        layout = self._current_layout()
+        self._catch_up(layout)
+        key = (layout.length, self.notice, self._finishing, self.surface.shows_own_progress, layout)
         if key != self._targets_key:
-            self._targets_key, self._targets_cache = key, self._lay_out()
+            self._targets_key, self._targets_cache = key, self._lay_out(layout)
         return self._targets_cache
 
-    def _lay_out(self) -> list[str]:
-        body = self.text
-        if self.notice:
-            body = f"{body}\n\n{self.notice}" if body else self.notice
-        if self._finishing and not body:
-            body = self.style.empty_reply
-        if not body:
-            return [self.style.placeholder]
+    def _current_layout(self) -> Layout:
         limit = self.surface.message_limit
-        measure = utf8_length if limit.unit == "utf8_bytes" else len
-        segments = layout(body, limit.size, reserve=len(self.style.cursor) + 2, measure=measure)
-        return [self._display(s, i == len(segments) - 1) for i, s in enumerate(segments)]
+        if self._layout is None or (limit is not self._layout_for and limit != self._layout_for):
+            # A new limit (Slack knows it after the first post) lays the text out afresh.
+            self._layout_for, self._settled, self._stable = limit, [], 0
+            self._per_char = 1 if limit.unit == "chars" else 4  # UTF-8: up to 4 bytes
+            self._layout = Layout(
+                limit.size,
+                reserve=len(self.style.cursor) + 2,
+                measure=self._measure(limit),
+                max_segments=self.style.max_messages,
+                last_reserve=self.style.notice_room,
+            )
+            self._layout.extend(self.text)
+            self._unlaid.clear()
+            self._unlaid_chars = 0
+        return self._layout
 
-    def _display(self, segment: Segment, last: bool) -> str:
-        if last and not self._finishing:
-            if self.surface.shows_own_progress:
-                # Append-only streams: show the raw text, which later text only ever extends.
-                return segment.text
-            return segment.while_streaming(self.style.cursor)
-        return segment.final()
+    def _catch_up(self, layout: Layout) -> None:
+        """Give the layout the deltas it has not seen (once it is full, it needs none)."""
+        if self._unlaid:
+            if not layout.full:
+                layout.extend("".join(self._unlaid))
+            self._unlaid.clear()
+            self._unlaid_chars = 0
+
+    @staticmethod
+    def _measure(limit: MessageLimit) -> Callable[[str], int]:
+        return utf8_length if limit.unit == "utf8_bytes" else len
+
+    def _lay_out(self, layout: Layout) -> list[str]:
+        if not layout.length:
+            if self.notice:
+                limit = self.surface.message_limit
+                return [clip(self.notice, limit.size, self._measure(limit))]
+            return [self.style.empty_reply if self._finishing else self.style.placeholder]
+        settled = self._settled
+        settled.extend(segment.final() for segment in layout.complete[len(settled) :])
+        shown = list(settled)
+        if layout.tail is not None:
+            shown.append(self._display(layout.tail))
+        if self.notice:
+            self._add_notice(shown)
+        return shown
+
+    def _display(self, segment: Segment) -> str:
+        """The last, growing segment (complete ones always show their final form)."""
+        if self._finishing:
+            return segment.final()
+        if self.surface.shows_own_progress:
+            # Append-only streams: show the raw text, which later text only ever extends.
+            return segment.text
+        return segment.while_streaming(self.style.cursor)
+
+    def _add_notice(self, shown: list[str]) -> None:
+        """The notice goes below the text, after any code block is closed: in the last message
+        when it fits, else in a message of its own, but never in one beyond `max_messages` (the
+        last allowed message keeps `notice_room` for it)."""
+        limit = self.surface.message_limit
+        measure = self._measure(limit)
+        above = f"{shown[-1]}\n\n"
+        fitted = clip(self.notice, limit.size - measure(above), measure)
+        if fitted == self.notice or len(shown) >= self.style.max_messages:
+            if fitted:
+                shown[-1] = above + fitted
+        else:
+            shown.append(clip(self.notice, limit.size, measure))
 
     async def _pump(self) -> None:
         while True:
@@ -238,12 +336,18 @@ class ReplyWriter:
 
     def _first_difference(self, targets: list[str]) -> int | None:
         last = len(targets) - 1
-        for index, target in enumerate(targets):
+        # The scan starts after the stable messages, so a reply of many messages costs no more
+        # per write than a short one.
+        for index in range(self._stable, len(targets)):
+            target = targets[index]
             if index >= len(self._shown) or self._shown[index] != target:
                 return index
             must_be_final = index < last or self._finishing
             if must_be_final and index not in self._finalized:
                 return index
+            # The last message may still take the notice; a settled one before it is done.
+            if index == self._stable and index < min(last, len(self._settled)):
+                self._stable += 1
         return None
 
     async def _post(self, text: str) -> None:
@@ -257,6 +361,17 @@ class ReplyWriter:
             except RateLimited as limited:
                 self.rate_limited += 1
                 self.scheduler.penalize(bucket, limited.retry_after)
+                continue
+            except PlatformUnavailable as exc:
+                # A passing failure (network, 5xx): post again after a pause, a few times, unless
+                # the post may have landed and the platform could not tell a repeat (Discord's
+                # surface sends a nonce, so its posts are always repeatable).
+                self._failed_writes += 1
+                if self._failed_writes > MAX_TRANSIENT_FAILURES or not exc.repeatable:
+                    raise
+                log.warning("reply %s: post failed (%s); posting again",
+                            self.response_number, exc, extra=self._log_extra)  # fmt: skip
+                self.scheduler.penalize(bucket, 2.0**self._failed_writes)
                 continue
             finally:
                 self._observe(bucket_of_post=True)
