@@ -22,6 +22,8 @@ import aiohttp
 from sandbox.slack_emulator.socket_mode import SocketAck, SocketHub
 
 DeliveryMode = Literal["socket", "http"]
+# Slack retries a failed delivery three times: nearly at once, after a minute, after five minutes.
+SLACK_RETRY_DELAYS = (0.0, 60.0, 300.0)
 
 
 def slack_signature(secret: str, timestamp: str, body: bytes) -> str:
@@ -76,6 +78,8 @@ class EventDelivery:
         self.event_url: str | None = None
         self.ack_timeout = 3.0
         self.max_retries = 3
+        # Pause before retry n (after its attempt failed or timed out); tests shorten it.
+        self.retry_delays: tuple[float, ...] = SLACK_RETRY_DELAYS
         self.deliveries: list[Delivery] = []
         self.stats = DeliveryStats()
         self._by_envelope: dict[str, tuple[Delivery, Attempt]] = {}
@@ -140,6 +144,14 @@ class EventDelivery:
                 self.stats.events_failed += 1
                 self.on_change()
                 return
+            delays = self.retry_delays
+            pause = delays[min(last.retry_num, len(delays) - 1)] if delays else 0.0
+            if pause > 0:
+                try:
+                    await asyncio.wait_for(delivery.acked.wait(), pause)
+                    return  # a late ack of an earlier attempt (Socket Mode) arrived meanwhile
+                except TimeoutError:
+                    pass
             attempt = await self._attempt(delivery, last.retry_num + 1, self._default_reason(last))
             if attempt.failure == "no_receiver":
                 delivery.gave_up = True

@@ -84,6 +84,7 @@ class SlackEmulator(PeopleActions):
         self.calls: list[ApiCall] = []
         self.call_counts: Counter[str] = Counter()
         self.rate_limited: Counter[str] = Counter()
+        self.dropped_answers: Counter[str] = Counter()  # see drop_connection_after
         # Behaviour switches; tests flip them freely.
         self.native_streaming = True
         # Slack documents no error for an app without the AI-app feature; a missing scope is the
@@ -164,6 +165,15 @@ class SlackEmulator(PeopleActions):
     @max_retries.setter
     def max_retries(self, count: int) -> None:
         self.events.max_retries = count
+
+    @property
+    def retry_delays(self) -> tuple[float, ...]:
+        """Pauses before retries 1, 2, 3 (Slack's: 0 s, 60 s, 300 s)."""
+        return self.events.retry_delays
+
+    @retry_delays.setter
+    def retry_delays(self, delays: tuple[float, ...]) -> None:
+        self.events.retry_delays = tuple(delays)
 
     @property
     def status_ttl(self) -> float:
@@ -272,6 +282,12 @@ class SlackEmulator(PeopleActions):
 
     def inject_429(self, method: str, count: int, retry_after: int = 1) -> None:
         self.limiter.inject(method, count, retry_after)
+
+    def drop_connection_after(self, method: str, count: int = 1) -> None:
+        """Carry out the next `count` calls to `method`, then close each connection unanswered,
+        as when the network fails after Slack acted: slack_sdk raises ServerDisconnectedError and
+        the call is recorded with `http_status` 0."""
+        self.dropped_answers[method] += count
 
     def expire_stream(self, channel: str, ts: str) -> None:
         message = self._message(channel, ts)

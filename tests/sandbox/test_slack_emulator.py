@@ -170,6 +170,57 @@ async def test_delete_and_change_listeners(emu: SlackEmulator, client: AsyncWebC
     assert error.response["error"] == "cant_delete_message"
 
 
+async def test_who_a_message_notifies_is_recorded_when_posted_updated_and_streamed(
+    emu: SlackEmulator, client: AsyncWebClient
+) -> None:
+    root = await emu.user_message(GENERAL, "<@U0BOT> who is on call?")
+    assert emu.thread(GENERAL, root)[0].notified == ("U0BOT",)
+
+    # Escaped, or broken by a zero-width space, a mention is only text; bare @here needs
+    # link_names. Mentions count in `text` and in mrkdwn and markdown blocks alike.
+    posted = await client.chat_postMessage(
+        channel=GENERAL,
+        thread_ts=root,
+        text="&lt;@U0BOB&gt; <@U0ALICE|alice> @here <\u200b!here>",
+        blocks=[
+            {"type": "markdown", "text": "<!subteam^S0DEVS|@devs> <@U0ALICE> <\u200b@U0CAROL>"},
+            {"type": "header", "text": {"type": "plain_text", "text": "<@U0ERIN>"}},
+        ],
+    )
+    shown = emu.message(GENERAL, posted["ts"])
+    assert shown is not None and shown.notified == ("U0ALICE", "S0DEVS")
+    # An edit notifies whom it adds; whom an earlier version pinged stays notified.
+    await client.chat_update(channel=GENERAL, ts=posted["ts"], text="now <!here|here>", blocks=[])
+    shown = emu.message(GENERAL, posted["ts"])
+    assert shown is not None and shown.notified == ("U0ALICE", "S0DEVS", "@here")
+
+    stream = await client.chat_startStream(
+        channel=DM, thread_ts="1.000001", markdown_text="ask <@W0B"
+    )
+    started = emu.message(DM, stream["ts"])
+    assert started is not None and started.notified == ()  # half a mention is none
+    await client.chat_appendStream(
+        channel=DM, ts=stream["ts"], markdown_text="OB|bob> or <!channel>"
+    )
+    rich = {
+        "type": "rich_text",
+        "elements": [
+            {
+                "type": "rich_text_section",
+                "elements": [
+                    {"type": "user", "user_id": "U0DAN"},
+                    {"type": "usergroup", "usergroup_id": "S0OPS"},
+                    {"type": "broadcast", "range": "everyone"},
+                ],
+            }
+        ],
+    }
+    await client.chat_stopStream(channel=DM, ts=stream["ts"], blocks=[rich])
+    streamed = emu.message(DM, stream["ts"])
+    assert streamed is not None
+    assert streamed.notified == ("W0BOB", "@channel", "U0DAN", "S0OPS", "@everyone")
+
+
 async def test_conversations_replies_paginates_with_cursor(
     emu: SlackEmulator, client: AsyncWebClient
 ) -> None:
@@ -346,6 +397,24 @@ async def test_sdk_retry_handler_waits_and_succeeds(emu: SlackEmulator) -> None:
     assert [c.http_status for c in emu.calls_to("chat.update")] == [429, 200]
 
 
+async def test_a_connection_dropped_after_a_post_leaves_the_post_and_no_answer(
+    emu: SlackEmulator,
+) -> None:
+    emu.drop_connection_after("chat.postMessage")
+    no_retries = AsyncWebClient(token="xoxb-test", base_url=emu.api_base_url, retry_handlers=[])
+    with pytest.raises(aiohttp.ServerDisconnectedError):
+        await no_retries.chat_postMessage(channel=GENERAL, text="once")
+    assert [m.text for m in emu.channel(GENERAL)] == ["once"]  # Slack did post it
+    assert [c.http_status for c in emu.calls_to("chat.postMessage")] == [0]
+
+    # slack_sdk's default handler sends it again after the drop: the message is there twice.
+    emu.drop_connection_after("chat.postMessage")
+    default = AsyncWebClient(token="xoxb-test", base_url=emu.api_base_url)
+    assert (await default.chat_postMessage(channel=GENERAL, text="twice"))["ok"]
+    assert [m.text for m in emu.channel(GENERAL)] == ["once", "twice", "twice"]
+    assert [c.http_status for c in emu.calls_to("chat.postMessage")] == [0, 0, 200]
+
+
 async def test_sliding_window_limit_per_workspace_and_per_channel() -> None:
     clock = FakeClock()
     async with SlackEmulator(clock=clock) as emu:
@@ -511,6 +580,7 @@ async def test_the_app_hears_its_own_posts_like_on_slack(
 
 async def test_unacked_envelopes_are_retried_with_the_same_event_id(emu: SlackEmulator) -> None:
     emu.ack_timeout = 0.05
+    emu.retry_delays = (0.0, 0.1, 0.2)  # Slack's 0 s, 60 s, 300 s, shortened
     app = RawSocketApp(emu, ack=False)
     await app.connect()
     try:
@@ -524,6 +594,10 @@ async def test_unacked_envelopes_are_retried_with_the_same_event_id(emu: SlackEm
         assert sent == [(0, "", event_id)] + [(n, "timeout", event_id) for n in (1, 2, 3)]
         assert len({e["envelope_id"] for e in app.envelopes}) == 4
         assert emu.stats.retries == 3 and emu.stats.acks == 0
+        sent_at = [a.sent_at for a in emu.deliveries[-1].attempts]
+        gaps = [later - earlier for earlier, later in zip(sent_at, sent_at[1:], strict=False)]
+        # Each retry waits for the ack timeout, then its pause: never sooner.
+        assert gaps[1] >= 0.05 + 0.1 and gaps[2] >= 0.05 + 0.2
     finally:
         await app.close()
 
@@ -685,6 +759,7 @@ async def test_http_delivery_retries_failures_and_timeouts(emu: SlackEmulator) -
     endpoint = EventsEndpoint(script=[(500, 0.0, {}), (200, 0.5, {}), (200, 0.0, {})])
     emu.delivery = "http"
     emu.ack_timeout = 0.2
+    emu.retry_delays = (0.0, 0.05, 0.05)  # Slack's 0 s, 60 s, 300 s, shortened
     emu.event_url = await endpoint.start()
     try:
         await emu.user_message(DM, "hello")
