@@ -25,13 +25,26 @@ RunBatch = Callable[[AsyncConnection, list[T]], Awaitable[list[R]]]
 
 
 class GroupCommit(Generic[T, R]):
-    """`submit` waits until its request is committed and returns its result; a batch that fails
-    fails every request in it, and the next batch is tried afresh."""
+    """`submit` waits until its request is committed and returns its result.
 
-    def __init__(self, begin: Begin, run_batch: RunBatch[T, R], *, max_batch: int = 200) -> None:
+    A batch that fails for a reason of its own rows (a value the database refuses) is tried again
+    in halves, down to single requests, so one bad row fails alone and the others commit; a batch
+    that fails because the database is unavailable (`passing` says which errors those are) fails
+    every request in it at once, and the next batch is tried afresh.
+    """
+
+    def __init__(
+        self,
+        begin: Begin,
+        run_batch: RunBatch[T, R],
+        *,
+        max_batch: int = 200,
+        passing: Callable[[BaseException], bool] = lambda _: False,
+    ) -> None:
         self._begin = begin
         self._run_batch = run_batch
         self._max_batch = max_batch
+        self._passing = passing
         self._queue: list[tuple[T, asyncio.Future[R]]] = []
         self._runner: asyncio.Task[None] | None = None
         self.batches = 0
@@ -56,21 +69,46 @@ class GroupCommit(Generic[T, R]):
             except BaseException as exc:
                 if not batch:  # failed before taking its requests (no connection): they fail
                     batch = self._take()
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
                 if not isinstance(exc, Exception):
+                    _fail(batch, exc)
                     for _, future in self._queue:
                         future.cancel()
                     self._queue.clear()
                     raise
+                if len(batch) > 1 and not self._passing(exc):
+                    await self._in_halves(batch)
+                else:
+                    _fail(batch, exc)
                 continue
-            self.batches += 1
-            for (_, future), result in zip(batch, results, strict=True):
-                if not future.done():
-                    future.set_result(result)
+            self._settle(batch, results)
+
+    async def _in_halves(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
+        middle = len(batch) // 2
+        for half in (batch[:middle], batch[middle:]):
+            try:
+                async with self._begin() as conn:
+                    results = await self._run_batch(conn, [request for request, _ in half])
+            except Exception as exc:
+                if len(half) > 1 and not self._passing(exc):
+                    await self._in_halves(half)
+                else:
+                    _fail(half, exc)
+                continue
+            self._settle(half, results)
+
+    def _settle(self, batch: list[tuple[T, asyncio.Future[R]]], results: list[R]) -> None:
+        self.batches += 1
+        for (_, future), result in zip(batch, results, strict=True):
+            if not future.done():
+                future.set_result(result)
 
     def _take(self) -> list[tuple[T, asyncio.Future[R]]]:
         batch = self._queue[: self._max_batch]
         del self._queue[: len(batch)]
         return batch
+
+
+def _fail(batch: list[tuple[T, asyncio.Future[R]]], exc: BaseException) -> None:
+    for _, future in batch:
+        if not future.done():
+            future.set_exception(exc)

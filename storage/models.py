@@ -60,6 +60,9 @@ class MessageRow(Base):
         Index("ix_messages_chat_id_id", "chat_id", "id"),
         UniqueConstraint("chat_id", "platform_message_id", name="uq_messages_platform_id"),
         Index("ix_messages_status_updated_at", "status", "updated_at"),
+        # "Messages of dead owners" and "has this message a reply" (the inbox queries).
+        Index("ix_messages_owner_status", "owner", "status"),
+        Index("ix_messages_reply_to_id", "reply_to_id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -77,12 +80,27 @@ class MessageRow(Base):
     model: Mapped[str | None] = mapped_column(String(100))
     prompt_tokens: Mapped[int | None] = mapped_column(Integer)
     completion_tokens: Mapped[int | None] = mapped_column(Integer)
+    # The process answering this message (a user message) or writing it (a reply); see OwnerRow.
+    owner: Mapped[str | None] = mapped_column(String(64))
     # "metadata" is reserved on declarative classes, hence the attribute name.
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
     )
+
+
+class OwnerRow(Base):
+    """A bridge process, alive while its heartbeat is recent and it has not stopped."""
+
+    __tablename__ = "owners"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    stopped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class ProcessedEventRow(Base):

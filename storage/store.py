@@ -7,13 +7,15 @@ claim relies on the unique constraint, so it is atomic across processes and inst
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import astuple
 from datetime import UTC, timedelta
 from functools import partial
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, and_, delete, func, or_, select, update
+from sqlalchemy import Select, Table, and_, delete, exists, func, or_, select, update
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -27,9 +29,10 @@ from bridge.domain import (
     StoredMessage,
     TokenUsage,
 )
-from bridge.ports import ReplyProgress
+from bridge.ports import Orphan, OwnerRecord, ReplyProgress, StoreUnavailable
+from bridge.text import clean_text
 from storage.group_commit import GroupCommit
-from storage.models import ChatRow, MessageRow, ProcessedEventRow, utcnow
+from storage.models import ChatRow, MessageRow, OwnerRow, ProcessedEventRow, utcnow
 from storage.turns import WriterTurns
 from storage.write_behind import WriteBehind
 
@@ -37,14 +40,43 @@ _UNFINISHED = (MessageStatus.PENDING.value, MessageStatus.STREAMING.value)
 MESSAGES = cast(Table, MessageRow.__table__)
 CHATS = cast(Table, ChatRow.__table__)
 EVENTS = cast(Table, ProcessedEventRow.__table__)
-_INTERRUPTED_ERROR = "interrupted: the bridge stopped while this reply was being written"
+OWNERS = cast(Table, OwnerRow.__table__)
+_FINISHED = tuple(s.value for s in MessageStatus if s.finished)
+
+
+def is_passing_failure(exc: BaseException) -> bool:
+    """Errors that say the database is unavailable for now (connection lost or refused, locked,
+    restarting), not that the request is wrong: a retry may succeed."""
+    if isinstance(exc, StoreUnavailable | sa_exc.OperationalError | sa_exc.InterfaceError):
+        return True
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, OSError | TimeoutError | sa_exc.DisconnectionError)
+
+
+@contextlib.asynccontextmanager
+async def _unavailable_as_port_error() -> AsyncIterator[None]:
+    try:
+        yield
+    except StoreUnavailable:
+        raise
+    except Exception as exc:
+        if is_passing_failure(exc):
+            raise StoreUnavailable(f"{type(exc).__name__}: {str(exc)[:200]}") from exc
+        raise
 
 
 class SqlChatStore:
-    """ChatStore on an AsyncEngine. Owns no engine lifecycle: the composition root disposes it."""
+    """ChatStore on an AsyncEngine. Owns no engine lifecycle: the composition root disposes it.
 
-    def __init__(self, engine: AsyncEngine, *, write_window: float = 0.05) -> None:
+    `owner` identifies this process in the rows it writes (a random id unless given).
+    """
+
+    def __init__(
+        self, engine: AsyncEngine, *, write_window: float = 0.05, owner: str | None = None
+    ) -> None:
         self._engine = engine
+        self._owner = owner or uuid.uuid4().hex
         self._dialect = engine.dialect.name
         # SQLite has one writer: writers take turns in the event loop (see WriterTurns).
         self._turns = WriterTurns() if self._dialect == "sqlite" else None
@@ -57,7 +89,7 @@ class SqlChatStore:
             partial(self._begin, priority=True), self._insert_reply_rows
         )
         self._inbound: GroupCommit[tuple[str, InboundMessage], StoredMessage | None] = GroupCommit(
-            self._begin, self._accept_batch
+            self._begin, self._accept_batch, passing=is_passing_failure
         )
         self._writes = 0
 
@@ -72,11 +104,17 @@ class SqlChatStore:
 
     @contextlib.asynccontextmanager
     async def _begin(self, *, priority: bool = False) -> AsyncIterator[AsyncConnection]:
-        if self._turns is None:
-            async with self._engine.begin() as conn:
+        async with _unavailable_as_port_error():
+            if self._turns is None:
+                async with self._engine.begin() as conn:
+                    yield conn
+                return
+            async with self._turns.turn(priority=priority), self._engine.begin() as conn:
                 yield conn
-            return
-        async with self._turns.turn(priority=priority), self._engine.begin() as conn:
+
+    @contextlib.asynccontextmanager
+    async def _read(self) -> AsyncIterator[AsyncConnection]:
+        async with _unavailable_as_port_error(), self._engine.connect() as conn:
             yield conn
 
     async def close(self) -> None:
@@ -113,7 +151,7 @@ class SqlChatStore:
         return {ChatKey(r.platform, r.workspace, r.channel, r.thread): r for r in rows}
 
     async def get_chat(self, key: ChatKey) -> Chat | None:
-        async with self._engine.connect() as conn:
+        async with self._read() as conn:
             row = (await conn.execute(_chat_query(key))).first()
         return None if row is None else _chat(row)
 
@@ -163,13 +201,15 @@ class SqlChatStore:
         rows: list[dict[str, Any]] = []
         for index in owners:
             message = batch[index][1]
+            # PENDING: an inbox entry until its reply ends (see mark_answered).
             values = _message_values(
                 chats[message.chat_key].id,
                 Role.USER,
                 message.text,
-                status=MessageStatus.COMPLETE,
+                status=MessageStatus.PENDING,
                 author_id=message.author_id,
                 platform_message_ids=[message.platform_message_id],
+                owner=self._owner,
             )
             if message.author_name:
                 values["meta"] = {"author_name": message.author_name}
@@ -232,6 +272,7 @@ class SqlChatStore:
             author_id=author_id,
             platform_message_ids=list(platform_message_ids),
             model=model,
+            owner=self._owner,
         )
         new_id = await self._reply_rows.submit(_columns(values))
         return _message_from_values(new_id, values)
@@ -248,7 +289,7 @@ class SqlChatStore:
 
     async def save_reply(self, message_id: int, progress: ReplyProgress) -> None:
         values: dict[str, Any] = {
-            "content": progress.content,
+            "content": clean_text(progress.content),
             "status": progress.status.value,
             "updated_at": utcnow(),
         }
@@ -257,7 +298,7 @@ class SqlChatStore:
             values["platform_message_ids"] = ids
             values["platform_message_id"] = ids[0]
         if progress.error is not None:
-            values["error"] = progress.error
+            values["error"] = clean_text(progress.error)
         if progress.model is not None:
             values["model"] = progress.model
         if progress.usage is not None:
@@ -267,8 +308,13 @@ class SqlChatStore:
             values["meta"] = progress.metadata
         await self._replies.save(message_id, _columns(values))
 
+    async def mark_answered(self, user_message_id: int) -> None:
+        # With the reply's final save, in the same write-behind batch: no commit of its own.
+        values = {"status": MessageStatus.COMPLETE.value, "updated_at": utcnow()}
+        await self._replies.save(user_message_id, values)
+
     async def get_message(self, message_id: int) -> StoredMessage | None:
-        async with self._engine.connect() as conn:
+        async with self._read() as conn:
             row = (
                 await conn.execute(_message_columns().where(MessageRow.id == message_id))
             ).first()
@@ -277,7 +323,7 @@ class SqlChatStore:
     async def messages(self, chat_id: int) -> list[StoredMessage]:
         """Every message of a chat in insertion order (inspection, tests, the sandbox)."""
         query = _message_columns().where(MessageRow.chat_id == chat_id).order_by(MessageRow.id)
-        async with self._engine.connect() as conn:
+        async with self._read() as conn:
             return [_message(row) for row in await conn.execute(query)]
 
     async def context_messages(self, chat: Chat, upto_id: int, limit: int) -> list[StoredMessage]:
@@ -299,7 +345,7 @@ class SqlChatStore:
             .order_by(position.desc(), MessageRow.id.desc())
             .limit(limit)
         )
-        async with self._engine.connect() as conn:
+        async with self._read() as conn:
             rows = list(await conn.execute(query))
         return [_message(row) for row in reversed(rows)]
 
@@ -327,31 +373,135 @@ class SqlChatStore:
 
     # --- housekeeping ------------------------------------------------------------------------
 
-    async def interrupt_stale_replies(self, older_than_seconds: float) -> list[StoredMessage]:
-        cutoff = utcnow() - timedelta(seconds=older_than_seconds)
-        stale = and_(MessageRow.status.in_(_UNFINISHED), MessageRow.updated_at < cutoff)
+    # --- owners ------------------------------------------------------------------------------
+
+    @property
+    def owner(self) -> str:
+        return self._owner
+
+    async def register_owner(self, host: str, pid: int) -> None:
+        now = utcnow()
+        row = {"id": self._owner, "host": host[:255], "pid": pid, "started_at": now}
         async with self._begin() as conn:
-            ids = [row[0] for row in await conn.execute(select(MessageRow.id).where(stale))]
-            if not ids:
-                return []
-            await conn.execute(
-                update(MessageRow)
-                .where(MessageRow.id.in_(ids), MessageRow.status.in_(_UNFINISHED))
-                .values(
-                    status=MessageStatus.INTERRUPTED.value,
-                    error=_INTERRUPTED_ERROR,
-                    updated_at=utcnow(),
+            await conn.execute(self._insert(OWNERS).values(**row, heartbeat_at=now))
+        self._writes += 1
+
+    async def heartbeat(self) -> None:
+        await self._write(
+            update(OWNERS).where(OWNERS.c.id == self._owner).values(heartbeat_at=utcnow())
+        )
+
+    async def release_owner(self) -> None:
+        await self._write(
+            update(OWNERS).where(OWNERS.c.id == self._owner).values(stopped_at=utcnow())
+        )
+
+    async def owners(self) -> list[OwnerRecord]:
+        async with self._read() as conn:
+            rows = await conn.execute(select(OWNERS))
+            return [
+                OwnerRecord(
+                    r.id,
+                    r.host,
+                    r.pid,
+                    _aware(r.heartbeat_at),
+                    _aware(r.stopped_at) if r.stopped_at else None,
                 )
+                for r in rows
+            ]
+
+    async def orphans(
+        self, owner_ids: Sequence[str], limit: int, after_id: int = 0
+    ) -> list[Orphan]:
+        if not owner_ids:
+            return []
+        waiting = (
+            _message_columns()
+            .add_columns(CHATS.c.platform, CHATS.c.workspace, CHATS.c.channel, CHATS.c.thread)
+            .join(CHATS, CHATS.c.id == MESSAGES.c.chat_id)
+            .where(
+                MESSAGES.c.owner.in_(list(owner_ids)),
+                MESSAGES.c.status == MessageStatus.PENDING.value,
+                MESSAGES.c.role == Role.USER.value,
+                MESSAGES.c.id > after_id,
             )
-            self._writes += 1
-            rows = await conn.execute(_message_columns().where(MessageRow.id.in_(ids)))
-            return [_message(row) for row in rows]
+            .order_by(MESSAGES.c.id)
+            .limit(limit)
+        )
+        async with self._read() as conn:
+            users = list(await conn.execute(waiting))
+            if not users:
+                return []
+            replies = await conn.execute(
+                _message_columns()
+                .where(
+                    MESSAGES.c.reply_to_id.in_([u.id for u in users]),
+                    MESSAGES.c.role == Role.ASSISTANT.value,
+                )
+                .order_by(MESSAGES.c.id)
+            )
+            by_user: dict[int, list[StoredMessage]] = {}
+            for row in replies:
+                by_user.setdefault(row.reply_to_id, []).append(_message(row))
+        return [
+            Orphan(
+                chat=ChatKey(u.platform, u.workspace, u.channel, u.thread),
+                user_message=_message(u),
+                owner=u.owner,
+                replies=tuple(by_user.get(u.id, ())),
+            )
+            for u in users
+        ]
+
+    async def take_over(self, message_ids: Sequence[int], from_owner: str) -> set[int]:
+        if not message_ids:
+            return set()
+        statement = (
+            update(MESSAGES)
+            .where(MESSAGES.c.id.in_(list(message_ids)), MESSAGES.c.owner == from_owner)
+            .values(owner=self._owner)
+            .returning(MESSAGES.c.id)
+        )
+        async with self._begin() as conn:
+            taken = {int(row.id) for row in await conn.execute(statement)}
+        self._writes += len(taken)
+        return taken
+
+    async def forget_owner(self, owner_id: str) -> bool:
+        unfinished = exists().where(
+            MESSAGES.c.owner == owner_id,
+            MESSAGES.c.status.in_([s.value for s in MessageStatus if not s.finished]),
+        )
+        async with self._begin() as conn:
+            result = await conn.execute(delete(OWNERS).where(OWNERS.c.id == owner_id, ~unfinished))
+        return bool(getattr(result, "rowcount", 0))
+
+    # --- retention -----------------------------------------------------------------------------
 
     async def prune_events(self, older_than_seconds: float) -> int:
         cutoff = utcnow() - timedelta(seconds=older_than_seconds)
         async with self._begin() as conn:
             result = await conn.execute(
                 delete(ProcessedEventRow).where(ProcessedEventRow.claimed_at < cutoff)
+            )
+            self._writes += 1
+        return int(getattr(result, "rowcount", 0) or 0)
+
+    async def prune_messages(self, older_than_seconds: float) -> int:
+        """Finished messages older than the cutoff go, and chats left with none (their settings
+        and titles too). Unfinished ones stay: they are still someone's inbox."""
+        cutoff = utcnow() - timedelta(seconds=older_than_seconds)
+        async with self._begin() as conn:
+            result = await conn.execute(
+                delete(MESSAGES).where(
+                    MESSAGES.c.updated_at < cutoff, MESSAGES.c.status.in_(_FINISHED)
+                )
+            )
+            await conn.execute(
+                delete(CHATS).where(
+                    CHATS.c.updated_at < cutoff,
+                    ~exists().where(MESSAGES.c.chat_id == CHATS.c.id),
+                )
             )
             self._writes += 1
         return int(getattr(result, "rowcount", 0) or 0)
@@ -417,13 +567,16 @@ def _message_values(
     author_id: str | None = None,
     platform_message_ids: list[str] | None = None,
     model: str | None = None,
+    owner: str | None = None,
 ) -> dict[str, Any]:
     ids = platform_message_ids or []
     now = utcnow()
     return {
         "chat_id": chat_id,
         "role": role.value,
-        "content": content,
+        # The store is the last boundary before the database: PostgreSQL refuses NUL in text,
+        # sqlite3 a lone surrogate. Adapters clean their text too; this keeps a bad row out.
+        "content": clean_text(content),
         "author_id": author_id,
         "platform_message_id": ids[0] if ids else None,
         "platform_message_ids": ids,
@@ -431,6 +584,7 @@ def _message_values(
         "response_number": response_number,
         "status": status.value,
         "model": model,
+        "owner": owner,
         "meta": {},
         "created_at": now,
         "updated_at": now,
@@ -464,6 +618,11 @@ def _columns(values: dict[str, Any]) -> dict[str, Any]:
 
 def _message_columns() -> Select[Any]:
     return select(MESSAGES)
+
+
+def _aware(moment: Any) -> Any:
+    """SQLite hands back naive datetimes (stored as UTC)."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
 def _message(row: Any) -> StoredMessage:

@@ -46,15 +46,56 @@ async def test_requests_queued_while_the_database_is_busy_share_one_transaction(
     db.free.set()
     assert await asyncio.gather(*waiting) == [20, 30, 40, 50]
     assert seen == [[1], [2, 3, 4], [5]]  # at most max_batch at once, in arrival order
-    # A failing batch fails its requests only; the next batch commits.
+    # A batch failing on one bad request is tried again in halves: only that request fails.
     db.free.clear()
     failing = [asyncio.create_task(group.submit(n)) for n in (12, 13, 14, 15)]
     await asyncio.sleep(0.01)
     db.free.set()
     outcomes = await asyncio.gather(*failing, return_exceptions=True)
-    assert [type(o).__name__ for o in outcomes[:3]] == ["ValueError"] * 3
-    assert outcomes[3] == 150
-    assert db.transactions == 5
+    assert outcomes[0] == 120 and outcomes[2] == 140 and outcomes[3] == 150
+    assert isinstance(outcomes[1], ValueError)
+    assert seen[3:] == [[12, 13, 14], [12], [13, 14], [13], [14], [15]]
+
+
+async def test_one_bad_request_among_a_hundred_fails_alone() -> None:
+    db = Database()
+
+    async def run(conn: Any, batch: list[int]) -> list[int]:
+        if 57 in batch:
+            raise ValueError("value refused")
+        return batch
+
+    group: GroupCommit[int, int] = GroupCommit(db.begin, run)
+    db.free.clear()
+    submitted = [asyncio.create_task(group.submit(n)) for n in range(100)]
+    await asyncio.sleep(0.01)
+    db.free.set()
+    outcomes = await asyncio.gather(*submitted, return_exceptions=True)
+    assert [o for o in outcomes if isinstance(o, Exception)] == [outcomes[57]]
+    assert [o for o in outcomes if not isinstance(o, Exception)] == [
+        n for n in range(100) if n != 57
+    ]
+    # Halving: about 2 log2(100) transactions, not one per request.
+    assert db.transactions <= 16
+
+
+async def test_a_passing_failure_fails_the_batch_at_once_without_splitting() -> None:
+    db = Database()
+    calls: list[list[int]] = []
+
+    async def run(conn: Any, batch: list[int]) -> list[int]:
+        calls.append(batch)
+        raise TimeoutError("database locked")
+
+    passing = lambda exc: isinstance(exc, TimeoutError)  # noqa: E731
+    group: GroupCommit[int, int] = GroupCommit(db.begin, run, passing=passing)
+    db.free.clear()
+    submitted = [asyncio.create_task(group.submit(n)) for n in range(10)]
+    await asyncio.sleep(0.01)
+    db.free.set()
+    outcomes = await asyncio.gather(*submitted, return_exceptions=True)
+    assert all(isinstance(o, TimeoutError) for o in outcomes)
+    assert calls == [list(range(10))]
 
 
 async def test_an_unreachable_database_fails_the_requests_instead_of_retrying_forever() -> None:

@@ -35,7 +35,7 @@ def inbound(event_id: str, text: str, message_id: str, key: ChatKey = KEY) -> In
 
 async def test_migrations_create_the_schema_the_models_describe(database_url: str) -> None:
     await migrate(database_url)
-    assert await current_revision(database_url) == "0001"
+    assert await current_revision(database_url) == "0002"
     await migrate(database_url)  # a second run is a no-op, not an error
     engine = create_engine(database_url)
     try:
@@ -133,7 +133,7 @@ async def test_messages_arriving_together_are_stored_in_one_batch_with_the_same_
     assert first is not None and second is not None and in_other is not None and named is not None
     assert first.chat_id == second.chat_id != in_other.chat_id == named.chat_id
     assert first.id < second.id and named.metadata == {"author_name": "Ada"}
-    assert first.platform_message_ids == ("1.1",) and first.status is MessageStatus.COMPLETE
+    assert first.platform_message_ids == ("1.1",) and first.status is MessageStatus.PENDING
     chat = await store.get_chat(KEY)
     assert chat is not None
     stored = await store.messages(chat.id)
@@ -182,17 +182,78 @@ async def test_history_import_is_idempotent_and_reset_hides_old_context(
     assert len(await store.messages(chat.id)) == 4  # nothing deleted
 
 
-async def test_stale_replies_are_interrupted_and_old_events_pruned(store: SqlChatStore) -> None:
-    chat = await store.get_or_create_chat(KEY)
-    live = await store.add_message(chat.id, Role.ASSISTANT, "part", status=MessageStatus.STREAMING)
-    assert await store.interrupt_stale_replies(older_than_seconds=60) == []
-    stale = await store.interrupt_stale_replies(older_than_seconds=-1)
-    assert [m.id for m in stale] == [live.id]
-    assert stale[0].status is MessageStatus.INTERRUPTED
-    assert stale[0].content == "part" and stale[0].error
+async def test_unanswered_messages_of_a_dead_owner_are_found_and_taken_over_once(
+    database_url: str,
+) -> None:
+    await migrate(database_url)
+    engine = create_engine(database_url)
+    dead, alive = SqlChatStore(engine, owner="dead-1"), SqlChatStore(engine, owner="alive-2")
+    try:
+        await dead.register_owner("host-a", 111)
+        await alive.register_owner("host-b", 222)
+        await dead.release_owner()
+        answered = await dead.accept_inbound("slack", inbound("Ev1", "answered", "1.1"))
+        streaming = await dead.accept_inbound("slack", inbound("Ev2", "streaming", "1.2"))
+        queued = await dead.accept_inbound("slack", inbound("Ev3", "queued", "1.3"))
+        assert answered and streaming and queued
+        assert queued.status is MessageStatus.PENDING  # an inbox entry until answered
+        done = await dead.add_message(
+            answered.chat_id, Role.ASSISTANT, "", status=MessageStatus.PENDING,
+            reply_to_id=answered.id, platform_message_ids=["9.1"],
+        )  # fmt: skip
+        await dead.save_reply(done.id, ReplyProgress("all of it", MessageStatus.COMPLETE))
+        await dead.mark_answered(answered.id)
+        part = await dead.add_message(
+            streaming.chat_id, Role.ASSISTANT, "", status=MessageStatus.PENDING,
+            reply_to_id=streaming.id, platform_message_ids=["9.2"],
+        )  # fmt: skip
+        await dead.save_reply(part.id, ReplyProgress("half", MessageStatus.STREAMING, ["9.2"]))
+
+        owners = {o.id: o for o in await alive.owners()}
+        assert owners["dead-1"].stopped_at is not None and owners["alive-2"].stopped_at is None
+        assert (owners["dead-1"].host, owners["dead-1"].pid) == ("host-a", 111)
+        orphans = await alive.orphans(["dead-1"], limit=10)
+        assert [o.user_message.content for o in orphans] == ["streaming", "queued"]
+        assert orphans[0].chat == KEY and orphans[0].owner == "dead-1"
+        assert [(r.content, r.status) for r in orphans[0].replies] == [
+            ("half", MessageStatus.STREAMING)
+        ]
+        assert orphans[0].replies[0].platform_message_ids == ("9.2",)
+        assert orphans[1].replies == ()
+        assert await alive.orphans(["alive-2"], limit=10) == []
+
+        ids = [streaming.id, part.id]
+        assert await alive.take_over(ids, "dead-1") == set(ids)
+        assert await alive.take_over(ids, "dead-1") == set()  # only once
+        assert await alive.forget_owner("dead-1") is False  # still owns the queued message
+        await alive.take_over([queued.id], "dead-1")
+        assert await alive.forget_owner("dead-1") is True
+    finally:
+        await engine.dispose()
+
+
+async def test_text_the_database_refuses_is_cleaned_at_the_boundary(store: SqlChatStore) -> None:
+    stored = await store.accept_inbound("slack", inbound("Ev1", "a\x00b \ud800 c", "1.1"))
+    assert stored is not None
+    reply = await store.add_message(
+        stored.chat_id, Role.ASSISTANT, "x\x00", status=MessageStatus.PENDING
+    )
+    await store.save_reply(reply.id, ReplyProgress("y\x00\udfff", MessageStatus.COMPLETE))
+    rows = await store.messages(stored.chat_id)
+    assert [m.content for m in rows] == ["ab \ufffd c", "y\ufffd"]
+
+
+async def test_old_events_messages_and_empty_chats_are_pruned(store: SqlChatStore) -> None:
+    stored = await store.accept_inbound("slack", inbound("Ev1", "waiting", "1.1"))
+    assert stored is not None
     await store.claim_event("slack", "old")
-    assert await store.prune_events(older_than_seconds=-1) == 1
+    assert await store.prune_events(older_than_seconds=-1) == 2
     assert await store.claim_event("slack", "old") is True
+    # An unanswered message is kept whatever its age; once answered it goes, then its chat.
+    assert await store.prune_messages(older_than_seconds=-1) == 0
+    await store.mark_answered(stored.id)
+    assert await store.prune_messages(older_than_seconds=-1) == 1
+    assert await store.get_chat(KEY) is None
 
 
 async def test_concurrent_reply_saves_are_coalesced_and_the_newest_wins(
