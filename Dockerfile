@@ -38,7 +38,7 @@ EXPOSE 9102
 HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 \
     CMD ["python", "-m", "adapters.ops.probe", "--config", "/config/config.toml"]
 
-# SIGTERM lets replies in flight finish (up to about 30 s): run with --stop-timeout 40.
+# SIGTERM drains replies (recovery.drain_timeout, 20 s, then final edits): run with --stop-timeout 60.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["chat-bridge"]
 CMD ["run", "--config", "/config/config.toml"]

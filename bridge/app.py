@@ -11,6 +11,7 @@ import gc
 import logging
 import os
 import sys
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -21,7 +22,9 @@ from bridge.config import Settings
 from bridge.housekeeping import Housekeeping
 from bridge.lifecycle import Lifecycle, Service
 from bridge.metrics import Registry
+from bridge.ownership import Liveness
 from bridge.ports import LanguageModel
+from bridge.recovery import Recovery
 from bridge.responder import Responder, ResponderSettings
 from bridge.scheduler import EditScheduler
 from bridge.telemetry import BridgeMetrics
@@ -34,7 +37,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-HEAD_REVISION = "0001"
+HEAD_REVISION = "0002"
 
 
 class StartupError(Exception):
@@ -74,6 +77,7 @@ class Bridge:
     close: Callable[[], Any] | None = None
     # Always kept, served only when ops.enabled: tests and benchmarks read it in-process.
     metrics: BridgeMetrics = field(default_factory=lambda: BridgeMetrics(Registry()))
+    recovery: Recovery | None = None
 
 
 def _secrets(settings: Settings) -> list[str]:
@@ -90,7 +94,8 @@ def _secrets(settings: Settings) -> list[str]:
 async def build(settings: Settings, *, llm: LanguageModel | None = None) -> Bridge:
     await prepare_database(settings)
     engine = create_engine(settings.storage.url)
-    store = SqlChatStore(engine)
+    owner = uuid.uuid4().hex
+    store = SqlChatStore(engine, owner=owner)
     model = llm or OpenAICompatibleModel(settings.llm)
     scheduler = EditScheduler(interval=settings.streaming.edit_interval)
     metrics = BridgeMetrics(Registry(), settings.enabled_platforms())
@@ -98,21 +103,42 @@ async def build(settings: Settings, *, llm: LanguageModel | None = None) -> Brid
         store=store,
         llm=model,
         scheduler=scheduler,
-        settings=ResponderSettings.from_config(settings.llm, settings.streaming),
+        settings=ResponderSettings.from_config(
+            settings.llm,
+            settings.streaming,
+            recovery=settings.recovery,
+            storage=settings.storage,
+            notices=settings.notices,
+        ),
         observer=metrics,
     )
     lifecycle = Lifecycle()
+    platforms = _platforms(settings, responder, store, scheduler, lifecycle)
+    liveness = Liveness.of_this_process(owner, settings.recovery.owner_timeout)
+    recovery = Recovery(
+        store=store,
+        responder=responder,
+        places=platforms,
+        liveness=liveness,
+        answer_within=settings.recovery.answer_within,
+    )
+    retention_days = settings.storage.retention_days
     housekeeping = Housekeeping(
         store,
-        stale_after=max(300.0, 3 * settings.llm.idle_timeout),
+        liveness=liveness,
+        recovery=recovery,
+        settings=settings.recovery,
         event_retention=settings.storage.event_retention_hours * 3600,
+        message_retention=retention_days * 86400 if retention_days else None,
     )
+    # Housekeeping starts before the platforms (this process is a registered owner before it
+    # stores anything) and recovers once every platform is connected (`running`).
     services: list[Service] = [housekeeping]
     if isinstance(model, OpenAICompatibleModel):
         services.insert(0, model)
-    platforms = _platforms(settings, responder, store, scheduler, lifecycle)
     services.extend(platforms)
-    # The responder stops first: it finishes or interrupts replies while the platforms still work.
+    # The platforms stop taking events first (stop_intake); then the responder stops first of all
+    # and drains its replies while the platforms can still show them.
     services.append(responder)
     if settings.ops.enabled:
         from adapters.ops import OpsServer
@@ -132,6 +158,7 @@ async def build(settings: Settings, *, llm: LanguageModel | None = None) -> Brid
         services,
         engine.dispose,
         metrics,
+        recovery,
     )
 
 

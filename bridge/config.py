@@ -35,6 +35,11 @@ class StorageSettings(_Section):
     url: str = "sqlite+aiosqlite:///./chat-bridge.db"
     # Processed inbound event ids are kept this long to recognise platform retries and replays.
     event_retention_hours: float = Field(default=72.0, gt=0)
+    # Answered messages and chats idle this long are deleted; 0 keeps them for ever.
+    retention_days: float = Field(default=0.0, ge=0)
+    # A database outage this long is waited out (messages are stored and answered late); past
+    # it a reply fails with a notice.
+    outage_tolerance: float = Field(default=30.0, ge=0)
 
 
 class LLMSettings(_Section):
@@ -48,7 +53,10 @@ class LLMSettings(_Section):
     max_retries: int = Field(default=3, ge=0, le=10)
     n: int = Field(default=1, ge=1, le=20)
     max_context_tokens: int = Field(default=8000, ge=256)
-    max_output_tokens: int | None = Field(default=None, ge=1)
+    # A reply's cap; past it the reply ends with its text and the `notices.cut` notice.
+    max_output_tokens: int = Field(default=4096, ge=1)
+    # The most one reply may take from request to last token, whatever the model does.
+    reply_timeout: float = Field(default=600.0, gt=0)
     titles: bool = True
     title_model: str | None = None
 
@@ -58,6 +66,8 @@ class StreamingSettings(_Section):
     placeholder: str = "…"
     # Shown at the end of a reply while it is still being written.
     cursor: str = " ▌"
+    # The most platform messages one reply continues into; past it the reply is cut.
+    max_messages_per_reply: int = Field(default=10, ge=1, le=100)
 
 
 class SlackSettings(_Section):
@@ -94,6 +104,57 @@ class DiscordSettings(_Section):
     guild_ready_timeout: float = Field(default=2.0, ge=0)
 
 
+class RecoverySettings(_Section):
+    """What happens to messages when the bridge stops, crashes or loses its database."""
+
+    # SIGTERM: seconds for replies in flight (and queued ones) to finish before they are ended
+    # with a notice. Keep it under your supervisor's kill timeout (systemd 90 s, Kubernetes 30 s).
+    drain_timeout: float = Field(default=20.0, ge=0)
+    # After a crash, messages left unanswered at most this many seconds ago are answered; older
+    # ones get the `notices.ask_again` notice instead.
+    answer_within: float = Field(default=900.0, ge=0)
+    # How often this process looks for stuck replies and dead processes' messages.
+    sweep_interval: float = Field(default=30.0, gt=0)
+    # How often this process says it is alive; another process whose last heartbeat is older
+    # than owner_timeout is taken for dead and its messages recovered.
+    heartbeat_interval: float = Field(default=10.0, gt=0)
+    owner_timeout: float = Field(default=60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _timeout_exceeds_heartbeat(self) -> RecoverySettings:
+        if self.owner_timeout < 2 * self.heartbeat_interval:
+            raise ValueError("owner_timeout: must be at least twice heartbeat_interval")
+        return self
+
+
+class NoticeSettings(_Section):
+    """What users see in chat when a reply cannot end normally. Details go to the log only."""
+
+    # {reason}: a short generic cause ("the model service returned an error"); {ref}: the id to
+    # look for in the log.
+    failed: str = "⚠️ _Reply interrupted: {reason} (ref {ref})._"
+    # A reply cut short on purpose; {reason}: "it reached the length limit", "it took too long".
+    cut: str = "✂️ _Reply cut: {reason}._"
+    # Shown on a reply that was streaming when the bridge crashed or stopped.
+    interrupted: str = "⚠️ _Reply interrupted: the bridge restarted while writing it. Ask again._"
+    # Shown for a message the bridge could not answer before it stopped or in time after a crash.
+    ask_again: str = "⚠️ _The bridge restarted before it could answer this. Please ask again._"
+
+    @model_validator(mode="after")
+    def _known_placeholders(self) -> NoticeSettings:
+        allowed = {"failed": {"reason", "ref"}, "cut": {"reason"}}
+        for name in ("failed", "cut", "interrupted", "ask_again"):
+            template = getattr(self, name)
+            try:
+                template.format(**{key: "" for key in allowed.get(name, ())})
+            except (KeyError, IndexError, ValueError) as exc:
+                raise ValueError(
+                    f"{name}: unknown placeholder or brace {exc}; allowed: "
+                    f"{', '.join('{' + k + '}' for k in sorted(allowed.get(name, ()))) or 'none'}"
+                ) from None
+        return self
+
+
 class OpsSettings(_Section):
     """The operations endpoint: Prometheus metrics at /metrics and a health check at /healthz."""
 
@@ -120,6 +181,8 @@ class Settings(BaseSettings):
     streaming: StreamingSettings = StreamingSettings()
     slack: SlackSettings = SlackSettings()
     discord: DiscordSettings = DiscordSettings()
+    recovery: RecoverySettings = RecoverySettings()
+    notices: NoticeSettings = NoticeSettings()
     ops: OpsSettings = OpsSettings()
     logging: LoggingSettings = LoggingSettings()
 
@@ -253,6 +316,9 @@ def _describe(exc: ValidationError) -> list[str]:
         if error["type"] == "value_error" and not loc:
             # Our cross-field validator already prefixes every line with its key path.
             lines.extend(message.removeprefix("Value error, ").splitlines())
+        elif error["type"] == "value_error":
+            # A section's validator names the key within its section ("key: problem").
+            lines.append(f"{loc}.{message.removeprefix('Value error, ')}")
         else:
             lines.append(f"{loc}: {message}" if loc else message)
     return lines

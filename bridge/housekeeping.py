@@ -1,60 +1,110 @@
-"""Periodic upkeep on APScheduler: recover replies a crashed process left streaming, prune old
-event claims. Jobs call core and store functions only, never a platform SDK.
+"""Periodic upkeep on APScheduler: this process's heartbeat, crash recovery (see
+`bridge.recovery`), and retention of processed event ids and old messages. Jobs call core and
+store functions only, never a platform SDK.
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from bridge.config import RecoverySettings
+from bridge.ownership import Liveness
 from bridge.ports import ChatStore
+from bridge.recovery import Recovery
 
 log = logging.getLogger(__name__)
 
+RETENTION_INTERVAL = 3600.0
+
 
 class Housekeeping:
+    """Registers this process as an owner on start, and releases it on stop (after the drain),
+    so whatever it leaves unfinished is recovered at once by the next process."""
+
     def __init__(
         self,
         store: ChatStore,
         *,
-        stale_after: float,
+        liveness: Liveness,
+        recovery: Recovery | None,
+        settings: RecoverySettings,
         event_retention: float,
-        interval: float = 60.0,
+        message_retention: float | None = None,
     ) -> None:
         self._store = store
-        self._stale_after = stale_after
+        self._liveness = liveness
+        self._recovery = recovery
+        self._settings = settings
         self._event_retention = event_retention
-        self._interval = interval
+        self._message_retention = message_retention
         self._scheduler: AsyncIOScheduler | None = None
         self.name = "housekeeping"
 
     async def start(self) -> None:
-        await self.recover_stale_replies()  # a previous run may have crashed mid-reply
+        # Before any platform starts: every message this process stores has a registered owner.
+        self._liveness.started()
+        await self._store.register_owner(self._liveness.host, self._liveness.pid)
         scheduler = AsyncIOScheduler()
-        scheduler.add_job(self.recover_stale_replies, "interval", seconds=self._interval)
-        scheduler.add_job(self.prune_events, "interval", seconds=max(self._interval, 3600.0))
+        scheduler.add_job(
+            self.heartbeat, "interval", seconds=self._settings.heartbeat_interval, max_instances=1
+        )
+        if self._recovery is not None:
+            scheduler.add_job(
+                self.sweep, "interval", seconds=self._settings.sweep_interval, max_instances=1
+            )
+        scheduler.add_job(self.prune, "interval", seconds=RETENTION_INTERVAL, max_instances=1)
         scheduler.start()
         self._scheduler = scheduler
+
+    async def running(self) -> None:
+        """Every service is up (the platforms are connected): recover what a crash left now."""
+        if self._scheduler is not None and self._recovery is not None:
+            self._scheduler.add_job(self.sweep, next_run_time=datetime.now(UTC))
+
+    async def stop_intake(self) -> None:
+        """Before anything stops: no new sweep, and the running one finishes what it began
+        while the platforms can still show it (APScheduler would cancel it midway)."""
+        if self._scheduler is not None:
+            self._scheduler.pause()
+        if self._recovery is not None:
+            await self._recovery.stop()
 
     async def stop(self) -> None:
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
+        try:
+            await self._store.release_owner()
+        except Exception as exc:  # the owner then times out instead
+            log.warning("could not mark this process as stopped: %s", exc)
+        self._liveness.stopped()
 
-    async def recover_stale_replies(self) -> int:
-        stale = await self._store.interrupt_stale_replies(self._stale_after)
-        for message in stale:
-            log.warning(
-                "reply %s in chat %s was left unfinished (%d chars); marked interrupted",
-                message.id,
-                message.chat_id,
-                len(message.content),
+    async def heartbeat(self) -> None:
+        try:
+            await self._store.heartbeat()
+        except Exception as exc:
+            log.warning("heartbeat not saved: %s", exc)
+
+    async def sweep(self) -> None:
+        assert self._recovery is not None
+        try:
+            await self._recovery.sweep()
+        except Exception:
+            log.exception(
+                "recovery sweep failed; trying again in %gs", self._settings.sweep_interval
             )
-        return len(stale)
 
-    async def prune_events(self) -> int:
-        pruned = await self._store.prune_events(self._event_retention)
-        if pruned:
-            log.info("pruned %d processed event ids", pruned)
-        return pruned
+    async def prune(self) -> None:
+        try:
+            events = await self._store.prune_events(self._event_retention)
+            messages = 0
+            if self._message_retention:
+                messages = await self._store.prune_messages(self._message_retention)
+        except Exception as exc:
+            log.warning("retention: pruning failed: %s", exc)
+            return
+        if events or messages:
+            log.info("retention: pruned %d event ids and %d messages", events, messages)

@@ -1,7 +1,14 @@
 """Explicit lifecycle of the long-lived parts: start in order, stop in reverse, on signal or fault.
 
 A `Service` that dies on its own (a gateway that closes for good) reports it through `fail`, which
-stops the whole process with a non-zero exit instead of leaving a half-running bridge.
+stops the whole process with a non-zero exit instead of leaving a half-running bridge. A platform
+that lost its access for good (app uninstalled, token revoked or rejected) fails with
+`AccessRevoked`: the exit code is then EXIT_ACCESS_REVOKED (78, sysexits' EX_CONFIG), which a
+restart policy can tell from a crash (systemd: RestartPreventExitStatus=78).
+
+Stopping has two phases. First every service that takes work from outside stops taking it
+(`stop_intake`, in reverse start order); then every service stops in reverse start order, so the
+responder drains its replies while the platforms can still show them.
 """
 
 from __future__ import annotations
@@ -13,6 +20,14 @@ from collections.abc import Sequence
 from typing import Literal, Protocol
 
 log = logging.getLogger(__name__)
+
+EXIT_FAILED = 1
+EXIT_ACCESS_REVOKED = 78
+DEFAULT_STOP_TIMEOUT = 15.0
+
+
+class AccessRevoked(RuntimeError):
+    """A platform will not let the bridge in until an admin acts (reinstall, new token)."""
 
 
 class Service(Protocol):
@@ -66,14 +81,27 @@ class Lifecycle:
                 self.started.append(service.name)
             self._phase = "running"
             log.info("running: %s", ", ".join(s.name for s in services))
+            for service in services:
+                running = getattr(service, "running", None)
+                if running is not None:
+                    await running()
             await self._stop.wait()
         except Exception as exc:
             self.fail(exc)
         finally:
             self._phase = "stopping"
             for service in reversed(started):
+                stop_intake = getattr(service, "stop_intake", None)
+                if stop_intake is None:
+                    continue
                 try:
-                    await asyncio.wait_for(service.stop(), timeout=15)
+                    await asyncio.wait_for(stop_intake(), timeout=DEFAULT_STOP_TIMEOUT)
+                except Exception:
+                    log.exception("stopping the intake of %s failed", service.name)
+            for service in reversed(started):
+                timeout = getattr(service, "stop_timeout", DEFAULT_STOP_TIMEOUT)
+                try:
+                    await asyncio.wait_for(service.stop(), timeout=timeout)
                     log.info("stopped %s", service.name)
                 except Exception:
                     log.exception("stopping %s failed", service.name)
@@ -81,7 +109,11 @@ class Lifecycle:
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     loop.remove_signal_handler(sig)
             self._phase = "stopped"
+        if isinstance(self.failure, AccessRevoked):
+            log.error("chat-bridge stopped: %s (exit code %d: fix the access, then start it again)",
+                      self.failure, EXIT_ACCESS_REVOKED)  # fmt: skip
+            return EXIT_ACCESS_REVOKED
         if self.failure is not None:
             log.error("chat-bridge stopped: %s", self.failure)
-            return 1
+            return EXIT_FAILED
         return 0

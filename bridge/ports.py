@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal, Protocol
 
 from bridge.domain import (
@@ -60,12 +61,23 @@ class PlatformError(Exception):
     """A platform write failed for a reason a retry will not fix."""
 
 
+class PermissionDenied(PlatformError):
+    """The bot may not write there (Discord 403/50013, Slack not_in_channel...): every reply in that
+    place will fail the same way until an admin changes the bot's permissions."""
+
+
 class PlatformUnavailable(Exception):
     """A platform write failed for a passing reason (network, 5xx): the same write may be retried.
 
     Not a PlatformError on purpose: the writer must not continue in a new message, which would
-    show the text twice if the failed write had in fact gone through.
+    show the text twice if the failed write had in fact gone through. `repeatable` is False when
+    the write may have landed and posting it again could show it twice (a connection dropped
+    after the request was sent, on a platform with no way to recognise a repeated post).
     """
+
+    def __init__(self, *args: object, repeatable: bool = True) -> None:
+        super().__init__(*args)
+        self.repeatable = repeatable
 
 
 # --- the platform side ---------------------------------------------------------------------
@@ -185,7 +197,58 @@ class LanguageModel(Protocol):
         ...
 
 
+# --- where replies go, outside a live event ------------------------------------------------
+
+
+class ReplyPlaces(Protocol):
+    """Per platform: a surface for a stored message, with no inbound event at hand (recovery)."""
+
+    platform: str
+
+    def surface_for(
+        self,
+        chat: ChatKey,
+        user_message: StoredMessage,
+        *,
+        adopt: Sequence[str] = (),
+        limit: MessageLimit | None = None,
+    ) -> ReplySurface | None:
+        """Where a reply to `user_message` goes; None when the platform is not connected.
+
+        `adopt`: messages of a reply a dead process left (crash recovery). They may still be
+        streaming natively and a status may still show: ending the reply ends those too. `limit`
+        is the one that reply was laid out with (None: the platform's usual one).
+        """
+        ...
+
+
 # --- the store -----------------------------------------------------------------------------
+
+
+class StoreUnavailable(Exception):
+    """The database failed for a passing reason (connection lost, locked, restarting): the same
+    call may succeed when retried. Everything else the store raises is a fault of the request."""
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerRecord:
+    """A bridge process as the store knows it; see `bridge.ownership` for when it is dead."""
+
+    id: str
+    host: str
+    pid: int
+    heartbeat_at: datetime
+    stopped_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Orphan:
+    """A user message still waiting for its answer, with the replies already begun for it."""
+
+    chat: ChatKey
+    user_message: StoredMessage
+    owner: str
+    replies: tuple[StoredMessage, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,8 +311,44 @@ class ChatStore(Protocol):
 
     async def reset_context(self, chat_id: int) -> None: ...
 
-    async def interrupt_stale_replies(self, older_than_seconds: float) -> list[StoredMessage]:
-        """Mark replies left streaming by a crashed process as interrupted; return them."""
+    async def mark_answered(self, user_message_id: int) -> None:
+        """The message's reply ended (with its text or a notice): it leaves the inbox."""
+        ...
+
+    # --- owners: which process answers what (crash recovery) ---
+
+    @property
+    def owner(self) -> str:
+        """This process's owner id, written into every message it stores."""
+        ...
+
+    async def register_owner(self, host: str, pid: int) -> None: ...
+
+    async def heartbeat(self) -> None: ...
+
+    async def release_owner(self) -> None:
+        """This process stops: whatever it leaves unfinished may be recovered at once."""
+        ...
+
+    async def owners(self) -> list[OwnerRecord]: ...
+
+    async def orphans(
+        self, owner_ids: Sequence[str], limit: int, after_id: int = 0
+    ) -> list[Orphan]:
+        """The oldest user messages of these owners, after `after_id`, not answered yet."""
+        ...
+
+    async def take_over(self, message_ids: Sequence[int], from_owner: str) -> set[int]:
+        """Make this process the owner of those messages still owned by `from_owner`;
+        returns the ids it took (another instance may have been faster)."""
+        ...
+
+    async def forget_owner(self, owner_id: str) -> bool:
+        """Drop a dead owner that owns no unfinished message any more; False if it still does."""
         ...
 
     async def prune_events(self, older_than_seconds: float) -> int: ...
+
+    async def prune_messages(self, older_than_seconds: float) -> int:
+        """Delete chats with no message newer than this, and older messages (retention)."""
+        ...

@@ -14,6 +14,12 @@ from bridge.writer import ReplyWriter
 log = logging.getLogger(__name__)
 
 
+def layout_of(writer: ReplyWriter) -> list[object]:
+    """How the reply is laid out over its messages: crash recovery lays it out the same way."""
+    limit = writer.surface.message_limit
+    return [limit.size, limit.unit]
+
+
 class ProgressSaves:
     """Saves a reply's progress without holding up its edits; the final save waits for them.
 
@@ -51,6 +57,7 @@ class ProgressSaves:
                     content=writer.text,
                     status=MessageStatus.STREAMING,
                     platform_message_ids=writer.platform_message_ids,
+                    metadata={"layout": layout_of(writer)},
                 )
                 await self._save(message_id, progress)
                 if number not in self._behind:

@@ -10,39 +10,56 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
-from bridge.config import LLMSettings, StreamingSettings
+from bridge.config import (
+    LLMSettings,
+    NoticeSettings,
+    RecoverySettings,
+    StorageSettings,
+    StreamingSettings,
+)
 from bridge.context import TokenBudget, build_prompt
 from bridge.domain import Chat, ChatKey, InboundMessage, MessageStatus, Role, StoredMessage
 from bridge.domain import TokenUsage as Usage
+from bridge.notices import (
+    TOO_LONG,
+    TOO_SLOW,
+    NoticePoster,
+    PermissionLog,
+    cut_notice,
+    failure_notice,
+    new_ref,
+)
+from bridge.outage import through_outage
 from bridge.ports import (
     ChatStore,
-    ChatTurn,
     CompletionRequest,
     Delta,
     Finished,
     LanguageModel,
     LLMError,
+    PermissionDenied,
     ReplyProgress,
     ReplySurface,
+    StoreUnavailable,
 )
-from bridge.progress import ProgressSaves
+from bridge.progress import ProgressSaves, layout_of
 from bridge.scheduler import EditScheduler, Sleep
 from bridge.telemetry import ErrorKind, EventOutcome, NoObserver, ReplyObserver, ReplyReport
+from bridge.titles import Titles
 from bridge.writer import ReplyWriter, WriterStyle
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
 # A server asking for a longer pause than this is not retried into a reply a user still waits for.
 MAX_RETRY_WAIT = 30.0
-TITLE_INSTRUCTION = (
-    "Write a title of at most six words for the conversation below. "
-    "Answer with the title only, no quotes, no final period."
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,14 +72,27 @@ class ResponderSettings:
     max_output_tokens: int | None = None
     max_retries: int = 3
     idle_timeout: float = 30.0
+    reply_timeout: float = 600.0
     titles: bool = True
     title_model: str | None = None
     style: WriterStyle = WriterStyle()
     history_limit: int = 200
     drain_timeout: float = 10.0
+    outage_tolerance: float = 30.0
+    notices: NoticeSettings = field(default_factory=NoticeSettings)
 
     @classmethod
-    def from_config(cls, llm: LLMSettings, streaming: StreamingSettings) -> ResponderSettings:
+    def from_config(
+        cls,
+        llm: LLMSettings,
+        streaming: StreamingSettings,
+        *,
+        recovery: RecoverySettings | None = None,
+        storage: StorageSettings | None = None,
+        notices: NoticeSettings | None = None,
+    ) -> ResponderSettings:
+        recovery = recovery or RecoverySettings()
+        storage = storage or StorageSettings()
         return cls(
             model=llm.model,
             temperature=llm.temperature,
@@ -72,18 +102,36 @@ class ResponderSettings:
             max_output_tokens=llm.max_output_tokens,
             max_retries=llm.max_retries,
             idle_timeout=llm.idle_timeout,
+            reply_timeout=llm.reply_timeout,
             titles=llm.titles,
             title_model=llm.title_model,
-            style=WriterStyle(placeholder=streaming.placeholder, cursor=streaming.cursor),
+            style=WriterStyle(
+                placeholder=streaming.placeholder,
+                cursor=streaming.cursor,
+                max_messages=streaming.max_messages_per_reply,
+            ),
+            drain_timeout=recovery.drain_timeout,
+            outage_tolerance=storage.outage_tolerance,
+            notices=notices or NoticeSettings(),
         )
 
 
 class _Failure(Exception):
-    """Ends a reply; its message is what the user sees in the notice."""
+    """Ends a reply. Its message goes to the log and the database; the user sees a generic notice
+    with `ref`, which the log line carries too."""
 
     def __init__(self, message: str, kind: ErrorKind) -> None:
         super().__init__(message)
         self.kind = kind
+        self.ref = new_ref()
+
+
+class _Cut(Exception):
+    """Ends a reply on purpose (a length or time limit): its text stands, with a notice."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class Responder:
@@ -107,7 +155,14 @@ class Responder:
         self._locks: dict[int, tuple[asyncio.Lock, int]] = {}
         self._active: set[asyncio.Task[Any]] = set()
         self._background: set[asyncio.Task[None]] = set()
+        # User messages being answered here now (queued or streaming): recovery leaves them be.
+        self.in_flight: set[int] = set()
+        self._permissions = PermissionLog(scheduler.now)
+        self._titles = Titles(store, llm, settings, self._observer)
+        # The notice that is the whole reply (a message not answered); recovery uses it too.
+        self.notices = NoticePoster(store, scheduler, settings, self._durably)
         self._closing = False
+        self._stopped = False
         self.name = "responder"
 
     @property
@@ -118,47 +173,71 @@ class Responder:
     # --- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._closing = False
+        self._closing = self._stopped = False
 
     async def stop(self) -> None:
-        """Refuse new work, let replies in flight finish for a while, then interrupt the rest."""
+        """Drain: every reply in flight or queued, and every message that still arrives, gets
+        `drain_timeout` seconds to finish; then each one left ends with a notice (its partial
+        text, or "ask again" for one that had not begun). The platforms stop taking new events
+        before this runs (see Lifecycle), and their clients stay up until it returns."""
         self._closing = True
-        pending = set(self._active)
-        if pending:
-            _, still = await asyncio.wait(pending, timeout=self.settings.drain_timeout)
+        deadline = asyncio.get_running_loop().time() + self.settings.drain_timeout
+        while self._active:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                break
+            await asyncio.wait(set(self._active), timeout=remaining)
+        still = set(self._active)
+        if still:
+            log.warning("drain: %d replies still running; ending them with a notice", len(still))
             for task in still:
                 task.cancel()
             await asyncio.gather(*still, return_exceptions=True)
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        self._stopped = True
 
     @property
-    def accepting(self) -> bool:
-        return not self._closing
+    def draining(self) -> bool:
+        return self._closing
+
+    @property
+    def stop_timeout(self) -> float:
+        """How long the lifecycle lets `stop` run: the drain, then the notices and final saves."""
+        return self.settings.drain_timeout + 15.0
 
     # --- entry points ------------------------------------------------------------------------
 
     async def handle(
         self, platform: str, inbound: InboundMessage, surface: ReplySurface
     ) -> ReplyReport | None:
-        """Answer a user message once; None when it was already handled (or we are stopping)."""
+        """Answer a user message once; None when it was already handled.
+
+        A message that arrives while the bridge drains is answered too: the platform delivered it
+        to this process and will not deliver it again.
+        """
         where = {"platform": platform, "event_id": inbound.event_id}
-        if self._closing:
-            # Leave the event unclaimed: the platform's retry can reach a running instance.
-            log.warning("stopping: not taking event %s", inbound.event_id, extra=where)
-            self._observer.event(platform, EventOutcome.REFUSED)
-            return None
         try:
-            stored = await self._store.accept_inbound(platform, inbound)
-        except Exception:
+            stored = await self._durably(
+                lambda: self._store.accept_inbound(platform, inbound), "storing a message", where
+            )
+        except Exception as exc:
             self._observer.error(platform, ErrorKind.STORAGE)
-            raise
+            self._observer.event(platform, EventOutcome.REFUSED)
+            await self.notices.refuse(inbound, surface, platform, exc)
+            return None
         if stored is None:
             log.info("event %s already handled; not answering again", inbound.event_id, extra=where)
             self._observer.event(platform, EventOutcome.DUPLICATE)
             return None
         self._observer.event(platform, EventOutcome.HANDLED)
+        if self._stopped:
+            # Past the drain: stored as this (stopped) process's inbox entry, which the next
+            # process to start recovers and answers.
+            log.warning("message %s arrived after the drain; it is answered after the restart",
+                        stored.id, extra=where)  # fmt: skip
+            return None
         return await self.answer(stored, inbound.chat_key, surface, platform=platform)
 
     async def answer(
@@ -168,8 +247,13 @@ class Responder:
         surface: ReplySurface,
         *,
         platform: str | None = None,
+        resume: Sequence[StoredMessage] = (),
     ) -> ReplyReport:
-        """Answer a stored user message (after the chat's earlier replies)."""
+        """Answer a stored user message (after the chat's earlier replies).
+
+        `resume`: the reply rows of a dead process that had posted only their placeholders
+        (crash recovery); the answer streams into those messages instead of new ones.
+        """
         platform = platform or key.platform
         # PENDING until the reply concludes: a reply cancelled before it began is told apart.
         report = ReplyReport(user_message.id, [], MessageStatus.PENDING)
@@ -177,22 +261,32 @@ class Responder:
         task = asyncio.current_task()
         if task is not None:
             self._active.add(task)
+        self.in_flight.add(user_message.id)
         self._observer.reply_started(platform)
         try:
             async with self._chat_turn(user_message.chat_id):
-                await self._reply(key, user_message, surface, report, platform)
+                await self._reply(key, user_message, surface, report, platform, resume)
             return report
         except BaseException as exc:
             if report.status is MessageStatus.PENDING:
+                # Ended before its reply began (queued behind the chat's previous reply).
                 report.status = MessageStatus.FAILED
                 cancelled = isinstance(exc, asyncio.CancelledError)
                 report.error_kind = ErrorKind.SHUTDOWN if cancelled else ErrorKind.INTERNAL
+                where = _log_ids(platform, user_message)
+                notice = self.settings.notices.ask_again
+                try:
+                    await asyncio.shield(self.notices.tell(surface, user_message, notice, where))
+                except Exception as told:  # the entry stays open: the next start recovers it
+                    log.warning("message %s left for recovery: %s", user_message.id, told,
+                                extra=where)  # fmt: skip
             elif report.error_kind is None and isinstance(exc, Exception):
                 report.error_kind = ErrorKind.STORAGE  # only the final save runs after concluding
             raise
         finally:
             if task is not None:
                 self._active.discard(task)
+            self.in_flight.discard(user_message.id)
             self._observer.reply_finished(platform, report)
 
     @contextlib.asynccontextmanager
@@ -219,6 +313,7 @@ class Responder:
         surface: ReplySurface,
         report: ReplyReport,
         platform: str,
+        resume: Sequence[StoredMessage] = (),
     ) -> None:
         settings = self.settings
         where = _log_ids(platform, user_message)
@@ -236,43 +331,59 @@ class Responder:
             for number in range(settings.n)
         ]
         failure: _Failure | None = None
+        cut: _Cut | None = None
         cancelled = False
         chat: Chat | None = None
         try:
-            # The placeholder goes out first; storage work that can wait comes after it.
-            await asyncio.gather(*(writer.open() for writer in writers))
-            for number in range(settings.n):
-                row = await self._store.add_message(
-                    user_message.chat_id,
-                    Role.ASSISTANT,
-                    "",
-                    status=MessageStatus.PENDING,
-                    reply_to_id=user_message.id,
-                    response_number=number,
-                    model=settings.model,
-                )
-                saves.ids[number] = row.id
+            if len(resume) == len(writers):
+                for writer, row in zip(writers, resume, strict=True):
+                    writer.adopt(row.platform_message_ids, "")
+                    saves.ids[writer.response_number] = row.id
+            else:
+                await self._open(writers, platform, user_message, where)
+                await self._create_rows(writers, saves, user_message, where)
             report.assistant_message_ids = list(saves.ids.values())
-            chat = await self._store.get_chat(key)
+            chat = await self._durably(
+                lambda: self._store.get_chat(key), "reading the conversation", where
+            )
             if chat is None:
                 raise _Failure("the conversation is missing from storage", ErrorKind.STORAGE)
-            request, estimated = await self._request(chat, user_message)
-            await self._stream(request, estimated, writers, report, where)
+            request, estimated = await self._durably(
+                lambda: self._request(chat, user_message), "reading the history", where
+            )
+            async with asyncio.timeout(settings.reply_timeout):
+                await self._stream(request, estimated, writers, report, where)
         except asyncio.CancelledError:
             cancelled = True
             failure = _Failure("the bridge is shutting down", ErrorKind.SHUTDOWN)
         except _Failure as exc:
             failure = exc
+        except _Cut as exc:
+            cut = exc
+        except TimeoutError:
+            cut = _Cut(TOO_SLOW)
+            log.info("reply cut after %gs (llm.reply_timeout)", settings.reply_timeout, extra=where)
+        except StoreUnavailable as exc:
+            failure = _Failure(f"database unavailable: {exc}", ErrorKind.STORAGE)
         except Exception as exc:
-            log.exception("reply to message %s failed", user_message.id, extra=where)
-            failure = _Failure(f"internal error ({type(exc).__name__})", ErrorKind.INTERNAL)
+            failure = _Failure(f"internal error: {type(exc).__name__}: {exc}", ErrorKind.INTERNAL)
+            log.exception("reply to message %s failed (ref %s)", user_message.id, failure.ref,
+                          extra=where)  # fmt: skip
         finally:
+            # INTERNAL logged its traceback above; PERMISSION is logged once an hour per chat.
+            quiet = (ErrorKind.INTERNAL, ErrorKind.PERMISSION)
+            if failure is not None and failure.kind not in quiet:
+                log.warning("reply to message %s failed (ref %s): %s", user_message.id,
+                            failure.ref, failure, extra=where)  # fmt: skip
             # Shielded: even a cancelled reply must leave its final state on screen and on disk.
-            await asyncio.shield(self._conclude(writers, saves, report, failure, surface, where))
+            concluding = self._conclude(
+                writers, saves, report, failure, cut, surface, user_message, where
+            )
+            await asyncio.shield(concluding)
         if cancelled:
             raise asyncio.CancelledError
         if failure is None and chat is not None and chat.title is None and settings.titles:
-            title = self._make_title(chat, user_message, writers[0].text, surface, platform)
+            title = self._titles.make(chat, user_message, writers[0].text, surface, platform)
             self._spawn(title)
 
     async def _request(
@@ -322,7 +433,11 @@ class Responder:
                             if report.first_delta_at is None:
                                 report.first_delta_at = self._scheduler.now()
                             if event.choice < len(writers):
-                                writers[event.choice].feed(event.text)
+                                writer = writers[event.choice]
+                                writer.feed(event.text)
+                                if writer.full and all(w.full for w in writers):
+                                    log.info("reply cut at its message cap", extra=where)
+                                    raise _Cut(TOO_LONG)
                         elif isinstance(event, Usage):
                             report.usage = event
                             self._budget.learn(request.model, estimated, event.prompt_tokens)
@@ -332,6 +447,9 @@ class Responder:
                                 event.choice,
                                 extra=where,
                             )
+                            report.cut = True
+                if report.cut:
+                    raise _Cut(TOO_LONG)
                 return
             except TimeoutError:
                 message = f"the model sent nothing for {idle:g} seconds"
@@ -353,15 +471,23 @@ class Responder:
         saves: ProgressSaves,
         report: ReplyReport,
         failure: _Failure | None,
+        cut: _Cut | None,
         surface: ReplySurface,
+        user_message: StoredMessage,
         where: Mapping[str, object],
     ) -> None:
-        notice = f"⚠️ _Reply interrupted: {failure}._" if failure else ""
+        notices = self.settings.notices
+        if failure is not None:
+            notice = failure_notice(notices, failure.kind, failure.ref)
+        elif cut is not None:
+            notice = cut_notice(notices, cut.reason)
+        else:
+            notice = ""
         await asyncio.gather(*(writer.finish(notice) for writer in writers), return_exceptions=True)
         await _quietly(surface.stop_typing(), "stop typing", where)
         status = MessageStatus.FAILED if failure else MessageStatus.COMPLETE
         report.status = status
-        report.error = str(failure) if failure else None
+        report.error = str(failure) if failure else (f"cut: {cut}" if cut else None)
         if failure is not None:
             report.error_kind = failure.kind
         elif any(writer.error or writer.failed_writes for writer in writers):
@@ -385,49 +511,86 @@ class Responder:
         for number, writer in enumerate(writers):
             if number not in saves.ids:
                 continue  # storage failed before the row existed; nothing to finish there
-            await self._store.save_reply(
-                saves.ids[number],
-                ReplyProgress(
-                    content=writer.text,
-                    status=status,
-                    platform_message_ids=writer.platform_message_ids,
-                    error=report.error or writer.error,
-                    model=self.settings.model,
-                    usage=report.usage if number == 0 else None,
-                    metadata=_metadata(report, writer),
-                ),
+            progress = ReplyProgress(
+                content=writer.text,
+                status=status,
+                platform_message_ids=writer.platform_message_ids,
+                error=report.error or writer.error,
+                model=self.settings.model,
+                usage=report.usage if number == 0 else None,
+                metadata=_metadata(report, writer),
             )
-
-    # --- titles ------------------------------------------------------------------------------
-
-    async def _make_title(
-        self,
-        chat: Chat,
-        user_message: StoredMessage,
-        reply: str,
-        surface: ReplySurface,
-        platform: str,
-    ) -> None:
-        conversation = f"User: {user_message.content[:1500]}\n\nAssistant: {reply[:1500]}"
-        request = CompletionRequest(
-            model=self.settings.title_model or self.settings.model,
-            messages=[ChatTurn(Role.SYSTEM, TITLE_INSTRUCTION), ChatTurn(Role.USER, conversation)],
-            temperature=0.2,
-            max_tokens=24,
+            await self._durably(
+                functools.partial(self._store.save_reply, saves.ids[number], progress),
+                "saving a reply",
+                where,
+            )
+        # Answered (with its text or a notice): the message leaves the inbox.
+        await self._durably(
+            lambda: self._store.mark_answered(user_message.id), "saving a reply", where
         )
-        try:
-            raw = await self._llm.complete(request)
-        except LLMError as exc:
-            log.info(
-                "no title for chat %s: %s", chat.id, exc, extra=_log_ids(platform, user_message)
+
+    async def _create_rows(
+        self,
+        writers: Sequence[ReplyWriter],
+        saves: ProgressSaves,
+        user_message: StoredMessage,
+        where: Mapping[str, object],
+    ) -> None:
+        """The reply's rows, once its placeholders are on screen (storage work that can wait)."""
+        for number, writer in enumerate(writers):
+            row = await self._durably(
+                functools.partial(
+                    self._store.add_message,
+                    user_message.chat_id,
+                    Role.ASSISTANT,
+                    "",
+                    status=MessageStatus.PENDING,
+                    reply_to_id=user_message.id,
+                    response_number=number,
+                    # Crash recovery edits these messages: known from the start.
+                    platform_message_ids=writer.platform_message_ids,
+                    model=self.settings.model,
+                ),
+                "creating a reply",
+                where,
             )
-            self._observer.error(platform, ErrorKind.TITLE)
+            saves.ids[number] = row.id
+
+    async def _durably(
+        self, call: Callable[[], Awaitable[T]], what: str, where: Mapping[str, object]
+    ) -> T:
+        """A store call that waits out a short database outage (`storage.outage_tolerance`)."""
+        return await through_outage(
+            call,
+            tolerance=self.settings.outage_tolerance,
+            clock=self._scheduler.now,
+            sleep=self._sleep,
+            what=what,
+            where=where,
+        )
+
+    async def _open(
+        self,
+        writers: Sequence[ReplyWriter],
+        platform: str,
+        user_message: StoredMessage,
+        where: Mapping[str, object],
+    ) -> None:
+        """Post the placeholders. Nowhere to write means no LLM call: it would answer no one."""
+        outcomes = await asyncio.gather(
+            *(writer.open() for writer in writers), return_exceptions=True
+        )
+        errors = [o for o in outcomes if isinstance(o, BaseException)]
+        if not errors:
             return
-        title = clean_title(raw)
-        if not title:
-            return
-        await self._store.set_title(chat.id, title)
-        await _quietly(surface.set_title(title), "set title", _log_ids(platform, user_message))
+        first = errors[0]
+        if isinstance(first, PermissionDenied):
+            self._permissions.denied(platform, user_message.chat_id, first, where)
+            raise _Failure(f"no permission to write: {first}", ErrorKind.PERMISSION)
+        if isinstance(first, Exception):
+            raise _Failure(f"could not post: {type(first).__name__}: {first}", ErrorKind.PLATFORM)
+        raise first
 
     def _spawn(self, coroutine: Any) -> None:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coroutine)
@@ -438,14 +601,6 @@ class Responder:
         """Wait for title generation and other follow-ups (tests, graceful shutdown)."""
         while self._background:
             await asyncio.gather(*list(self._background), return_exceptions=True)
-
-
-def clean_title(raw: str) -> str:
-    lines = [line.strip() for line in raw.strip().splitlines() if line.strip()]
-    if not lines:
-        return ""
-    title = lines[0].strip("\"'*# ").removeprefix("Title:").strip().rstrip(".")
-    return title[:100]
 
 
 def _metadata(report: ReplyReport, writer: ReplyWriter) -> dict[str, Any]:
@@ -460,6 +615,7 @@ def _metadata(report: ReplyReport, writer: ReplyWriter) -> dict[str, Any]:
         "rate_limited": writer.rate_limited,
         "attempts": report.attempts,
         "messages": len(writer.messages),
+        "layout": layout_of(writer),
     }
 
 

@@ -16,13 +16,14 @@ from bridge.metrics import Registry
 class EventOutcome(StrEnum):
     HANDLED = "handled"
     DUPLICATE = "duplicate"  # a platform retry or replay of an event answered before
-    REFUSED = "refused"  # arrived while the bridge was stopping; left for the platform to retry
+    REFUSED = "refused"  # could not be stored (the database stayed unavailable)
 
 
 class ErrorKind(StrEnum):
     LLM = "llm"
     LLM_TIMEOUT = "llm_timeout"
     PLATFORM = "platform"
+    PERMISSION = "permission"  # the bot may not write in that channel
     STORAGE = "storage"
     SHUTDOWN = "shutdown"
     TITLE = "title"
@@ -46,6 +47,7 @@ class ReplyReport:
     visible_updates: int = 0
     rate_limited: int = 0
     attempts: int = 1
+    cut: bool = False  # the model stopped at the output token limit
     usage: TokenUsage | None = None
     texts: list[str] = field(default_factory=list)
 
@@ -99,7 +101,7 @@ class BridgeMetrics:
         self.events = r.counter(
             "chat_bridge_events_total",
             "Inbound user messages by outcome: handled, duplicate (a retry or replay, skipped) "
-            "or refused (arrived while stopping).",
+            "or refused (could not be stored: the database stayed unavailable).",
             ["platform", "outcome"],
         )
         self.replies = r.counter(

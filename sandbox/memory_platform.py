@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from bridge.ports import (
     MessageLimit,
+    PermissionDenied,
     PlatformError,
     PlatformUnavailable,
     PostedMessage,
@@ -59,6 +60,8 @@ class RecordingSurface:
         self.refuse_next: list[float] = []  # retry_after of the next refused updates
         self.fail_updates = False
         self.unavailable_next = 0  # the next N updates fail as a network error would
+        self.posts_unavailable_next = 0  # the next N posts fail likewise (and are not shown)
+        self.deny_posts = False  # posts fail as in a channel the bot may not write in
         self.observation: RateObservation | None = None
         self.in_flight = 0
         self.max_in_flight = 0
@@ -90,6 +93,11 @@ class RecordingSurface:
     async def post(self, text: str, *, response_number: int) -> PostedMessage:
         await self._enter()
         try:
+            if self.deny_posts:
+                raise PermissionDenied("missing permissions")
+            if self.posts_unavailable_next:
+                self.posts_unavailable_next -= 1
+                raise PlatformUnavailable("connection refused")
             message_id = f"{self.name}-{next(_MESSAGE_IDS)}"
             self.posts += 1
             if self.keep_text:

@@ -29,6 +29,8 @@ from bridge.ports import (
     Delta,
     Finished,
     LLMError,
+    Orphan,
+    OwnerRecord,
     ReplyProgress,
     StreamEvent,
 )
@@ -44,6 +46,9 @@ class MemoryStore:
         self.writes = 0
         self.writes_by_message: dict[int, int] = {}
         self._ids = itertools.count(1)
+        self.owner = "memory-owner"
+        self.owned: dict[int, str] = {}  # message id -> owner
+        self.owner_rows: dict[str, OwnerRecord] = {}
 
     async def get_or_create_chat(self, key: ChatKey) -> Chat:
         if key not in self.chats:
@@ -72,7 +77,7 @@ class MemoryStore:
             chat.id,
             Role.USER,
             message.text,
-            status=MessageStatus.COMPLETE,
+            status=MessageStatus.PENDING,
             author_id=message.author_id,
             platform_message_ids=[message.platform_message_id],
         )
@@ -103,8 +108,14 @@ class MemoryStore:
             model=model,
         )
         self.rows[message.id] = message
+        self.owned[message.id] = self.owner
         self._count(message.id)
         return message
+
+    async def mark_answered(self, user_message_id: int) -> None:
+        row = self.rows[user_message_id]
+        self.rows[user_message_id] = replace(row, status=MessageStatus.COMPLETE)
+        self._count(user_message_id)
 
     async def save_reply(self, message_id: int, progress: ReplyProgress) -> None:
         row = self.rows[message_id]
@@ -163,10 +174,47 @@ class MemoryStore:
         chat = self.chat_by_id(chat_id)
         self.chats[chat.key] = replace(chat, context_floor=max(self.rows, default=0))
 
-    async def interrupt_stale_replies(self, older_than_seconds: float) -> list[StoredMessage]:
-        return []
+    async def register_owner(self, host: str, pid: int) -> None:
+        from datetime import UTC, datetime
+
+        self.owner_rows[self.owner] = OwnerRecord(self.owner, host, pid, datetime.now(UTC))
+
+    async def heartbeat(self) -> None:
+        return None
+
+    async def release_owner(self) -> None:
+        return None
+
+    async def owners(self) -> list[OwnerRecord]:
+        return list(self.owner_rows.values())
+
+    async def orphans(
+        self, owner_ids: Sequence[str], limit: int, after_id: int = 0
+    ) -> list[Orphan]:
+        found = []
+        for row in self.rows.values():
+            if row.id <= after_id:
+                continue
+            owner = self.owned.get(row.id)
+            if row.role is Role.USER and row.status is MessageStatus.PENDING and owner in owner_ids:
+                chat = self.chat_by_id(row.chat_id)
+                replies = tuple(r for r in self.rows.values() if r.reply_to_id == row.id)
+                found.append(Orphan(chat.key, row, str(owner), replies))
+        return found[:limit]
+
+    async def take_over(self, message_ids: Sequence[int], from_owner: str) -> set[int]:
+        taken = {i for i in message_ids if self.owned.get(i) == from_owner}
+        for i in taken:
+            self.owned[i] = self.owner
+        return taken
+
+    async def forget_owner(self, owner_id: str) -> bool:
+        return self.owner_rows.pop(owner_id, None) is not None
 
     async def prune_events(self, older_than_seconds: float) -> int:
+        return 0
+
+    async def prune_messages(self, older_than_seconds: float) -> int:
         return 0
 
     def replies(self) -> list[StoredMessage]:
@@ -216,6 +264,7 @@ class ScriptedLLM:
         self.requests: list[CompletionRequest] = []
         self.titles: list[CompletionRequest] = []
         self.title_answer = "A Short Title"
+        self.title_delay = 0.0
 
     def queue(self, *scripts: Script) -> None:
         self.scripts.extend(scripts)
@@ -236,6 +285,8 @@ class ScriptedLLM:
 
     async def complete(self, request: CompletionRequest) -> str:
         self.titles.append(request)
+        if self.title_delay:
+            await asyncio.sleep(self.title_delay)
         return self.title_answer
 
 

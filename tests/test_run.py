@@ -126,3 +126,29 @@ async def test_run_answers_a_slack_mention_and_stops_cleanly_on_sigterm(tmp_path
     with sqlite3.connect(db) as conn:
         rows = conn.execute("SELECT role, status, content FROM messages ORDER BY id").fetchall()
     assert rows == [("user", "complete", "say hello"), ("assistant", "complete", ANSWER)]
+
+
+async def test_a_token_slack_refuses_exits_with_the_code_for_a_configuration_fault(
+    tmp_path: Path,
+) -> None:
+    """Not 1 (a crash a restart policy retries for ever) but 78, EX_CONFIG: docs/deploy.md."""
+    async with SlackEmulator() as emu, LLMServer() as llm:
+        config = tmp_path / "config.toml"
+        config.write_text(
+            common_config(tmp_path / "bridge.db", llm.base_url)
+            + f'[slack]\nenabled = true\nmode = "socket"\napi_base_url = "{emu.api_base_url}"\n'
+        )
+        env = clean_env(
+            CHAT_BRIDGE_SLACK__BOT_TOKEN="xoxb-revoked", CHAT_BRIDGE_SLACK__APP_TOKEN="xapp-test"
+        )
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bridge", "run", "--config", str(config),
+            cwd=ROOT, env=env, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        code = await asyncio.wait_for(process.wait(), timeout=60)
+        assert process.stderr is not None
+        log = (await process.stderr.read()).decode()
+    assert code == 78, log
+    [line] = [line for line in log.splitlines() if "chat-bridge stopped" in line]
+    assert "invalid_auth" in line and "slack.bot_token" in line and "exit code 78" in line
+    assert "Traceback" not in log

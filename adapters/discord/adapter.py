@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 
 import discord
 
@@ -27,9 +28,9 @@ from adapters.discord.indicators import TypingIndicators
 from adapters.discord.ratelimits import RateHeaderCapture
 from adapters.discord.surface import DiscordReplySurface
 from bridge.config import DiscordSettings
-from bridge.domain import InboundMessage
-from bridge.lifecycle import Lifecycle
-from bridge.ports import ChatStore
+from bridge.domain import ChatKey, InboundMessage, StoredMessage
+from bridge.lifecycle import AccessRevoked, Lifecycle
+from bridge.ports import ChatStore, MessageLimit
 from bridge.responder import Responder
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ class DiscordAdapter:
         if settings.token is None:
             raise ValueError("discord.token is not set")
         self.name = "discord"
+        self.platform = PLATFORM
         self._settings = settings
         self._token = settings.token.get_secret_value()
         self._responder = responder
@@ -177,6 +179,10 @@ class DiscordAdapter:
                     self._lifecycle.fail(exc)
                     return
                 continue
+            except discord.ConnectionClosed as exc:
+                if not self._stopping:
+                    self._lifecycle.fail(_closed_for_good(exc))
+                return
             except Exception as exc:
                 if not self._stopping:
                     message = f"discord: the gateway connection ended: {type(exc).__name__}: {exc}"
@@ -186,6 +192,39 @@ class DiscordAdapter:
             if not self._stopping:
                 self._lifecycle.fail(DiscordGatewayError("discord: the gateway connection closed"))
             return
+
+    async def stop_intake(self) -> None:
+        """Nothing to do: Discord never delivers a dispatched message again, and disconnecting
+        early would only leave messages sent meanwhile unseen by any instance. What arrives
+        during the drain is answered (or ended with a notice at its deadline)."""
+
+    def surface_for(
+        self,
+        chat: ChatKey,
+        user_message: StoredMessage,
+        *,
+        adopt: Sequence[str] = (),
+        limit: MessageLimit | None = None,
+    ) -> DiscordReplySurface | None:
+        """A reply to a stored message (crash recovery) in its channel or thread. Discord
+        messages hold 2,000 characters whatever the reply was laid out with."""
+        view, client = self._view, self._client
+        if view is None or client is None or not self.connected:
+            return None
+        guild_id = int(chat.workspace) if chat.workspace else None
+        channel = client.get_partial_messageable(int(chat.channel), guild_id=guild_id)
+        message_id = (
+            user_message.platform_message_ids[0] if user_message.platform_message_ids else 0
+        )
+        source = channel.get_partial_message(int(message_id))
+        return DiscordReplySurface(
+            source,
+            client=client,
+            bot_user_id=view.user_id,
+            capture=self._capture,
+            typing=self._typing,
+            scheduler=self._responder.scheduler,
+        )
 
     # --- messages ----------------------------------------------------------------------------
 
@@ -216,6 +255,17 @@ class DiscordAdapter:
             await self._responder.handle(PLATFORM, inbound, surface)
         except Exception:
             log.exception("discord: message %s could not be answered", inbound.platform_message_id)
+
+
+def _closed_for_good(exc: discord.ConnectionClosed) -> Exception:
+    if exc.code == 4004:
+        return AccessRevoked(
+            "discord: the gateway rejected the token (4004): it was reset or revoked; copy the "
+            "new one from the developer portal into discord.token"
+        )
+    message = f"discord: the gateway connection closed with code {exc.code} {exc.reason or ''}"
+    log.error("%s", message.strip())
+    return DiscordGatewayError(message.strip())
 
 
 def _provisional_thread_name(text: str) -> str:

@@ -13,6 +13,7 @@ from enum import Enum
 import discord
 
 from bridge.domain import ChatKey, InboundMessage
+from bridge.text import clean_text
 
 PLATFORM = "discord"
 # Everything else (joins, pins, thread starters, boosts, command responses...) is a system message.
@@ -142,8 +143,8 @@ def facts_of(message: discord.Message) -> MessageFacts:
         channel_id=channel.id,
         place=place,
         author_id=message.author.id,
-        author_name=message.author.display_name,
-        content=message.content,
+        author_name=clean_text(message.author.display_name),
+        content=clean_text(message.content),  # NUL and lone surrogates stop here
         thread_owner_id=owner,
         author_is_bot=message.author.bot,
         webhook_id=message.webhook_id,

@@ -20,6 +20,7 @@ import yarl
 from discord import app_commands
 
 from bridge.config import DiscordSettings
+from bridge.lifecycle import AccessRevoked
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ async def log_in(client: GatewayClient, token: str, *, api: str) -> int:
         await client.login(token)
     except discord.LoginFailure:
         await client.close()
-        raise DiscordGatewayError(
+        raise AccessRevoked(
             "discord: the token was rejected; copy it again from the developer portal "
             "(your application → Bot → Reset Token) into discord.token"
         ) from None

@@ -7,17 +7,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 import aiohttp
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
-from adapters.slack.api import call
+from adapters.slack.api import ReplaySafeRetryHandler, SlackCallFailed, call
 from adapters.slack.events import (
     PLATFORM,
     BotIdentity,
+    ReplyPlace,
     SlackMessage,
     parse_assistant_thread,
     parse_message,
@@ -27,14 +28,19 @@ from adapters.slack.history import thread_history
 from adapters.slack.ingress import HttpIngress, Ingress, SocketModeIngress
 from adapters.slack.surface import NativeStreaming, SlackReplySurface
 from bridge.config import SlackSettings
-from bridge.domain import ChatKey
-from bridge.lifecycle import Lifecycle
-from bridge.ports import ChatStore, PlatformError, RateLimited
+from bridge.domain import ChatKey, StoredMessage
+from bridge.lifecycle import AccessRevoked, Lifecycle
+from bridge.ports import ChatStore, MessageLimit, PlatformError, RateLimited
 from bridge.responder import Responder
 
 log = logging.getLogger(__name__)
 
 DRAIN_TIMEOUT = 10.0
+# auth.test errors that no retry fixes: the token is wrong, revoked, or the app is gone.
+ACCESS_ERRORS = frozenset(
+    {"invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired",
+     "team_access_not_granted", "app_uninstalled", "no_permission"}
+)  # fmt: skip
 
 
 class SlackAdapter:
@@ -55,12 +61,16 @@ class SlackAdapter:
         if settings.mode == "http" and settings.signing_secret is None:
             raise ValueError('slack.signing_secret is required when slack.mode is "http"')
         self.name = "slack"
+        self.platform = PLATFORM
         self._settings = settings
         self._responder = responder
         self._store = store
         self._lifecycle = lifecycle
         self._client = AsyncWebClient(
-            token=settings.bot_token.get_secret_value(), base_url=settings.api_base_url
+            token=settings.bot_token.get_secret_value(),
+            base_url=settings.api_base_url,
+            # Not the SDK's default: that one re-sends a post whose connection broke, doubling it.
+            retry_handlers=[ReplaySafeRetryHandler()],
         )
         secret = settings.signing_secret.get_secret_value() if settings.signing_secret else ""
         self._app = AsyncApp(
@@ -96,13 +106,25 @@ class SlackAdapter:
         # One HTTP session for every Web API call instead of a new connection per call.
         self._client.session = aiohttp.ClientSession()
         try:
-            auth = await call("auth.test", "start", self._client.auth_test())
+            try:
+                auth = await call("auth.test", "start", self._client.auth_test())
+            except SlackCallFailed as exc:
+                raise _refused(exc, "slack.bot_token (the Bot User OAuth Token)") from None
             self._bot = BotIdentity(str(auth["user_id"]), str(auth["bot_id"]), str(auth["team_id"]))
             log.info("slack: signed in as %s in workspace %s", self._bot.user_id, self._bot.team_id)
-            await self._ingress.start()
+            try:
+                await self._ingress.start()
+            except SlackCallFailed as exc:
+                raise _refused(exc, "slack.app_token (an App-Level Token)") from None
         except BaseException:
             await self._close_session()  # the ingress cleaned up after itself
             raise
+
+    async def stop_intake(self) -> None:
+        """Take no more events (the bridge drains): Socket Mode disconnects, so Slack delivers to
+        another connection or retries later; over HTTP every request is answered 503 without
+        being acknowledged, so Slack retries it against a running instance."""
+        await self._ingress.stop_intake()
 
     async def stop(self) -> None:
         await self._ingress.stop()
@@ -149,12 +171,16 @@ class SlackAdapter:
             self._spawn(self._open_assistant_thread(key))
 
     async def _on_uninstalled(self, body: dict[str, Any]) -> None:
-        self._lifecycle.fail(RuntimeError("the Slack app was uninstalled from the workspace"))
+        self._lifecycle.fail(
+            AccessRevoked("slack: the app was uninstalled from the workspace; reinstall it")
+        )
 
     async def _on_tokens_revoked(self, body: dict[str, Any]) -> None:
         tokens = (body.get("event") or {}).get("tokens") or {}
         if self._bot is not None and self._bot.user_id in (tokens.get("bot") or ()):
-            self._lifecycle.fail(RuntimeError("the Slack bot token was revoked"))
+            self._lifecycle.fail(
+                AccessRevoked("slack: the bot token was revoked; reinstall the app for a new one")
+            )
 
     async def _on_other_event(self, body: dict[str, Any]) -> None:
         event_type = str((body.get("event") or {}).get("type"))[:64]
@@ -223,14 +249,41 @@ class SlackAdapter:
             log.info("slack: imported %d earlier messages of %s", imported, where)
 
     def _surface(self, message: SlackMessage) -> SlackReplySurface:
+        return self._surface_at(message.reply_place)
+
+    def _surface_at(self, place: ReplyPlace) -> SlackReplySurface:
         return SlackReplySurface(
             self._client,
             self._settings,
-            message.reply_place,
+            place,
             self._native,
             placeholder=self._placeholder,
             scheduler=self._responder.scheduler,
         )
+
+    def surface_for(
+        self,
+        chat: ChatKey,
+        user_message: StoredMessage,
+        *,
+        adopt: Sequence[str] = (),
+        limit: MessageLimit | None = None,
+    ) -> SlackReplySurface | None:
+        """A reply to a stored message (crash recovery), in its thread, to its author."""
+        if self._bot is None:
+            return None
+        place = ReplyPlace(
+            team=chat.workspace,
+            channel=chat.channel,
+            thread_ts=chat.thread,
+            recipient_user=user_message.author_id or "",
+            recipient_team=chat.workspace,
+            is_dm=chat.channel.startswith("D"),
+        )
+        surface = self._surface_at(place)
+        if adopt:
+            surface.adopt(adopt, limit)
+        return surface
 
     async def _open_assistant_thread(self, key: ChatKey) -> None:
         # The thread exists before its first message: its chat too, so that first message is not
@@ -252,3 +305,10 @@ class SlackAdapter:
             )
         except (RateLimited, PlatformError) as exc:
             log.warning("slack: no suggested prompts in %s/%s: %s", key.channel, key.thread, exc)
+
+
+def _refused(exc: SlackCallFailed, token: str) -> Exception:
+    """A token Slack will never accept is the admin's to fix: AccessRevoked (exit code 78)."""
+    if exc.code in ACCESS_ERRORS:
+        return AccessRevoked(f"slack: {exc}: check {token}, or reinstall the app")
+    return exc

@@ -16,7 +16,7 @@ from slack_sdk.http_retry.request import HttpRequest
 from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
 
-from bridge.ports import PlatformError, PlatformUnavailable, RateLimited
+from bridge.ports import PermissionDenied, PlatformError, PlatformUnavailable, RateLimited
 
 # Used when a 429 comes without a usable Retry-After (Slack always sends one; proxies may not).
 DEFAULT_RETRY_AFTER = 1.0
@@ -84,6 +84,19 @@ def api_method(url: str) -> str:
     return urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1]
 
 
+# Errors that say the bot may not write there: every reply in that place fails the same way.
+PERMISSION_ERRORS = frozenset(
+    {"not_in_channel", "channel_not_found", "is_archived", "restricted_action",
+     "restricted_action_read_only_channel", "restricted_action_thread_only_channel",
+     "restricted_action_non_threadable_channel", "ekm_access_denied", "access_denied",
+     "team_access_not_granted", "no_permission", "missing_scope"}
+)  # fmt: skip
+
+
+class SlackPermissionDenied(SlackCallFailed, PermissionDenied):
+    """Slack refused the call because of the bot's access to the channel or its scopes."""
+
+
 class SlackUnavailable(SlackCallFailed, PlatformUnavailable):
     """Slack could not be reached or failed on its side (5xx): the same call may succeed later.
 
@@ -101,7 +114,10 @@ async def call(method: str, where: str, request: Awaitable[T]) -> T:
     except (aiohttp.ClientError, TimeoutError) as exc:
         # slack_sdk already retried a failed connection once if the call is safe to repeat
         # (ReplaySafeRetryHandler); a post that may have gone through is not sent again.
-        raise SlackUnavailable(method, type(exc).__name__, where) from exc
+        unavailable = SlackUnavailable(method, type(exc).__name__, where)
+        # Nothing was sent when the connection was never made; otherwise Slack may have acted.
+        unavailable.repeatable = isinstance(exc, aiohttp.ClientConnectorError)
+        raise unavailable from exc
 
 
 def translate(exc: SlackApiError, method: str, where: str) -> RateLimited | SlackCallFailed:
@@ -112,6 +128,8 @@ def translate(exc: SlackApiError, method: str, where: str) -> RateLimited | Slac
     code = str(data.get("error") or f"http_{response.status_code}")
     if response.status_code >= 500:
         return SlackUnavailable(method, code, where)
+    if code in PERMISSION_ERRORS:
+        return SlackPermissionDenied(method, code, where)
     return SlackCallFailed(method, code, where)
 
 

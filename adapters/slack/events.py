@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bridge.domain import ChatKey, InboundMessage
+from bridge.text import clean_text
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +138,7 @@ def _parse_message(
     text = event.get("text")
     if not isinstance(text, str) or len(text) > MAX_TEXT_CHARS:
         raise _Skip("text missing or too long", malformed=True)
+    text = clean_text(text)  # NUL and lone surrogates stop here
     if not text.strip():
         raise _Skip("no text")
     channel_type = event.get("channel_type")
@@ -147,7 +149,7 @@ def _parse_message(
             event_id=event_id,
             chat_key=ChatKey(PLATFORM, team, channel, thread_ts),
             author_id=author,
-            text=clean_text(text, bot.user_id),
+            text=prompt_text(text, bot.user_id),
             platform_message_id=ts,
         ),
         team=team,
@@ -164,7 +166,7 @@ def mentions(text: str, user_id: str) -> bool:
     return f"<@{user_id}>" in text or f"<@{user_id}|" in text
 
 
-def clean_text(text: str, bot_user_id: str) -> str:
+def prompt_text(text: str, bot_user_id: str) -> str:
     """What the model reads: the bot's own mention removed, Slack's three escapes undone."""
     cleaned = re.sub(rf"<@{re.escape(bot_user_id)}(?:\|[^>]*)?>", "", text).strip()
     if not cleaned:

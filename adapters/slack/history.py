@@ -10,7 +10,7 @@ from typing import Any
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.api import call
-from adapters.slack.events import USER_TEXT_SUBTYPES, BotIdentity, clean_text, ts_order
+from adapters.slack.events import USER_TEXT_SUBTYPES, BotIdentity, prompt_text, ts_order
 from bridge.domain import HistoryEntry, Role
 
 PAGE_SIZE = 200
@@ -68,7 +68,7 @@ def history_entries(
         author = user if isinstance(user, str) else bot_id if isinstance(bot_id, str) else None
         entries[ts] = HistoryEntry(
             role=Role.ASSISTANT if own else Role.USER,
-            content=text if own else clean_text(text, bot.user_id),
+            content=text if own else prompt_text(text, bot.user_id),
             author_id=author,
             platform_message_id=ts,
         )

@@ -29,6 +29,10 @@ class Ingress(Protocol):
 
     async def start(self) -> None: ...
 
+    async def stop_intake(self) -> None:
+        """Take no more events; what was taken is still answered (the bridge drains)."""
+        ...
+
     async def stop(self) -> None: ...
 
 
@@ -70,6 +74,10 @@ class SocketModeIngress:
             raise
         log.info("slack: connected in Socket Mode")
 
+    async def stop_intake(self) -> None:
+        # Unacknowledged events are delivered to another connection, or again after a restart.
+        await self.stop()
+
     async def stop(self) -> None:
         if self._handler is None:
             return
@@ -92,18 +100,18 @@ class HttpIngress:
         self._host = host
         self._port = port
         self._runner: web.AppRunner | None = None
+        self._draining = False
 
     @property
     def connected(self) -> bool:
         """Listening for Slack's requests (over HTTP, Slack connects to us)."""
-        return self._runner is not None
+        return self._runner is not None and not self._draining
 
     async def start(self) -> None:
-        runner = web.AppRunner(
-            self._app.web_app(path=EVENTS_PATH, port=self._port),
-            access_log=None,
-            handle_signals=False,
-        )
+        self._draining = False
+        application = self._app.web_app(path=EVENTS_PATH, port=self._port)
+        application.middlewares.append(self._refuse_while_draining)
+        runner = web.AppRunner(application, access_log=None, handle_signals=False)
         await runner.setup()
         try:
             await web.TCPSite(runner, self._host, self._port).start()
@@ -112,6 +120,19 @@ class HttpIngress:
             raise
         self._runner = runner
         log.info("slack: receiving events at http://%s:%s%s", self._host, self._port, EVENTS_PATH)
+
+    async def stop_intake(self) -> None:
+        self._draining = True
+
+    @web.middleware
+    async def _refuse_while_draining(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if self._draining:
+            # Not acknowledged (Bolt would acknowledge before its listener runs): Slack retries
+            # the event, and a running instance answers it.
+            return web.Response(status=503, text="draining", headers={"Retry-After": "1"})
+        return await handler(request)
 
     async def stop(self) -> None:
         if self._runner is not None:

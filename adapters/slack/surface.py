@@ -8,12 +8,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Literal
 
 from slack_sdk.web.async_client import AsyncWebClient
 
-from adapters.slack.api import SlackCallFailed, call
+from adapters.slack.api import SlackCallFailed, SlackUnavailable, call
 from adapters.slack.events import ReplyPlace
 from adapters.slack.formatting import message_content
 from adapters.slack.streams import NativeStream, StreamEnded
@@ -91,6 +91,16 @@ class SlackReplySurface:
         self._typing = False
         # Whether our status may be on screen: set by us, not yet cleared by a post or by us.
         self._status_shown = False
+        # Messages of a dead process's reply (crash recovery): they may still be streaming.
+        self._adopted: set[str] = set()
+
+    def adopt(self, message_ids: Sequence[str], limit: MessageLimit | None) -> None:
+        """Finish a reply a dead process left: with chat.update, after stopping any stream it
+        left open, laid out as it was; its status may still show, so it is cleared at the end."""
+        self._adopted.update(message_ids)
+        self._native = False
+        self._limit = limit or UPDATE_LIMIT
+        self._status_shown = True
 
     # --- what the writer reads --------------------------------------------------------------
 
@@ -236,6 +246,11 @@ class SlackReplySurface:
             stream = await NativeStream.start(
                 self._client, place, "" if text == self._placeholder else text
             )
+        except SlackUnavailable as exc:
+            if not exc.repeatable:
+                raise  # the stream may have started: a post instead could show the text twice
+            log.warning("slack: no native stream in %s (%s); posting instead", place, exc.code)
+            return None
         except SlackCallFailed as exc:
             if self._support.mode == "always":
                 raise
@@ -250,6 +265,8 @@ class SlackReplySurface:
     # --- editing -----------------------------------------------------------------------------
 
     async def update(self, message: PostedMessage, text: str, *, final: bool) -> None:
+        if message.id in self._adopted:
+            await self._stop_adopted_stream(message.id)
         stream = self._streams.get(message.id)
         if stream is not None and stream.open:
             if self._native and await self._extend(stream, text, final=final):
@@ -275,6 +292,19 @@ class SlackReplySurface:
             if stream.open:
                 await stream.stop()
             await self._chat_update(stream.ts, stream.last_text or self._placeholder)
+
+    async def _stop_adopted_stream(self, ts: str) -> None:
+        # A stream a crashed process left open keeps the message "streaming" until Slack expires
+        # it; stopping one that is not streaming answers an error, which is fine.
+        try:
+            await call(
+                "chat.stopStream",
+                str(self._place),
+                self._client.chat_stopStream(channel=self._place.channel, ts=ts),
+            )
+        except SlackCallFailed as exc:
+            log.debug("slack: no stream to stop in %s (%s)", self._place, exc.code)
+        self._adopted.discard(ts)
 
     async def _chat_update(self, ts: str, text: str) -> None:
         await call(

@@ -24,7 +24,14 @@ KNOWN_INTENTS = (1 << 26) - 1
 
 
 def encode(data: object) -> str:
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        # A lone surrogate in a user's text: JSON can carry it as an escape (as Discord's own
+        # escaping would); raw, it would not survive the frame's UTF-8.
+        return json.dumps(data, separators=(",", ":"))
+    return text
 
 
 @dataclass(frozen=True, slots=True)

@@ -78,7 +78,7 @@ def test_a_token_in_an_exception_is_redacted_from_the_json_traceback(
 
     err = capsys.readouterr().err
     assert SLACK_TOKEN not in err and SIGNING_SECRET not in err
-    [failed] = [e for e in json_lines(err) if str(e["message"]).endswith("failed")]
+    [failed] = [e for e in json_lines(err) if " failed (ref " in str(e["message"])]
     assert failed["level"] == "ERROR" and failed["message_id"] == report.user_message_id
     trace = str(failed["exception"])
     assert "RuntimeError: upstream rejected [redacted] and [redacted]" in trace

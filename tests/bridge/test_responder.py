@@ -8,9 +8,10 @@ from dataclasses import replace
 from typing import Any, TypeVar
 
 from bridge.domain import ChatKey, MessageStatus, Role
-from bridge.ports import LLMError, RateBucket
+from bridge.ports import Finished, LLMError, RateBucket
 from bridge.responder import Responder, ResponderSettings
 from bridge.scheduler import EditScheduler
+from bridge.telemetry import ErrorKind
 from bridge.writer import WriterStyle
 from sandbox.memory_platform import RecordingSurface
 from tests.fakes import MemoryStore, Script, ScriptedLLM, inbound
@@ -212,8 +213,10 @@ def test_a_non_retryable_error_fails_at_once_with_a_notice() -> None:
         surface = RecordingSurface()
         report = await responder.handle("test", inbound("hi", "e1"), surface)
         assert report is not None and report.status is MessageStatus.FAILED
-        assert "model not found" in next(iter(surface.shown.values()))
+        # The channel reads a generic notice; the details are the admin's (log and database).
+        assert "the model service returned an error (ref " in next(iter(surface.shown.values()))
         assert store.replies()[0].status is MessageStatus.FAILED
+        assert "model not found" in (store.replies()[0].error or "")
 
     virtual(scenario)
 
@@ -228,8 +231,9 @@ def test_a_stalled_stream_times_out_between_deltas() -> None:
         assert report is not None and report.status is MessageStatus.FAILED
         assert report.final_at is not None and report.final_at - report.received_at < 7.0
         [shown] = surface.shown.values()
-        assert shown.startswith("Some words then") and "sent nothing for 5 seconds" in shown
+        assert shown.startswith("Some words then") and "the model stopped responding" in shown
         assert store.replies()[0].status is MessageStatus.FAILED
+        assert "sent nothing for 5 seconds" in (store.replies()[0].error or "")
         assert not surface.typing_now
 
     virtual(scenario)
@@ -339,23 +343,108 @@ def test_a_title_is_made_after_the_first_exchange_only() -> None:
     virtual(scenario)
 
 
-def test_shutdown_interrupts_a_reply_with_a_notice() -> None:
+def test_a_drain_answers_the_reply_in_flight_the_queued_ones_and_one_arriving() -> None:
+    async def scenario() -> None:
+        llm = ScriptedLLM(*(four_second_stream() for _ in range(4)))
+        responder, store = build(llm, drain_timeout=60.0)
+        surface = RecordingSurface()
+        tasks = [
+            asyncio.create_task(responder.handle("test", inbound(f"q{n}", f"e{n}"), surface))
+            for n in range(3)
+        ]  # one chat: the second and third wait for the first
+        await asyncio.sleep(1.0)
+        stopping = asyncio.create_task(responder.stop())
+        await asyncio.sleep(1.0)
+        # Delivered by the platform during the drain: it will not be delivered again.
+        late = await responder.handle("test", inbound("late", "e9"), surface)
+        await stopping
+        reports = [await task for task in tasks]
+        assert late is not None and late.status is MessageStatus.COMPLETE
+        assert [r.status for r in reports if r] == [MessageStatus.COMPLETE] * 3
+        assert list(surface.shown.values()) == [TEXT] * 4
+        users = [m for m in store.rows.values() if m.role is Role.USER]
+        assert [u.status for u in users] == [MessageStatus.COMPLETE] * 4  # all answered
+
+    virtual(scenario)
+
+
+def test_past_the_drain_deadline_every_reply_ends_with_a_notice() -> None:
     async def scenario() -> None:
         llm = ScriptedLLM(Script.text(TEXT * 10, chunk=4, delay=0.1))
         responder, store = build(llm, drain_timeout=2.0)
         surface = RecordingSurface()
-        task = asyncio.create_task(responder.handle("test", inbound("hi", "e1"), surface))
+        streaming = asyncio.create_task(responder.handle("test", inbound("hi", "e1"), surface))
         await asyncio.sleep(3.0)
+        queued = asyncio.create_task(responder.handle("test", inbound("and", "e2"), surface))
+        await asyncio.sleep(0.5)
         await responder.stop()
-        assert task.cancelled()
-        [shown] = surface.shown.values()
-        assert "shutting down" in shown and shown.startswith(TEXT[:40])
-        [reply] = store.replies()
-        assert reply.status is MessageStatus.FAILED and reply.content
+        assert streaming.cancelled() and queued.cancelled()
+        first, second = surface.shown.values()
+        assert first.startswith(TEXT[:40]) and "the bridge is restarting (ref " in first
+        assert second == SETTINGS.notices.ask_again
+        [cut, told] = store.replies()
+        assert cut.status is MessageStatus.FAILED and cut.content and "▌" not in first
+        assert told.status is MessageStatus.INTERRUPTED and told.platform_message_ids
+        assert all(
+            m.status is MessageStatus.COMPLETE for m in store.rows.values() if m.role is Role.USER
+        )
         assert not surface.typing_now
-        # A stopped responder leaves new events unclaimed for another instance.
-        assert await responder.handle("test", inbound("late", "e2"), surface) is None
-        assert ("test", "e2") not in store.events
+
+    virtual(scenario)
+
+
+def test_failure_notices_are_generic_and_carry_the_logged_reference(
+    caplog: Any,
+) -> None:
+    async def scenario() -> None:
+        upstream = LLMError("Cannot connect to host llm.internal:8443 ssl:default", retryable=False)
+        responder, store = build(ScriptedLLM(Script([(0.0, upstream)])))
+        surface = RecordingSurface()
+        await responder.handle("test", inbound("hi", "e1"), surface)
+        [shown] = surface.shown.values()
+        assert "llm.internal" not in shown and "8443" not in shown
+        assert "the model service returned an error (ref " in shown
+        ref = shown.split("(ref ")[1][:6]
+        logged = [r.getMessage() for r in caplog.records if ref in r.getMessage()]
+        assert logged and "llm.internal:8443" in logged[0]
+        [reply] = store.replies()
+        assert "llm.internal" in (reply.error or "")  # the details stay with the admin
+
+    virtual(scenario)
+
+
+def test_a_reply_is_cut_at_the_output_limit_and_at_its_deadline_with_a_notice() -> None:
+    async def scenario() -> None:
+        long = Script.text(TEXT, chunk=4, delay=0.01)
+        long.steps = [(d, e) if not isinstance(e, Finished) else (d, Finished(0, "length"))
+                      for d, e in long.steps]  # fmt: skip
+        endless = Script.text(TEXT * 1000, chunk=4, delay=0.5)
+        responder, store = build(ScriptedLLM(long, endless), reply_timeout=30.0)
+        surface = RecordingSurface()
+        await responder.handle("test", inbound("a", "e1"), surface)
+        await responder.handle("test", inbound("b", "e2"), surface)
+        cut_at_limit, cut_at_deadline = surface.shown.values()
+        assert cut_at_limit.startswith(TEXT.rstrip()) and "length limit" in cut_at_limit
+        assert "took too long" in cut_at_deadline and "▌" not in cut_at_deadline
+        first, second = store.replies()
+        assert first.status is MessageStatus.COMPLETE and first.content == TEXT
+        assert second.status is MessageStatus.COMPLETE and 200 < len(second.content) < 400
+
+    virtual(scenario)
+
+
+def test_a_reply_that_outgrows_its_messages_is_cut_with_a_notice() -> None:
+    async def scenario() -> None:
+        huge = Script.text("word " * 200_000, chunk=400, delay=0.001)
+        style = replace(SETTINGS.style, max_messages=3)
+        responder, store = build(ScriptedLLM(huge), style=style)
+        surface = RecordingSurface(limit=2000)
+        report = await responder.handle("test", inbound("a", "e1"), surface)
+        assert report is not None and len(surface.shown) == 3
+        assert "length limit" in list(surface.shown.values())[-1]
+        assert all(len(text) <= 2000 for text in surface.shown.values())
+        [reply] = store.replies()
+        assert len(reply.content) < 1_000_000  # the stream was stopped, not read to the end
 
     virtual(scenario)
 
@@ -432,5 +521,60 @@ def test_a_passing_platform_failure_retries_the_same_message() -> None:
         assert report is not None and report.status is MessageStatus.COMPLETE
         assert list(surface.shown.values()) == [TEXT]  # one message, nothing shown twice
         assert len([w for w in surface.writes if w.kind == "post"]) == 1
+
+    virtual(scenario)
+
+
+def test_a_continuation_post_that_fails_for_a_moment_is_posted_again() -> None:
+    async def scenario() -> None:
+        text = "A long paragraph of words. " * 150  # about 4,000 characters: three messages
+        responder, store = build(ScriptedLLM(Script.text(text, chunk=50, delay=0.01)))
+        surface = RecordingSurface(limit=2000)
+        started = asyncio.create_task(responder.handle("test", inbound("a", "e1"), surface))
+        await asyncio.sleep(0.3)  # the placeholder is up; the next post is a continuation
+        surface.posts_unavailable_next = 2
+        report = await started
+        assert report is not None and report.status is MessageStatus.COMPLETE
+        assert len(surface.shown) >= 3 and surface.posts_unavailable_next == 0
+        assert surface.posts == len(surface.shown)  # each message posted once, nothing lost
+        assert "".join(surface.shown.values()).replace(" ", "") == text.replace(" ", "")
+        assert store.replies()[0].content == text
+
+    virtual(scenario)
+
+
+def test_a_channel_the_bot_may_not_write_in_costs_no_llm_call_and_is_logged_once(
+    caplog: Any,
+) -> None:
+    async def scenario() -> None:
+        llm = ScriptedLLM()
+        responder, store = build(llm)
+        surface = RecordingSurface()
+        surface.deny_posts = True
+        for n in range(5):
+            report = await responder.handle("test", inbound(f"m{n}", f"e{n}"), surface)
+            assert report is not None and report.status is MessageStatus.FAILED
+            assert report.error_kind is ErrorKind.PERMISSION
+        assert llm.requests == []
+        lines = [r for r in caplog.records if "no permission to write" in r.getMessage()]
+        assert len(lines) == 1
+        users = [m for m in store.rows.values() if m.role is Role.USER]
+        assert all(u.status is MessageStatus.COMPLETE for u in users)  # not retried for ever
+
+    virtual(scenario)
+
+
+def test_a_chat_gets_one_title_even_when_the_model_is_slow_to_make_it() -> None:
+    async def scenario() -> None:
+        llm = ScriptedLLM(Script.text("First answer."), Script.text("Second answer."))
+        llm.title_delay = 5.0  # the second reply ends before the first title is stored
+        responder, store = build(llm, titles=True)
+        await responder.handle("test", inbound("first", "e1"), RecordingSurface())
+        await responder.handle("test", inbound("second", "e2"), RecordingSurface())
+        await responder.wait_background()
+        assert len(llm.titles) == 1
+        assert "first" in llm.titles[0].messages[-1].content
+        [chat] = store.chats.values()
+        assert chat.title == "A Short Title"
 
     virtual(scenario)

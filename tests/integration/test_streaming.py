@@ -112,3 +112,36 @@ async def test_a_429_before_the_first_token_is_retried(
     report = await responder.handle("test", inbound("hello", "e1"), surface)
     assert report is not None and report.status is MessageStatus.COMPLETE
     assert report.attempts == 2 and list(surface.shown.values()) == ["After the retry."]
+
+
+async def test_a_refused_connection_shows_a_notice_that_names_no_host(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    await migrate(database_url)
+    engine = create_engine(database_url)
+    closed = LLMServer()
+    await closed.start()
+    base_url = closed.base_url
+    await closed.stop()  # nothing listens there any more: connections are refused
+    llm = OpenAICompatibleModel(LLMSettings(base_url=base_url, api_key="k"))  # type: ignore[arg-type]
+    responder = Responder(
+        store=SqlChatStore(engine),
+        llm=llm,
+        scheduler=EditScheduler(interval=1.0),
+        settings=ResponderSettings(model="m", titles=False, max_retries=0),
+    )
+    try:
+        surface = RecordingSurface()
+        report = await responder.handle("test", inbound("hello", "e1"), surface)
+    finally:
+        await llm.stop()
+        await engine.dispose()
+    assert report is not None and report.status is MessageStatus.FAILED
+    [shown] = surface.shown.values()
+    host = base_url.split("//")[1].split("/")[0]  # 127.0.0.1:PORT
+    assert host not in shown and "127.0.0.1" not in shown and "connect" not in shown.lower()
+    assert "the model service returned an error (ref " in shown
+    ref = shown.split("(ref ")[1][:6]
+    # The details are in the log line that carries the same reference.
+    [line] = [r.getMessage() for r in caplog.records if ref in r.getMessage()]
+    assert "Cannot connect to host" in line and host in line

@@ -156,8 +156,12 @@ class Core:
 async def make_core(llm: LLMServer, tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     cleanups: list[Callable[[], Any]] = []
 
-    async def build(*, titles: bool = False, n: int = 1) -> Core:
-        url = f"sqlite+aiosqlite:///{tmp_path / 'bridge.db'}"
+    async def build(
+        *, titles: bool = False, n: int = 1, url: str | None = None, **responder: Any
+    ) -> Core:
+        """`url`: another database (default: SQLite in tmp_path); `responder`: more
+        ResponderSettings (e.g. outage_tolerance)."""
+        url = url or f"sqlite+aiosqlite:///{tmp_path / 'bridge.db'}"
         await migrate(url)
         engine = create_engine(url)
         model = OpenAICompatibleModel(
@@ -170,7 +174,9 @@ async def make_core(llm: LLMServer, tmp_path: Path) -> AsyncIterator[Callable[..
             store=store,
             llm=model,
             scheduler=scheduler,
-            settings=ResponderSettings(model="local-llm", titles=titles, n=n, idle_timeout=5.0),
+            settings=ResponderSettings(
+                model="local-llm", titles=titles, n=n, idle_timeout=5.0, **responder
+            ),
         )
         await responder.start()
         cleanups.insert(0, responder.stop)

@@ -12,6 +12,7 @@ import pytest
 from pydantic import SecretStr
 
 from adapters.discord import DiscordAdapter, DiscordGatewayError
+from bridge.lifecycle import AccessRevoked
 from tests.adapters.discord.conftest import BridgeFactory, Scene, adapter_for, discord_settings
 
 INTENT_HINT = "Bot → Privileged Gateway Intents → Message Content Intent"
@@ -74,6 +75,7 @@ async def test_a_rejected_token_is_one_clear_error(
     adapter = DiscordAdapter(
         settings, responder=core.responder, store=core.store, lifecycle=core.lifecycle
     )
-    with pytest.raises(DiscordGatewayError, match="token was rejected"):
+    # AccessRevoked: the process exits 78, which a restart policy leaves alone (deploy.md).
+    with pytest.raises(AccessRevoked, match="token was rejected"):
         await adapter.start()
     assert not [r for r in caplog.records if r.exc_info]

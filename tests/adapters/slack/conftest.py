@@ -138,7 +138,7 @@ async def make_bridge(
         adapter = SlackAdapter(settings, responder=responder, store=store, lifecycle=lifecycle)
         if mode == "http":
             emu.delivery = "http"
-            emu.event_url = f"http://127.0.0.1:{port}/slack/events"
+            emu.event_url = f"http://127.0.0.1:{settings.http_port}/slack/events"
         bridge = Bridge(emu, llm, store, responder, adapter, lifecycle, settings)
         started.append((bridge, engine, model))
         await responder.start()

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from adapters.slack.events import BotIdentity, clean_text, parse_assistant_thread, parse_message
+from adapters.slack.events import BotIdentity, parse_assistant_thread, parse_message, prompt_text
 from bridge.domain import ChatKey
 
 BOT = BotIdentity(user_id="U0BOT", bot_id="B0BOT", team_id="T0TEAM")
@@ -115,10 +115,10 @@ def test_malformed_or_hostile_events_are_dropped_with_a_warning(
     assert why in record.getMessage() and "\n" not in record.getMessage()
 
 
-def test_clean_text_keeps_other_mentions_and_a_bare_mention() -> None:
-    assert clean_text("<@U0BOT|bot> ask <@U0BOB>", "U0BOT") == "ask <@U0BOB>"
-    assert clean_text("<@U0BOT>", "U0BOT") == "<@U0BOT>"
-    assert clean_text("a &amp;lt; b", "U0BOT") == "a &lt; b"
+def test_prompt_text_keeps_other_mentions_and_a_bare_mention() -> None:
+    assert prompt_text("<@U0BOT|bot> ask <@U0BOB>", "U0BOT") == "ask <@U0BOB>"
+    assert prompt_text("<@U0BOT>", "U0BOT") == "<@U0BOT>"
+    assert prompt_text("a &amp;lt; b", "U0BOT") == "a &lt; b"
 
 
 def test_assistant_thread_started_gives_the_chat_of_the_new_thread() -> None:

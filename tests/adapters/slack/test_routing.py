@@ -9,7 +9,7 @@ import pytest
 from pydantic import SecretStr
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bridge.ports import PlatformError
+from bridge.lifecycle import AccessRevoked
 from sandbox.llm_server import ScriptedReply
 from sandbox.slack_emulator import Message
 from sandbox.slack_emulator.events import event_callback, message_event
@@ -148,7 +148,9 @@ async def test_uninstalling_the_app_stops_the_bridge(make_bridge: Factory) -> No
     bridge = await make_bridge()
     await bridge.emu.deliver({"type": "app_uninstalled", "event_ts": "1.000001"})
     await bridge.settle()
-    assert isinstance(bridge.lifecycle.failure, RuntimeError)
+    # Not a crash: the exit code tells a restart policy not to start it again (see deploy.md).
+    assert isinstance(bridge.lifecycle.failure, AccessRevoked)
+    assert "uninstalled" in str(bridge.lifecycle.failure)
 
 
 async def test_socket_mode_reconnects_when_slack_asks_it_to(make_bridge: Factory) -> None:
@@ -166,5 +168,5 @@ async def test_socket_mode_reconnects_when_slack_asks_it_to(make_bridge: Factory
 async def test_a_wrong_token_fails_the_start_with_slacks_error(
     make_bridge: Factory, token: str
 ) -> None:
-    with pytest.raises(PlatformError, match="invalid_auth"):
+    with pytest.raises(AccessRevoked, match="invalid_auth"):
         await make_bridge(**{token: SecretStr("xoxb-wrong" if token == "bot_token" else "xapp-x")})

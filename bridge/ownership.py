@@ -1,0 +1,63 @@
+"""Which process owns a message, and when another process is dead so its messages can be taken.
+
+Every process registers an owner row with its host and pid and beats a heartbeat into it. Another
+process is dead when it said it stopped, when it ran on this host and its pid is gone (or is ours:
+a restarted container reuses pid 1), or when its heartbeat is older than `owner_timeout`. The first
+two make a restart recover a crashed process's replies at once, whatever their age; the third
+covers other hosts.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from datetime import datetime
+
+from bridge.ports import OwnerRecord
+
+# Owner ids of the stores alive in this process (tests and benchmarks run several bridges in one).
+_LIVE_HERE: set[str] = set()
+
+
+def this_host() -> str:
+    return socket.gethostname()
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    except OSError:
+        return False
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class Liveness:
+    owner: str
+    host: str
+    pid: int
+    owner_timeout: float
+
+    @classmethod
+    def of_this_process(cls, owner: str, owner_timeout: float) -> Liveness:
+        return cls(owner, this_host(), os.getpid(), owner_timeout)
+
+    def started(self) -> None:
+        _LIVE_HERE.add(self.owner)
+
+    def stopped(self) -> None:
+        _LIVE_HERE.discard(self.owner)
+
+    def is_dead(self, record: OwnerRecord, now: datetime) -> bool:
+        if record.id == self.owner or record.id in _LIVE_HERE:
+            return False
+        if record.stopped_at is not None:
+            return True
+        if record.host == self.host and (record.pid == self.pid or not pid_alive(record.pid)):
+            return True
+        return (now - record.heartbeat_at).total_seconds() > self.owner_timeout
