@@ -13,6 +13,7 @@ import sqlite3
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from sandbox.discord_emulator import DiscordEmulator
@@ -55,6 +56,39 @@ async def kill_hard(process: Process) -> None:
 def rows(db: Path) -> list[tuple[str, str, str]]:
     with sqlite3.connect(db) as conn:
         return conn.execute("SELECT role, status, content FROM messages ORDER BY id").fetchall()
+
+
+@dataclass
+class DiscordWorld:
+    emu: DiscordEmulator
+    llm: LLMServer
+    channel: int
+    alice: int
+    config: Path
+    env: dict[str, str]
+
+    def bot_texts(self) -> list[str]:
+        return [
+            m.content
+            for m in self.emu.messages(self.channel)
+            if m.author_id == self.emu.bot_user_id
+        ]
+
+    async def mention_once_connected(self, text: str, sessions: int = 1) -> None:
+        await poll(lambda: self.emu.stats.identifies >= sessions, 30)
+        await asyncio.sleep(0.5)  # READY, then the guild arrives
+        await self.emu.user_message(self.channel, self.alice, text, mention_bot=True)
+
+
+@asynccontextmanager
+async def discord_world(tmp_path: Path, db: Path, first_reply: str) -> AsyncIterator[DiscordWorld]:
+    """A guild with one channel and one user; the model's first reply streams at 20 tokens/s."""
+    async with DiscordEmulator(token=DISCORD_TOKEN) as emu, LLMServer() as llm:
+        channel = emu.add_text_channel(emu.add_guild("Guild"), "general")
+        llm.script(ScriptedReply(text=first_reply, tokens_per_second=20))
+        config = discord_config(tmp_path, db, emu, llm)
+        env = clean_env(CHAT_BRIDGE_DISCORD__TOKEN=DISCORD_TOKEN)
+        yield DiscordWorld(emu, llm, channel, emu.add_user("alice"), config, env)
 
 
 def slack_config(tmp_path: Path, db: Path, emu: SlackEmulator, llm: LLMServer) -> Path:
@@ -127,29 +161,18 @@ async def test_discord_a_reply_cut_by_sigkill_is_finished_in_place_after_the_res
     tmp_path: Path,
 ) -> None:
     db = tmp_path / "bridge.db"
-    async with DiscordEmulator(token=DISCORD_TOKEN) as emu, LLMServer() as llm:
-        guild = emu.add_guild("Guild")
-        channel = emu.add_text_channel(guild, "general")
-        alice = emu.add_user("alice")
-        llm.script(ScriptedReply(text=STORY, tokens_per_second=20))
-        config = discord_config(tmp_path, db, emu, llm)
-        env = clean_env(CHAT_BRIDGE_DISCORD__TOKEN=DISCORD_TOKEN)
-        async with bridge_process(config, env) as first:
-            await poll(lambda: emu.stats.identifies >= 1, 30)
-            await asyncio.sleep(0.5)
-            await emu.user_message(channel, alice, "tell a long story", mention_bot=True)
-
-            def bot_reply() -> list[object]:
-                return [m for m in emu.messages(channel) if m.author_id == emu.bot_user_id]
-
-            await poll(lambda: any("Word30" in m.content for m in bot_reply()), 30)  # type: ignore[attr-defined]
+    async with discord_world(tmp_path, db, STORY) as world:
+        emu, channel = world.emu, world.channel
+        async with bridge_process(world.config, world.env) as first:
+            await world.mention_once_connected("tell a long story")
+            await poll(lambda: any("Word30" in t for t in world.bot_texts()), 30)
             await asyncio.sleep(1.0)
             await kill_hard(first)
         (reply,) = [m for m in emu.messages(channel) if m.author_id == emu.bot_user_id]
         assert reply.content.endswith("▌")  # the cursor the crash left behind
 
         restarted = asyncio.get_running_loop().time()
-        async with bridge_process(config, env) as second:
+        async with bridge_process(world.config, world.env) as second:
 
             def current() -> str:
                 return next(m.content for m in emu.messages(channel) if m.id == reply.id)
@@ -220,21 +243,10 @@ async def test_discord_sigterm_answers_the_reply_in_flight_the_queued_ones_and_a
 ) -> None:
     db = tmp_path / "bridge.db"
     short_story = " ".join(f"Word{n}" for n in range(60))  # 3 s at 20 tokens per second
-    async with DiscordEmulator(token=DISCORD_TOKEN) as emu, LLMServer() as llm:
-        guild = emu.add_guild("Guild")
-        channel = emu.add_text_channel(guild, "general")
-        alice = emu.add_user("alice")
-        llm.script(ScriptedReply(text=short_story, tokens_per_second=20))
-        config = discord_config(tmp_path, db, emu, llm)
-        env = clean_env(CHAT_BRIDGE_DISCORD__TOKEN=DISCORD_TOKEN)
-        async with bridge_process(config, env) as process:
-            await poll(lambda: emu.stats.identifies >= 1, 30)
-            await asyncio.sleep(0.5)
-            await emu.user_message(channel, alice, "tell a short story", mention_bot=True)
-
-            def bot_texts() -> list[str]:
-                return [m.content for m in emu.messages(channel) if m.author_id == emu.bot_user_id]
-
+    async with discord_world(tmp_path, db, short_story) as world:
+        emu, channel, alice, bot_texts = world.emu, world.channel, world.alice, world.bot_texts
+        async with bridge_process(world.config, world.env) as process:
+            await world.mention_once_connected("tell a short story")
             await poll(lambda: any("Word5" in t for t in bot_texts()), 30)
             for n in range(2):
                 await emu.user_message(channel, alice, f"queued {n}", mention_bot=True)

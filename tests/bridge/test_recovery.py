@@ -49,6 +49,22 @@ def liveness(owner: str = "me") -> Liveness:
     return Liveness(owner, "host-a", os.getpid(), owner_timeout=60.0)
 
 
+def recovery_over(store: MemoryStore, answer: str) -> tuple[Recovery, Places, ScriptedLLM]:
+    """This process ("me") recovering over `store`; the model answers `answer`."""
+    store.owner = "me"
+    llm = ScriptedLLM(default=answer)
+    responder = Responder(
+        store=store, llm=llm, scheduler=EditScheduler(interval=1.0),
+        settings=ResponderSettings(model="m", titles=False),
+    )  # fmt: skip
+    places = Places()
+    recovery = Recovery(
+        store=store, responder=responder, places=[places], liveness=liveness(),
+        answer_within=900.0, clock=lambda: NOW,
+    )  # fmt: skip
+    return recovery, places, llm
+
+
 def test_an_owner_is_dead_when_stopped_gone_from_this_host_or_silent() -> None:
     alive = liveness()
     beat = NOW - timedelta(seconds=5)
@@ -84,18 +100,8 @@ def test_each_unanswered_message_of_a_dead_owner_is_settled_once() -> None:
         store.rows[stale.id] = replace(stale, created_at=NOW - timedelta(hours=2))
         store.rows[streamed.id] = replace(streamed, created_at=NOW - timedelta(minutes=1))
         store.owner_rows["dead"] = OwnerRecord("dead", "host-a", 1, NOW, stopped_at=NOW)
-        store.owner = "me"
-
-        settings = ResponderSettings(model="m", titles=False)
-        llm = ScriptedLLM(default="The answer.")
-        responder = Responder(
-            store=store, llm=llm, scheduler=EditScheduler(interval=1.0), settings=settings
-        )
-        places = Places()
-        recovery = Recovery(
-            store=store, responder=responder, places=[places], liveness=liveness(),
-            answer_within=900.0, clock=lambda: NOW,
-        )  # fmt: skip
+        recovery, places, llm = recovery_over(store, "The answer.")
+        settings = ResponderSettings()
         report = await recovery.sweep()
         await recovery.wait_answers()
         assert (report.finished, report.answered, report.told) == (1, 1, 1)
@@ -125,16 +131,8 @@ def test_a_message_this_process_holds_but_no_task_answers_is_answered() -> None:
         assert lost and working
         store.rows[lost.id] = replace(lost, created_at=NOW - timedelta(minutes=5))
         store.rows[working.id] = replace(working, created_at=NOW - timedelta(minutes=5))
-        responder = Responder(
-            store=store, llm=ScriptedLLM(default="Late, but here."),
-            scheduler=EditScheduler(interval=1.0), settings=ResponderSettings(titles=False),
-        )  # fmt: skip
-        responder.in_flight.add(working.id)  # a task of ours is on it
-        places = Places()
-        recovery = Recovery(
-            store=store, responder=responder, places=[places], liveness=liveness(),
-            answer_within=900.0, clock=lambda: NOW,
-        )  # fmt: skip
+        recovery, places, _ = recovery_over(store, "Late, but here.")
+        recovery._responder.in_flight.add(working.id)  # a task of ours is on it
         report = await recovery.sweep()
         await recovery.wait_answers()
         assert report.answered == 1
@@ -156,17 +154,7 @@ def test_a_reply_that_showed_only_its_placeholder_is_answered_in_it() -> None:
             reply_to_id=asked.id, platform_message_ids=["m-7"],
         )  # fmt: skip
         store.owner_rows["dead"] = OwnerRecord("dead", "host-a", 1, NOW, stopped_at=NOW)
-        store.owner = "me"
-        llm = ScriptedLLM(default="The whole answer.")
-        responder = Responder(
-            store=store, llm=llm, scheduler=EditScheduler(interval=1.0),
-            settings=ResponderSettings(titles=False),
-        )  # fmt: skip
-        places = Places()
-        recovery = Recovery(
-            store=store, responder=responder, places=[places], liveness=liveness(),
-            answer_within=900.0, clock=lambda: NOW,
-        )  # fmt: skip
+        recovery, places, _ = recovery_over(store, "The whole answer.")
         report = await recovery.sweep()
         await recovery.wait_answers()
         assert report.answered == 1 and report.finished == 0
