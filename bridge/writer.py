@@ -85,6 +85,8 @@ class ReplyWriter:
         self._layout: Layout | None = None
         self._layout_for: MessageLimit | None = None
         self._per_char = 1  # the most a character measures in the limit's unit
+        # `full` needs no layout while fewer unlaid characters than this came (-1: look).
+        self._sure_room = -1
         self._settled: list[str] = []  # what the layout's complete segments show: never changes
         # Leading messages that show their settled text, final: no write can concern them again.
         self._stable = 0
@@ -108,9 +110,13 @@ class ReplyWriter:
         """True once the text fed so far outgrew `style.max_messages` messages; later text is
         not shown. Cheap enough to ask after every delta: the text is laid out again only when
         what came since the last layout may not fit in the room left in the growing message."""
+        if self._unlaid_chars <= self._sure_room:
+            return False  # the hot path: asked after every delta of every reply
         layout = self._current_layout()
         if layout.full or self._unlaid_chars > layout.headroom // self._per_char:
             self._catch_up(layout)
+        # Characters that may come before the answer can change; a new limit resets it.
+        self._sure_room = -1 if layout.full else layout.headroom // self._per_char
         return layout.full
 
     @property
@@ -188,6 +194,7 @@ class ReplyWriter:
         if self._layout is None or (limit is not self._layout_for and limit != self._layout_for):
             # A new limit (Slack knows it after the first post) lays the text out afresh.
             self._layout_for, self._settled, self._stable = limit, [], 0
+            self._sure_room = -1
             self._per_char = 1 if limit.unit == "chars" else 4  # UTF-8: up to 4 bytes
             self._layout = Layout(
                 limit.size,
@@ -208,6 +215,7 @@ class ReplyWriter:
                 layout.extend("".join(self._unlaid))
             self._unlaid.clear()
             self._unlaid_chars = 0
+            self._sure_room = -1  # the room left changed: `full` looks again
 
     @staticmethod
     def _measure(limit: MessageLimit) -> Callable[[str], int]:
