@@ -66,9 +66,8 @@ class Housekeeping:
 
     async def stop_intake(self) -> None:
         """Before anything stops: no new sweep, and the running one finishes what it began
-        while the platforms can still show it (APScheduler would cancel it midway)."""
-        if self._scheduler is not None:
-            self._scheduler.pause()
+        while the platforms can still show it (APScheduler would cancel it midway). The
+        heartbeat goes on until `stop`: a drain must not look like a death to other instances."""
         if self._recovery is not None:
             await self._recovery.stop()
 

@@ -30,6 +30,7 @@ async def through_outage(
     then the last StoreUnavailable is raised. Other errors are raised at once."""
     started = clock()
     pause = FIRST_PAUSE
+    first = True
     while True:
         try:
             return await call()
@@ -37,7 +38,8 @@ async def through_outage(
             waited = clock() - started
             if waited + pause > tolerance:
                 raise
-            if waited == 0:
+            if first:
+                first = False
                 log.warning("database unavailable (%s); %s waits for it", exc, what, extra=where)
             await sleep(pause)
             pause = min(pause * 2, LONGEST_PAUSE)

@@ -21,7 +21,13 @@ _LIVE_HERE: set[str] = set()
 
 
 def this_host() -> str:
-    return socket.gethostname()
+    """The host name, and the pid namespace where there is one: two containers may share a host
+    name (host networking) while each has its own pid 1."""
+    name = socket.gethostname()
+    try:
+        return f"{name}/pidns:{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return name
 
 
 def pid_alive(pid: int) -> bool:

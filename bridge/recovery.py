@@ -132,14 +132,44 @@ class Recovery:
         if surface is None:
             return  # not connected right now: the next sweep tries again
         if user.id not in await self._store.take_over(ids, orphan.owner):
-            return  # another process was faster
-        shown = [reply for reply in orphan.replies if reply.platform_message_ids]
+            return  # answered meanwhile, or another process was faster
+        try:
+            await self._settle_taken(orphan, place, surface, report, now, where)
+        except _NotConnected:
+            return  # now this process's own: its sweep settles it once the platform is back
+        except Exception:
+            # One message that cannot be settled must not stall the others sweep after sweep:
+            # logged once, closed, never tried again.
+            log.exception("recovery: message %s could not be settled; closing it", user.id,
+                          extra=where)  # fmt: skip
+            await self._close(orphan, "recovery failed; see the log")
+
+    async def _settle_taken(
+        self,
+        orphan: Orphan,
+        place: ReplyPlaces,
+        surface: ReplySurface,
+        report: SweepReport,
+        now: datetime,
+        where: dict[str, object],
+    ) -> None:
+        user = orphan.user_message
+        if orphan.replies and all(reply.status.finished for reply in orphan.replies):
+            # The reply ended (its final state is stored and was shown); only the entry's end
+            # was not saved.
+            await self._store.mark_answered(user.id)
+            return
+        shown = [r for r in orphan.replies if r.platform_message_ids and not r.status.finished]
         recent = _age(user, now) <= self._answer_within
-        if shown and recent and not any(reply.content for reply in orphan.replies):
+        numbers = sorted(reply.response_number for reply in shown)
+        placeholders_only = not any(reply.content for reply in orphan.replies)
+        complete_set = numbers == list(range(self._responder.settings.n))
+        if shown and recent and placeholders_only and complete_set:
             # Only placeholders were on screen: the answer goes into them, as if never cut.
             placeholders = [i for reply in shown for i in reply.platform_message_ids]
             resumed = place.surface_for(orphan.chat, user, adopt=placeholders)
-            assert resumed is not None
+            if resumed is None:
+                raise _NotConnected
             self._start_answer(user, orphan, resumed, sorted(shown, key=_number))
             report.answered += 1
             return
@@ -178,7 +208,8 @@ class Recovery:
         surface = self._places[orphan.chat.platform].surface_for(
             orphan.chat, orphan.user_message, adopt=reply.platform_message_ids, limit=limit
         )
-        assert surface is not None
+        if surface is None:
+            raise _NotConnected
         responder = self._responder
         writer = ReplyWriter(
             surface, responder.scheduler, style=responder.settings.style, log_extra=where
@@ -226,6 +257,10 @@ class Recovery:
         """Wait for the messages this recovery is answering (tests)."""
         while self._answering:
             await asyncio.gather(*list(self._answering), return_exceptions=True)
+
+
+class _NotConnected(Exception):
+    """The platform went away in the middle of a sweep."""
 
 
 def _number(reply: StoredMessage) -> int:

@@ -263,16 +263,20 @@ class Responder:
             self._active.add(task)
         self.in_flight.add(user_message.id)
         self._observer.reply_started(platform)
+        began = False
         try:
             async with self._chat_turn(user_message.chat_id):
+                began = True
                 await self._reply(key, user_message, surface, report, platform, resume)
             return report
         except BaseException as exc:
             if report.status is MessageStatus.PENDING:
-                # Ended before its reply began (queued behind the chat's previous reply).
                 report.status = MessageStatus.FAILED
                 cancelled = isinstance(exc, asyncio.CancelledError)
                 report.error_kind = ErrorKind.SHUTDOWN if cancelled else ErrorKind.INTERNAL
+            if not began:
+                # Ended before its reply began (queued behind the chat's previous reply); one that
+                # began ends with its own notice (its conclusion is shielded).
                 where = _log_ids(platform, user_message)
                 notice = self.settings.notices.ask_again
                 try:
@@ -508,6 +512,9 @@ class Responder:
             extra=where,
         )
         await saves.settle()
+        # The final saves and the inbox entry's end go in one write-behind batch: a message is
+        # never marked answered without its reply's final state, nor kept waiting after it.
+        ending: list[Callable[[], Awaitable[None]]] = []
         for number, writer in enumerate(writers):
             if number not in saves.ids:
                 continue  # storage failed before the row existed; nothing to finish there
@@ -520,15 +527,9 @@ class Responder:
                 usage=report.usage if number == 0 else None,
                 metadata=_metadata(report, writer),
             )
-            await self._durably(
-                functools.partial(self._store.save_reply, saves.ids[number], progress),
-                "saving a reply",
-                where,
-            )
-        # Answered (with its text or a notice): the message leaves the inbox.
-        await self._durably(
-            lambda: self._store.mark_answered(user_message.id), "saving a reply", where
-        )
+            ending.append(functools.partial(self._store.save_reply, saves.ids[number], progress))
+        ending.append(functools.partial(self._store.mark_answered, user_message.id))
+        await asyncio.gather(*(self._durably(end, "saving a reply", where) for end in ending))
 
     async def _create_rows(
         self,

@@ -44,10 +44,16 @@ OWNERS = cast(Table, OwnerRow.__table__)
 _FINISHED = tuple(s.value for s in MessageStatus if s.finished)
 
 
+# OperationalErrors that are faults of the schema or the file, not passing: no retry fixes them.
+_LASTING = ("no such table", "no such column", "syntax error", "malformed", "not a database")
+
+
 def is_passing_failure(exc: BaseException) -> bool:
     """Errors that say the database is unavailable for now (connection lost or refused, locked,
     restarting), not that the request is wrong: a retry may succeed."""
-    if isinstance(exc, StoreUnavailable | sa_exc.OperationalError | sa_exc.InterfaceError):
+    if isinstance(exc, sa_exc.OperationalError):
+        return not any(lasting in str(exc).lower() for lasting in _LASTING)
+    if isinstance(exc, StoreUnavailable | sa_exc.InterfaceError):
         return True
     if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
         return True
@@ -454,16 +460,25 @@ class SqlChatStore:
         ]
 
     async def take_over(self, message_ids: Sequence[int], from_owner: str) -> set[int]:
+        """The first id is the user message: nothing is taken unless it is still waiting (a
+        reply that ended meanwhile is not settled again); then the rest go with it."""
         if not message_ids:
             return set()
-        statement = (
+        user_id, *rest = message_ids
+        moved = (
             update(MESSAGES)
-            .where(MESSAGES.c.id.in_(list(message_ids)), MESSAGES.c.owner == from_owner)
+            .where(MESSAGES.c.owner == from_owner)
             .values(owner=self._owner)
             .returning(MESSAGES.c.id)
         )
         async with self._begin() as conn:
-            taken = {int(row.id) for row in await conn.execute(statement)}
+            waiting = moved.where(
+                MESSAGES.c.id == user_id, MESSAGES.c.status == MessageStatus.PENDING.value
+            )
+            taken = {int(row.id) for row in await conn.execute(waiting)}
+            if taken and rest:
+                replies = moved.where(MESSAGES.c.id.in_(rest))
+                taken |= {int(row.id) for row in await conn.execute(replies)}
         self._writes += len(taken)
         return taken
 

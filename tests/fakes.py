@@ -203,6 +203,9 @@ class MemoryStore:
         return found[:limit]
 
     async def take_over(self, message_ids: Sequence[int], from_owner: str) -> set[int]:
+        user = self.rows.get(message_ids[0]) if message_ids else None
+        if user is None or user.status is not MessageStatus.PENDING:
+            return set()
         taken = {i for i in message_ids if self.owned.get(i) == from_owner}
         for i in taken:
             self.owned[i] = self.owner

@@ -166,3 +166,25 @@ def test_a_reply_that_showed_only_its_placeholder_is_answered_in_it() -> None:
         assert len(store.replies()) == 1  # no second reply row
 
     run_virtual(scenario())
+
+
+def test_a_reply_that_ended_but_whose_message_was_not_closed_is_left_as_shown() -> None:
+    async def scenario() -> None:
+        store = MemoryStore()
+        store.owner = "dead"
+        asked = await store.accept_inbound("test", inbound("asked", "e1", key=KEY))
+        assert asked
+        done = await store.add_message(
+            asked.chat_id, Role.ASSISTANT, "", status=MessageStatus.PENDING,
+            reply_to_id=asked.id, platform_message_ids=["m-9"],
+        )  # fmt: skip
+        await store.save_reply(done.id, ReplyProgress("All of it.", MessageStatus.COMPLETE))
+        store.owner_rows["dead"] = OwnerRecord("dead", "host-a", 1, NOW, stopped_at=NOW)
+        recovery, places, llm = recovery_over(store, "never asked")
+        report = await recovery.sweep()
+        assert (report.finished, report.answered, report.told) == (0, 0, 0)
+        assert places.adopted == [] and all(not s.writes for s in places.surfaces)
+        assert store.rows[asked.id].status is MessageStatus.COMPLETE
+        assert store.rows[done.id].status is MessageStatus.COMPLETE and not llm.requests
+
+    run_virtual(scenario())

@@ -222,6 +222,8 @@ async def test_unanswered_messages_of_a_dead_owner_are_found_and_taken_over_once
         assert orphans[1].replies == ()
         assert await alive.orphans(["alive-2"], limit=10) == []
 
+        # An answered message is never taken (a reply that ended meanwhile is not settled again).
+        assert await alive.take_over([answered.id, done.id], "dead-1") == set()
         ids = [streaming.id, part.id]
         assert await alive.take_over(ids, "dead-1") == set(ids)
         assert await alive.take_over(ids, "dead-1") == set()  # only once
