@@ -91,6 +91,22 @@ async def discord_world(tmp_path: Path, db: Path, first_reply: str) -> AsyncIter
         yield DiscordWorld(emu, llm, channel, emu.add_user("alice"), config, env)
 
 
+@asynccontextmanager
+async def slack_world(
+    tmp_path: Path, db: Path
+) -> AsyncIterator[tuple[SlackEmulator, LLMServer, Path, dict[str, str]]]:
+    """The Slack emulator and a model whose first reply is the long STORY at 20 tokens/s."""
+    async with SlackEmulator() as emu, LLMServer() as llm:
+        llm.script(ScriptedReply(text=STORY, tokens_per_second=20))
+        yield emu, llm, slack_config(tmp_path, db, emu, llm), clean_env(**SLACK_ENV)
+
+
+async def ask_for_the_story(emu: SlackEmulator) -> str:
+    """Once the bridge is connected, mention it in #general; the thread's ts."""
+    await emu.wait_for_socket(1, timeout=30)
+    return await emu.user_message("C0GENERAL", "<@U0BOT> tell a long story")
+
+
 def slack_config(tmp_path: Path, db: Path, emu: SlackEmulator, llm: LLMServer) -> Path:
     config = tmp_path / "config.toml"
     config.write_text(
@@ -115,13 +131,9 @@ async def test_slack_a_reply_cut_by_sigkill_is_finished_in_place_after_the_resta
     tmp_path: Path,
 ) -> None:
     db = tmp_path / "bridge.db"
-    async with SlackEmulator() as emu, LLMServer() as llm:
-        llm.script(ScriptedReply(text=STORY, tokens_per_second=20))
-        config = slack_config(tmp_path, db, emu, llm)
-        env = clean_env(**SLACK_ENV)
+    async with slack_world(tmp_path, db) as (emu, llm, config, env):
         async with bridge_process(config, env) as first:
-            await emu.wait_for_socket(1, timeout=30)
-            ts = await emu.user_message("C0GENERAL", "<@U0BOT> tell a long story")
+            ts = await ask_for_the_story(emu)
 
             def streaming_reply() -> object:
                 bots = [m for m in emu.thread("C0GENERAL", ts) if m.bot_id]
@@ -194,13 +206,9 @@ async def test_slack_messages_queued_behind_a_killed_reply_are_each_answered_onc
     tmp_path: Path,
 ) -> None:
     db = tmp_path / "bridge.db"
-    async with SlackEmulator() as emu, LLMServer() as llm:
-        llm.script(ScriptedReply(text=STORY, tokens_per_second=20))
-        config = slack_config(tmp_path, db, emu, llm)
-        env = clean_env(**SLACK_ENV)
+    async with slack_world(tmp_path, db) as (emu, llm, config, env):
         async with bridge_process(config, env) as first:
-            await emu.wait_for_socket(1, timeout=30)
-            ts = await emu.user_message("C0GENERAL", "<@U0BOT> tell a long story")
+            ts = await ask_for_the_story(emu)
             await emu.wait_for(
                 lambda: any(
                     "Word10" in m.rendered for m in emu.thread("C0GENERAL", ts) if m.bot_id
