@@ -81,15 +81,7 @@ class NoticePoster:
         """Post `notice` as the reply to `user_message` and close its inbox entry, so no process
         answers it later. A notice that cannot be shown (channel gone, no permission) is logged
         once and the entry closed all the same: it is not tried again for ever."""
-        posted: list[str] = []
-        try:
-            writer = ReplyWriter(
-                surface, self._scheduler, style=self._settings.style, log_extra=where
-            )
-            posted.append((await writer.post_once(notice)).id)
-        except Exception as exc:
-            log.warning("could not post a notice for message %s: %s", user_message.id, exc,
-                        extra=where)  # fmt: skip
+        posted = await self._post(surface, notice, where)
         add = functools.partial(
             self._store.add_message,
             user_message.chat_id,
@@ -97,7 +89,7 @@ class NoticePoster:
             "",
             status=MessageStatus.INTERRUPTED,
             reply_to_id=user_message.id,
-            platform_message_ids=posted,
+            platform_message_ids=[posted] if posted else [],
         )
         await self._durably(add, "saving a notice", where)
         answered = functools.partial(self._store.mark_answered, user_message.id)
@@ -112,12 +104,20 @@ class NoticePoster:
         where = {"platform": platform, "event_id": inbound.event_id}
         log.error("could not store message %s (ref %s): %s", inbound.platform_message_id, ref,
                   exc, extra=where)  # fmt: skip
-        notice = failure_notice(self._settings.notices, ErrorKind.STORAGE, ref)
+        await self._post(
+            surface, failure_notice(self._settings.notices, ErrorKind.STORAGE, ref), where
+        )
+
+    async def _post(
+        self, surface: ReplySurface, notice: str, where: Mapping[str, object]
+    ) -> str | None:
+        """The posted message's id; None (logged) when the platform refused it."""
         writer = ReplyWriter(surface, self._scheduler, style=self._settings.style, log_extra=where)
         try:
-            await writer.post_once(notice)
-        except Exception as post_error:
-            log.warning("could not post the notice either: %s", post_error, extra=where)
+            return (await writer.post_once(notice)).id
+        except Exception as exc:
+            log.warning("could not post a notice: %s", exc, extra=where)
+            return None
 
 
 class PermissionLog:

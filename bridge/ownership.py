@@ -1,10 +1,11 @@
 """Which process owns a message, and when another process is dead so its messages can be taken.
 
 Every process registers an owner row with its host and pid and beats a heartbeat into it. Another
-process is dead when it said it stopped, when it ran on this host and its pid is gone (or is ours:
-a restarted container reuses pid 1), or when its heartbeat is older than `owner_timeout`. The first
-two make a restart recover a crashed process's replies at once, whatever their age; the third
-covers other hosts.
+process is dead when it said it stopped, when it ran on this host (same host name and pid
+namespace) and its pid is gone or is now ours, or when its heartbeat is older than
+`owner_timeout`. The first two make a restart recover a crashed process's replies at once,
+whatever their age; the third covers other hosts, and containers: a restarted container has a new
+pid namespace, so what its previous run left is recovered once that run's heartbeat is stale.
 """
 
 from __future__ import annotations

@@ -424,6 +424,7 @@ class Responder:
         idle = settings.idle_timeout
         for attempt in range(settings.max_retries + 1):
             report.attempts = attempt + 1
+            at_length_limit = False
             try:
                 async with asyncio.timeout_at(loop.time() + idle) as deadline:
                     rearmed = loop.time()
@@ -451,8 +452,8 @@ class Responder:
                                 event.choice,
                                 extra=where,
                             )
-                            report.cut = True
-                if report.cut:
+                            at_length_limit = True
+                if at_length_limit:
                     raise _Cut(TOO_LONG)
                 return
             except TimeoutError:

@@ -47,7 +47,6 @@ class ReplyReport:
     visible_updates: int = 0
     rate_limited: int = 0
     attempts: int = 1
-    cut: bool = False  # the model stopped at the output token limit
     usage: TokenUsage | None = None
     texts: list[str] = field(default_factory=list)
 

@@ -377,8 +377,6 @@ class SqlChatStore:
             self._writes += 1
         return imported
 
-    # --- housekeeping ------------------------------------------------------------------------
-
     # --- owners ------------------------------------------------------------------------------
 
     @property
@@ -411,7 +409,7 @@ class SqlChatStore:
                     r.host,
                     r.pid,
                     _aware(r.heartbeat_at),
-                    _aware(r.stopped_at) if r.stopped_at else None,
+                    _aware(r.stopped_at),
                 )
                 for r in rows
             ]
@@ -637,16 +635,16 @@ def _message_columns() -> Select[Any]:
 
 def _aware(moment: Any) -> Any:
     """SQLite hands back naive datetimes (stored as UTC)."""
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
 
 
 def _message(row: Any) -> StoredMessage:
     usage = None
     if row.prompt_tokens is not None or row.completion_tokens is not None:
         usage = TokenUsage(row.prompt_tokens or 0, row.completion_tokens or 0)
-    created = row.created_at
-    if created is not None and created.tzinfo is None:
-        created = created.replace(tzinfo=UTC)
+    created = _aware(row.created_at)
     return StoredMessage(
         id=row.id,
         chat_id=row.chat_id,
