@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Literal, Protocol
 
 from bridge.domain import (
@@ -122,7 +122,11 @@ class ReplySurface(Protocol):
         """The budget edits of this reply draw from (e.g. one Slack workspace's chat.update)."""
         ...
 
-    async def start_typing(self) -> None: ...
+    async def start_typing(self, status: str = "") -> None:
+        """Show that a reply is on its way. `status`: what the platform's own progress line says
+        meanwhile, where it has one (Slack's assistant status: "is waiting for the model…");
+        empty: its usual text. Called again, it changes that line."""
+        ...
 
     async def stop_typing(self) -> None: ...
 
@@ -135,6 +139,12 @@ class ReplySurface(Protocol):
         ...
 
     async def set_title(self, title: str) -> None: ...
+
+    async def notify(self, text: str) -> None:
+        """A short notice to the message's author that is not a reply (a limit, a refusal):
+        Slack shows it to the author only (chat.postEphemeral); Discord replies to the message
+        without pinging anyone. Raise RateLimited on a 429, PlatformError otherwise."""
+        ...
 
     def take_rate_observation(self) -> RateObservation | None:
         """The latest rate-limit headers the last write saw, if the platform sends them."""
@@ -264,6 +274,33 @@ class ReplyProgress:
     metadata: dict[str, Any] | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class RuntimeOverride:
+    """Settings an admin set for one channel or thread in chat (`/bridge model ...`)."""
+
+    platform: str
+    scope: str  # the channel id (Discord: or the thread's id)
+    values: dict[str, str]
+    set_by: str = ""
+    set_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UsageLine:
+    """Tokens one user or channel used in one UTC day, over how many replies."""
+
+    key: str
+    tokens: int
+    replies: int
+
+
+@dataclass(frozen=True, slots=True)
+class UsageReport:
+    day: date
+    users: tuple[UsageLine, ...]
+    channels: tuple[UsageLine, ...]
+
+
 class ChatStore(Protocol):
     async def get_or_create_chat(self, key: ChatKey) -> Chat: ...
 
@@ -271,8 +308,11 @@ class ChatStore(Protocol):
         """The chat at `key` if the bot has taken part in it."""
         ...
 
-    async def accept_inbound(self, platform: str, message: InboundMessage) -> StoredMessage | None:
-        """Atomically claim the event id and store the user's message.
+    async def accept_inbound(
+        self, platform: str, message: InboundMessage, metadata: dict[str, Any] | None = None
+    ) -> StoredMessage | None:
+        """Atomically claim the event id and store the user's message (with `metadata`: the
+        settings it is answered with, so crash recovery answers it the same way).
 
         Returns None when the event was already claimed (a retry or a replay): nothing is stored.
         """
@@ -310,6 +350,41 @@ class ChatStore(Protocol):
     async def set_title(self, chat_id: int, title: str) -> None: ...
 
     async def reset_context(self, chat_id: int) -> None: ...
+
+    async def reset_place(self, platform: str, workspace: str, channel: str) -> int:
+        """/reset for a whole channel: every chat in it starts fresh (Slack: each thread of the
+        channel; Discord: the one chat of the channel or thread). Returns how many chats."""
+        ...
+
+    # --- policy: runtime overrides and daily token usage ---
+
+    async def runtime_overrides(self) -> list[RuntimeOverride]:
+        """Every runtime override (a small table: one row per channel an admin configured)."""
+        ...
+
+    async def set_runtime_override(
+        self, platform: str, scope: str, key: str, value: str, *, set_by: str
+    ) -> None: ...
+
+    async def clear_runtime_overrides(self, platform: str, scope: str) -> bool:
+        """Remove the channel's runtime overrides; False when it had none."""
+        ...
+
+    async def add_usage(
+        self, day: date, platform: str, *, user: str, channel: str, tokens: int
+    ) -> None:
+        """Count one reply's tokens for its user and its channel (one write)."""
+        ...
+
+    async def usage_of(
+        self, day: date, platform: str, *, user: str, channel: str
+    ) -> tuple[int, int]:
+        """Tokens (user's, channel's) counted on `day`."""
+        ...
+
+    async def usage_report(self, day: date, platform: str, *, limit: int = 10) -> UsageReport:
+        """The day's biggest users and channels of one platform, most tokens first."""
+        ...
 
     async def mark_answered(self, user_message_id: int) -> None:
         """The message's reply ended (with its text or a notice): it leaves the inbox."""

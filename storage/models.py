@@ -1,16 +1,17 @@
-"""SQLAlchemy tables for chats, messages and processed inbound events.
+"""SQLAlchemy tables for chats, messages, processed inbound events, owners and the admin policy.
 
 The Alembic migrations in `storage/migrations` create exactly these; a test compares the two.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, date, datetime
+from typing import Any, overload
 
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Date,
     DateTime,
     ForeignKey,
     Index,
@@ -27,6 +28,21 @@ BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+@overload
+def as_utc(moment: datetime) -> datetime: ...
+
+
+@overload
+def as_utc(moment: None) -> None: ...
+
+
+def as_utc(moment: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes (stored as UTC)."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
 
 
 class Base(DeclarativeBase):
@@ -113,3 +129,28 @@ class ProcessedEventRow(Base):
     claimed_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, index=True
     )
+
+
+class RuntimeOverrideRow(Base):
+    """Settings an admin set in chat for one channel (Discord: or thread), key by key."""
+
+    __tablename__ = "runtime_overrides"
+
+    platform: Mapped[str] = mapped_column(String(32), primary_key=True)
+    scope: Mapped[str] = mapped_column(String(100), primary_key=True)
+    values: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    set_by: Mapped[str] = mapped_column(String(64), default="")
+    set_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class TokenUsageRow(Base):
+    """Tokens one user or one channel (`scope`) used on one UTC day: the daily quotas' counter."""
+
+    __tablename__ = "token_usage"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    scope: Mapped[str] = mapped_column(String(16), primary_key=True)  # "user" or "channel"
+    platform: Mapped[str] = mapped_column(String(32), primary_key=True)
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    replies: Mapped[int] = mapped_column(Integer, default=0)

@@ -10,7 +10,7 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import astuple
-from datetime import UTC, timedelta
+from datetime import timedelta
 from functools import partial
 from typing import Any, cast
 
@@ -32,7 +32,8 @@ from bridge.domain import (
 from bridge.ports import Orphan, OwnerRecord, ReplyProgress, StoreUnavailable
 from bridge.text import clean_text
 from storage.group_commit import GroupCommit
-from storage.models import ChatRow, MessageRow, OwnerRow, ProcessedEventRow, utcnow
+from storage.models import ChatRow, MessageRow, OwnerRow, ProcessedEventRow, as_utc, utcnow
+from storage.policy import PolicyStore
 from storage.turns import WriterTurns
 from storage.write_behind import WriteBehind
 
@@ -42,6 +43,8 @@ CHATS = cast(Table, ChatRow.__table__)
 EVENTS = cast(Table, ProcessedEventRow.__table__)
 OWNERS = cast(Table, OwnerRow.__table__)
 _FINISHED = tuple(s.value for s in MessageStatus if s.finished)
+# One accept_inbound call: the platform, the message and the metadata stored with it.
+Inbound = tuple[str, InboundMessage, dict[str, Any] | None]
 
 
 # OperationalErrors that are faults of the schema or the file, not passing: no retry fixes them.
@@ -72,7 +75,7 @@ async def _unavailable_as_port_error() -> AsyncIterator[None]:
         raise
 
 
-class SqlChatStore:
+class SqlChatStore(PolicyStore):
     """ChatStore on an AsyncEngine. Owns no engine lifecycle: the composition root disposes it.
 
     `owner` identifies this process in the rows it writes (a random id unless given).
@@ -94,7 +97,7 @@ class SqlChatStore:
         self._reply_rows: GroupCommit[dict[str, Any], int] = GroupCommit(
             partial(self._begin, priority=True), self._insert_reply_rows
         )
-        self._inbound: GroupCommit[tuple[str, InboundMessage], StoredMessage | None] = GroupCommit(
+        self._inbound: GroupCommit[Inbound, StoredMessage | None] = GroupCommit(
             self._begin, self._accept_batch, passing=is_passing_failure
         )
         self._writes = 0
@@ -165,16 +168,24 @@ class SqlChatStore:
         await self._write(update(ChatRow).where(ChatRow.id == chat_id).values(title=title[:200]))
 
     async def reset_context(self, chat_id: int) -> None:
+        await self._reset(CHATS.c.id == chat_id)
+
+    async def reset_place(self, platform: str, workspace: str, channel: str) -> int:
+        place = (CHATS.c.platform == platform, CHATS.c.workspace == workspace)
+        return await self._reset(*place, CHATS.c.channel == channel)
+
+    async def _reset(self, *chats: Any) -> int:
+        """Each chat's context floor becomes its own newest message: one statement."""
+        newest = select(func.max(MESSAGES.c.id)).where(MESSAGES.c.chat_id == CHATS.c.id)
+        statement = (
+            update(CHATS)
+            .where(*chats)
+            .values(context_floor=func.coalesce(newest.scalar_subquery(), 0), updated_at=utcnow())
+        )
         async with self._begin() as conn:
-            newest = await conn.scalar(
-                select(func.max(MessageRow.id)).where(MessageRow.chat_id == chat_id)
-            )
-            await conn.execute(
-                update(ChatRow)
-                .where(ChatRow.id == chat_id)
-                .values(context_floor=newest or 0, updated_at=utcnow())
-            )
-            self._writes += 1
+            reset = int(getattr(await conn.execute(statement), "rowcount", 0) or 0)
+        self._writes += reset
+        return reset
 
     # --- inbound -----------------------------------------------------------------------------
 
@@ -182,22 +193,24 @@ class SqlChatStore:
         async with self._begin() as conn:
             return bool(await self._claim(conn, [(platform, event_id)]))
 
-    async def accept_inbound(self, platform: str, message: InboundMessage) -> StoredMessage | None:
+    async def accept_inbound(
+        self, platform: str, message: InboundMessage, metadata: dict[str, Any] | None = None
+    ) -> StoredMessage | None:
         # The claim, the chat and the message in one transaction, shared with the other messages
         # that arrive while the database is busy (see GroupCommit).
-        return await self._inbound.submit((platform, message))
+        return await self._inbound.submit((platform, message, metadata))
 
     async def _accept_batch(
-        self, conn: AsyncConnection, batch: list[tuple[str, InboundMessage]]
+        self, conn: AsyncConnection, batch: list[Inbound]
     ) -> list[StoredMessage | None]:
         """Claim each event, ensure each chat and insert each message: three statements for the
         whole batch. Claims and chats are taken in sorted order, so two instances' batches never
         wait for each other in a cycle; messages go in arrival order (their ids are the
         conversation's order), behind their chat's row lock."""
-        claimed = await self._claim(conn, [(platform, m.event_id) for platform, m in batch])
+        claimed = await self._claim(conn, [(platform, m.event_id) for platform, m, _ in batch])
         # A duplicate event (even within this batch) is answered once: by the first to claim it.
         owners: list[int] = []
-        for index, (platform, message) in enumerate(batch):
+        for index, (platform, message, _) in enumerate(batch):
             if (platform, message.event_id) in claimed:
                 claimed.discard((platform, message.event_id))
                 owners.append(index)
@@ -206,7 +219,7 @@ class SqlChatStore:
         chats = await self._ensure_chats(conn, [batch[i][1].chat_key for i in owners])
         rows: list[dict[str, Any]] = []
         for index in owners:
-            message = batch[index][1]
+            _, message, metadata = batch[index]
             # PENDING: an inbox entry until its reply ends (see mark_answered).
             values = _message_values(
                 chats[message.chat_key].id,
@@ -217,8 +230,9 @@ class SqlChatStore:
                 platform_message_ids=[message.platform_message_id],
                 owner=self._owner,
             )
+            values["meta"] = dict(metadata or {})
             if message.author_name:
-                values["meta"] = {"author_name": message.author_name}
+                values["meta"]["author_name"] = message.author_name
             rows.append(values)
         inserted = await conn.execute(
             self._insert_ignore(MESSAGES)
@@ -408,8 +422,8 @@ class SqlChatStore:
                     r.id,
                     r.host,
                     r.pid,
-                    _aware(r.heartbeat_at),
-                    _aware(r.stopped_at),
+                    as_utc(r.heartbeat_at),
+                    as_utc(r.stopped_at),
                 )
                 for r in rows
             ]
@@ -502,7 +516,8 @@ class SqlChatStore:
 
     async def prune_messages(self, older_than_seconds: float) -> int:
         """Finished messages older than the cutoff go, and chats left with none (their settings
-        and titles too). Unfinished ones stay: they are still someone's inbox."""
+        and titles too), and the token counts of the days before. Unfinished ones stay: they are
+        still someone's inbox."""
         cutoff = utcnow() - timedelta(seconds=older_than_seconds)
         async with self._begin() as conn:
             result = await conn.execute(
@@ -516,6 +531,7 @@ class SqlChatStore:
                     ~exists().where(MESSAGES.c.chat_id == CHATS.c.id),
                 )
             )
+            await self._prune_usage(conn, cutoff.date())
             self._writes += 1
         return int(getattr(result, "rowcount", 0) or 0)
 
@@ -633,18 +649,11 @@ def _message_columns() -> Select[Any]:
     return select(MESSAGES)
 
 
-def _aware(moment: Any) -> Any:
-    """SQLite hands back naive datetimes (stored as UTC)."""
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=UTC)
-
-
 def _message(row: Any) -> StoredMessage:
     usage = None
     if row.prompt_tokens is not None or row.completion_tokens is not None:
         usage = TokenUsage(row.prompt_tokens or 0, row.completion_tokens or 0)
-    created = _aware(row.created_at)
+    created = as_utc(row.created_at)
     return StoredMessage(
         id=row.id,
         chat_id=row.chat_id,

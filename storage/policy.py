@@ -1,0 +1,154 @@
+"""The admin policy's rows behind the ChatStore port: runtime overrides set in chat and the daily
+token counters the quotas read. Mixed into `SqlChatStore`, whose connections and writers it uses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import date
+from typing import TYPE_CHECKING, Any, cast
+
+from sqlalchemy import JSON, Table, and_, delete, func, or_, select
+from sqlalchemy import cast as sql_cast
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bridge.ports import RuntimeOverride, UsageLine, UsageReport
+from storage.models import RuntimeOverrideRow, TokenUsageRow, as_utc, utcnow
+
+OVERRIDES = cast(Table, RuntimeOverrideRow.__table__)
+USAGE = cast(Table, TokenUsageRow.__table__)
+# `values` is also a method of a table's column collection: the column is looked up by name.
+_VALUES = OVERRIDES.c["values"]
+
+
+class PolicyStore:
+    """Runtime overrides and token usage; every write is one statement, atomic across instances."""
+
+    _dialect: str
+    _writes: int
+
+    if TYPE_CHECKING:  # provided by SqlChatStore
+
+        def _begin(
+            self, *, priority: bool = False
+        ) -> contextlib.AbstractAsyncContextManager[AsyncConnection]: ...
+
+        def _read(self) -> contextlib.AbstractAsyncContextManager[AsyncConnection]: ...
+
+        def _insert(self, table: Table) -> Any: ...
+
+    # --- runtime overrides ---------------------------------------------------------------------
+
+    async def runtime_overrides(self) -> list[RuntimeOverride]:
+        query = select(OVERRIDES).order_by(OVERRIDES.c.platform, OVERRIDES.c.scope)
+        async with self._read() as conn:
+            rows = list(await conn.execute(query))
+        return [
+            RuntimeOverride(
+                platform=row.platform,
+                scope=row.scope,
+                values=dict(row._mapping["values"] or {}),
+                set_by=row.set_by,
+                set_at=as_utc(row.set_at),
+            )
+            for row in rows
+        ]
+
+    async def set_runtime_override(
+        self, platform: str, scope: str, key: str, value: str, *, set_by: str
+    ) -> None:
+        # The key is merged into the stored values by the database, so two admins setting two
+        # keys of one channel at the same moment both keep theirs.
+        statement = self._insert(OVERRIDES).values(
+            platform=platform,
+            scope=scope,
+            values={key: value},
+            set_by=set_by[:64],
+            set_at=utcnow(),
+        )
+        new = statement.excluded["values"]
+        statement = statement.on_conflict_do_update(
+            index_elements=[OVERRIDES.c.platform, OVERRIDES.c.scope],
+            set_={
+                "values": self._merged(_VALUES, new),
+                "set_by": statement.excluded.set_by,
+                "set_at": statement.excluded.set_at,
+            },
+        )
+        async with self._begin() as conn:
+            await conn.execute(statement)
+        self._writes += 1
+
+    async def clear_runtime_overrides(self, platform: str, scope: str) -> bool:
+        statement = delete(OVERRIDES).where(
+            OVERRIDES.c.platform == platform, OVERRIDES.c.scope == scope
+        )
+        async with self._begin() as conn:
+            result = await conn.execute(statement)
+        self._writes += 1
+        return bool(getattr(result, "rowcount", 0))
+
+    def _merged(self, current: Any, new: Any) -> Any:
+        """`current` with the keys of `new` set (JSON objects)."""
+        if self._dialect == "postgresql":
+            return sql_cast(sql_cast(current, JSONB).op("||")(sql_cast(new, JSONB)), JSON)
+        return func.json_patch(current, new)
+
+    # --- token usage ---------------------------------------------------------------------------
+
+    async def add_usage(
+        self, day: date, platform: str, *, user: str, channel: str, tokens: int
+    ) -> None:
+        counted = [
+            {"day": day, "scope": scope, "platform": platform, "key": key[:100]}
+            for scope, key in (("user", user), ("channel", channel))
+        ]
+        statement = self._insert(USAGE).values(
+            [{**row, "tokens": tokens, "replies": 1} for row in counted]
+        )
+        statement = statement.on_conflict_do_update(
+            index_elements=[USAGE.c.day, USAGE.c.scope, USAGE.c.platform, USAGE.c.key],
+            set_={
+                "tokens": USAGE.c.tokens + statement.excluded.tokens,
+                "replies": USAGE.c.replies + 1,
+            },
+        )
+        async with self._begin() as conn:
+            await conn.execute(statement)
+        self._writes += 1
+
+    async def usage_of(
+        self, day: date, platform: str, *, user: str, channel: str
+    ) -> tuple[int, int]:
+        query = select(USAGE.c.scope, USAGE.c.tokens).where(
+            USAGE.c.day == day,
+            USAGE.c.platform == platform,
+            or_(
+                and_(USAGE.c.scope == "user", USAGE.c.key == user[:100]),
+                and_(USAGE.c.scope == "channel", USAGE.c.key == channel[:100]),
+            ),
+        )
+        async with self._read() as conn:
+            tokens = {row.scope: int(row.tokens) for row in await conn.execute(query)}
+        return tokens.get("user", 0), tokens.get("channel", 0)
+
+    async def usage_report(self, day: date, platform: str, *, limit: int = 10) -> UsageReport:
+        biggest: dict[str, tuple[UsageLine, ...]] = {}
+        async with self._read() as conn:
+            for scope in ("user", "channel"):
+                query = (
+                    select(USAGE.c.key, USAGE.c.tokens, USAGE.c.replies)
+                    .where(USAGE.c.day == day, USAGE.c.scope == scope, USAGE.c.platform == platform)
+                    .order_by(USAGE.c.tokens.desc(), USAGE.c.key)
+                    .limit(limit)
+                )
+                rows = await conn.execute(query)
+                biggest[scope] = tuple(
+                    UsageLine(r.key, int(r.tokens), int(r.replies)) for r in rows
+                )
+        return UsageReport(day=day, users=biggest["user"], channels=biggest["channel"])
+
+    async def _prune_usage(self, conn: AsyncConnection, before: date) -> None:
+        """Within retention (see SqlChatStore.prune_messages): days before `before` go."""
+        await conn.execute(delete(USAGE).where(USAGE.c.day < before))
