@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from typing import Protocol
 
-from .model import DM_CHANNEL, Channel, Guild, Interaction, Json, StoredMessage
+from .model import DM_CHANNEL, Channel, Guild, Interaction, Json, Role, StoredMessage, User
 from .wire import Wire
 from .world import World
 
@@ -126,6 +126,15 @@ class EventFeed:
 
     async def guild_created(self, guild: Guild) -> None:
         await self.sink.dispatch(guild_create(self.wire, guild))
+
+    async def role_created(self, guild: Guild, role: Role) -> None:
+        data = encode({"guild_id": str(guild.id), "role": self.wire.role(role)})
+        await self.sink.dispatch(Dispatch("GUILD_ROLE_CREATE", data, guild.id, GUILDS))
+
+    async def member_updated(self, guild: Guild, user: User) -> None:
+        """A member's roles changed: only sessions with GUILD_MEMBERS hear of it."""
+        data = encode({**self.wire.member(guild, user), "guild_id": str(guild.id)})
+        await self.sink.dispatch(Dispatch("GUILD_MEMBER_UPDATE", data, guild.id, GUILD_MEMBERS))
 
     async def interaction_created(self, interaction: Interaction) -> None:
         data = encode(self.wire.interaction(interaction))

@@ -21,7 +21,18 @@ from .dispatches import EventFeed
 from .faults import ServerFaults
 from .gateway import Gateway
 from .interactions_api import InteractionRoutes
-from .model import DM_CHANNEL, EPHEMERAL, TEXT_CHANNEL, Channel, Json, User
+from .invocation import chat_input_options
+from .model import (
+    ADMINISTRATOR,
+    CATEGORY_CHANNEL,
+    DM_CHANNEL,
+    EPHEMERAL,
+    TEXT_CHANNEL,
+    Channel,
+    Guild,
+    Json,
+    User,
+)
 from .rate_limits import GLOBAL_RULE, BucketRule, RateLimiter, Scope
 from .records import (
     Change,
@@ -37,8 +48,6 @@ from .rest import API_PREFIX, BotRoutes, RestServer
 from .snowflakes import SnowflakeGenerator
 from .wire import Wire
 from .world import World
-
-_OPTION_TYPES: tuple[tuple[type, int], ...] = ((bool, 5), (int, 4), (float, 10), (str, 3))
 
 
 class DiscordEmulator(LocalServer):
@@ -136,13 +145,56 @@ class DiscordEmulator(LocalServer):
         self._in_background(self.feed.guild_created(guild))
         return guild.id
 
-    def add_text_channel(self, guild_id: int, name: str, *, topic: str | None = None) -> int:
-        guild = self.world.guilds.get(guild_id)
-        if guild is None:
-            raise LookupError(f"no guild {guild_id}")
-        channel = self.world.add_text_channel(guild, name, topic)
+    def add_category(self, guild_id: int, name: str) -> int:
+        """A category channel (type 4); text channels placed in it have it as `parent_id`."""
+        category = self.world.add_category(self._guild(guild_id), name)
+        self._in_background(self.feed.channel_created(category))
+        return category.id
+
+    def add_text_channel(
+        self,
+        guild_id: int,
+        name: str,
+        *,
+        topic: str | None = None,
+        category: int | None = None,
+    ) -> int:
+        guild = self._guild(guild_id)
+        parent = None
+        if category is not None:
+            parent = self._channel(category)
+            if parent.type != CATEGORY_CHANNEL:
+                raise ValueError(f"channel {category} is not a category")
+        channel = self.world.add_text_channel(guild, name, topic, category=parent)
         self._in_background(self.feed.channel_created(channel))
         return channel.id
+
+    def add_role(self, guild_id: int, name: str, *, permissions: int = 0) -> int:
+        """A role of the guild (GUILD_ROLE_CREATE); it grants `permissions` to its members."""
+        guild = self._guild(guild_id)
+        role = self.world.add_role(guild, name, permissions=permissions)
+        self._in_background(self.feed.role_created(guild, role))
+        return role.id
+
+    def give_role(self, guild_id: int, user_id: int, role_id: int) -> None:
+        """The member gets the role: their member objects list it from now on (messages,
+        interactions, GUILD_MEMBER_UPDATE for sessions with GUILD_MEMBERS)."""
+        guild = self._guild(guild_id)
+        user = self._user(user_id)
+        self.world.give_role(guild, user.id, role_id)
+        self._in_background(self.feed.member_updated(guild, user))
+
+    def make_admin(self, guild_id: int, user_id: int) -> int:
+        """Gives the member the guild's "Admins" role (Administrator, permission bit 3), made on
+        first use; returns the role's id."""
+        guild = self._guild(guild_id)
+        role_id = next(
+            (r.id for r in guild.roles.values() if r.name == "Admins" and not r.managed), None
+        )
+        if role_id is None:
+            role_id = self.add_role(guild_id, "Admins", permissions=ADMINISTRATOR)
+        self.give_role(guild_id, user_id, role_id)
+        return role_id
 
     def add_user(self, name: str, bot: bool = False) -> int:
         return self.world.add_user(name, bot=bot).id
@@ -158,6 +210,13 @@ class DiscordEmulator(LocalServer):
         task = asyncio.get_running_loop().create_task(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    async def _caught_up(self) -> None:
+        """Dispatches of setup done meanwhile go out first, in order, as Discord's event stream
+        would have them (a role given before a message is known when the message arrives)."""
+        pending = [task for task in self._background if not task.done()]
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
 
     # --- scripted activity -------------------------------------------------------------------
 
@@ -197,6 +256,7 @@ class DiscordEmulator(LocalServer):
             reply_to=replied,
             reference=reference,
         )
+        await self._caught_up()
         await self.feed.message_created(message)
         return message.id
 
@@ -212,6 +272,7 @@ class DiscordEmulator(LocalServer):
             hook = self.world.add_user(username, bot=True, webhook=True)
             self._webhooks[(channel.id, username)] = hook
         message = self.world.post_message(channel, hook.id, content, webhook_id=hook.id)
+        await self._caught_up()
         await self.feed.message_created(message)
         return message.id
 
@@ -222,6 +283,7 @@ class DiscordEmulator(LocalServer):
         if message.author_id == self.bot_user_id:
             raise ValueError("that is the bot's message; edit it through the bot")
         self.world.edit_message(message, content=content)
+        await self._caught_up()
         await self.feed.message_updated(message)
 
     async def start_thread(
@@ -238,6 +300,7 @@ class DiscordEmulator(LocalServer):
                 raise LookupError(f"no message {from_message} in channel {channel_id}")
         owner = self._user(user_id)
         thread = self.world.start_thread(parent, name, owner_id=owner.id, starter=starter)
+        await self._caught_up()
         await self.feed.thread_created(thread)
         return thread.id
 
@@ -248,19 +311,30 @@ class DiscordEmulator(LocalServer):
         name: str,
         options: Mapping[str, Any] | Sequence[Json] | None = None,
     ) -> int:
-        """Invokes a registered chat-input command; returns the interaction id."""
+        """A user runs a registered chat-input command as Discord's client lets them; returns the
+        interaction id.
+
+        `name` is the full name: "reset", or "bridge trigger" for a subcommand. `options` maps
+        the (sub)command's option names to values, checked as the client does (declared, the
+        required ones given, one of the choices), or is raw option dicts, sent as they are.
+        Raises PermissionError where the client would not offer the command: a member without
+        every permission of its `default_member_permissions`, or a DM where it is not usable.
+        """
         channel = self._channel(channel_id)
         user = self._user(user_id)
-        command = self.world.find_command(name, channel.guild_id)
+        top, *path = name.split()
+        command = self.world.find_command(top, channel.guild_id)
         if command is None:
-            raise LookupError(f"/{name} is not registered for channel {channel_id}")
-        if isinstance(options, Mapping):
-            declared = {o["name"]: o.get("type") for o in command.payload.get("options") or []}
-            options = [
-                {"name": key, "type": declared.get(key) or _option_type(value), "value": value}
-                for key, value in options.items()
-            ]
-        interaction = self.world.new_interaction(command, channel, user.id, list(options or []))
+            raise LookupError(f"/{top} is not registered for channel {channel_id}")
+        refusal = self.world.refusal(command, channel, user.id)
+        if refusal is not None:
+            raise PermissionError(refusal)
+        if options is None or isinstance(options, Mapping):
+            sent = chat_input_options(command, path, options or {})
+        else:
+            sent = list(options)
+        interaction = self.world.new_interaction(command, channel, user.id, sent)
+        await self._caught_up()
         await self.feed.interaction_created(interaction)
         return interaction.id
 
@@ -353,6 +427,12 @@ class DiscordEmulator(LocalServer):
     def interaction(self, interaction_id: int) -> InteractionRecord:
         return self.world.interactions[interaction_id].record()
 
+    def _guild(self, guild_id: int) -> Guild:
+        guild = self.world.guilds.get(guild_id)
+        if guild is None:
+            raise LookupError(f"no guild {guild_id}")
+        return guild
+
     def _channel(self, channel_id: int) -> Channel:
         channel = self.world.channels.get(channel_id)
         if channel is None:
@@ -364,10 +444,3 @@ class DiscordEmulator(LocalServer):
         if user is None or user.webhook:
             raise LookupError(f"no user {user_id}")
         return user
-
-
-def _option_type(value: object) -> int:
-    for python_type, option_type in _OPTION_TYPES:
-        if isinstance(value, python_type):
-            return option_type
-    return 3

@@ -10,6 +10,7 @@ import re
 
 from . import message_forms
 from .api import NO_CONTENT, ApiError, ApiReply, ApiRequest, Context, RouteSpec
+from .invocation import SUB_COMMAND, SUB_COMMAND_GROUP
 from .model import EPHEMERAL, LOADING, Interaction, Json, StoredMessage
 
 _NAME = re.compile(r"^[-_'\w]{1,32}$")
@@ -237,3 +238,58 @@ def _check_command(index: int, payload: object) -> None:
     description = payload.get("description", "")
     if command_type == 1 and not (isinstance(description, str) and 1 <= len(description) <= 100):
         raise ApiError.bad_length(f"{index}.description", 1, 100)
+    permissions = payload.get("default_member_permissions")
+    if permissions is not None and not str(permissions).isdigit():
+        message = f'Value "{permissions}" is not int.'
+        path = f"{index}.default_member_permissions"
+        raise ApiError.invalid_form(path, "NUMBER_TYPE_COERCE", message)
+    if command_type == 1:
+        _check_options(f"{index}.options", payload.get("options") or [], within=0)
+
+
+def _check_options(path: str, options: list[Json], *, within: int) -> None:
+    """Options of a chat-input command (`within` 0), a subcommand group (2) or a subcommand (1):
+    at most 25, named like commands, described in 1 to 100 characters, required ones first, at
+    most 25 choices. Groups sit at the top only and hold subcommands only; a level holds either
+    subcommands or plain options."""
+    if len(options) > 25:
+        raise ApiError.too_long(path, 25)
+    kinds = [int(option.get("type", 0)) for option in options]
+    nesting = [kind in (SUB_COMMAND, SUB_COMMAND_GROUP) for kind in kinds]
+    misplaced = (
+        (any(nesting) and not all(nesting))
+        or (within == SUB_COMMAND and any(nesting))
+        or (within == SUB_COMMAND_GROUP and any(kind != SUB_COMMAND for kind in kinds))
+    )
+    if misplaced:
+        message = "Sub-command and sub-command group option types are mutually exclusive"
+        raise ApiError.invalid_form(path, "APPLICATION_COMMAND_OPTIONS_TYPE_INVALID", message)
+    optional_seen = False
+    for position, (option, kind) in enumerate(zip(options, kinds, strict=True)):
+        where = f"{path}.{position}"
+        name = option.get("name")
+        if not (isinstance(name, str) and _NAME.match(name) and name == name.lower()):
+            message = "Command name is invalid"
+            raise ApiError.invalid_form(
+                f"{where}.name", "APPLICATION_COMMAND_INVALID_NAME", message
+            )
+        description = option.get("description", "")
+        if not (isinstance(description, str) and 1 <= len(description) <= 100):
+            raise ApiError.bad_length(f"{where}.description", 1, 100)
+        if kind in (SUB_COMMAND, SUB_COMMAND_GROUP):
+            _check_options(f"{where}.options", option.get("options") or [], within=kind)
+            continue
+        if not option.get("required"):
+            optional_seen = True
+        elif optional_seen:
+            message = "Required options must be placed before non-required options"
+            raise ApiError.invalid_form(
+                where, "APPLICATION_COMMAND_OPTIONS_REQUIRED_INVALID", message
+            )
+        choices = option.get("choices") or []
+        if len(choices) > 25:
+            raise ApiError.too_long(f"{where}.choices", 25)
+        for number, choice in enumerate(choices):
+            label = choice.get("name")
+            if not (isinstance(label, str) and 1 <= len(label) <= 100):
+                raise ApiError.bad_length(f"{where}.choices.{number}.name", 1, 100)

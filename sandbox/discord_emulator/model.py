@@ -14,6 +14,7 @@ Json = dict[str, Any]
 
 TEXT_CHANNEL = 0
 DM_CHANNEL = 1
+CATEGORY_CHANNEL = 4
 PUBLIC_THREAD = 11
 PRIVATE_THREAD = 12
 THREAD_TYPES = (10, PUBLIC_THREAD, PRIVATE_THREAD)
@@ -24,6 +25,18 @@ CHAT_INPUT_COMMAND_MESSAGE = 20
 
 EPHEMERAL = 1 << 6
 LOADING = 1 << 7
+
+ADMINISTRATOR = 1 << 3
+MANAGE_GUILD = 1 << 5
+# Every permission bit Discord defines today (0 to 50): what an administrator or the owner has.
+ALL_PERMISSIONS = (1 << 51) - 1
+# What a fresh server's @everyone may do: view, send, embed, attach, history, react, external
+# emojis, use application commands, create threads and talk in them.
+EVERYONE_PERMISSIONS = sum(
+    1 << bit for bit in (0, 6, 10, 11, 14, 15, 16, 18, 20, 21, 26, 31, 35, 36, 38)
+)
+# A bot's managed role as an invite with "Send Messages" + "Manage Threads" would create it.
+BOT_ROLE_PERMISSIONS = EVERYONE_PERMISSIONS | (1 << 13) | (1 << 34)
 
 
 @dataclass
@@ -47,6 +60,16 @@ class User:
 
 
 @dataclass
+class Role:
+    id: int
+    name: str
+    permissions: int
+    position: int
+    managed: bool = False
+    tags: Json | None = None
+
+
+@dataclass
 class Guild:
     id: int
     name: str
@@ -54,6 +77,10 @@ class Guild:
     bot_role_id: int
     joined_at: str
     channel_ids: list[int] = field(default_factory=list)
+    # Every role, @everyone (whose id is the guild's) and the bot's managed role included.
+    roles: dict[int, Role] = field(default_factory=dict)
+    # user id -> the ids of the roles given to them (never @everyone, as in Discord's payloads)
+    member_roles: dict[int, list[int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -154,6 +181,21 @@ class Command:
     @property
     def type(self) -> int:
         return int(self.payload.get("type", 1))
+
+    @property
+    def default_member_permissions(self) -> int | None:
+        """The permissions a member needs to see and use it (None: everyone; 0: administrators
+        only). A server's admins may change who can use it in the server settings; the app only
+        sets this default, and the emulator applies it."""
+        value = self.payload.get("default_member_permissions")
+        return None if value is None else int(value)
+
+    @property
+    def usable_in_dms(self) -> bool:
+        contexts = self.payload.get("contexts")
+        if contexts is not None:
+            return 1 in contexts  # BOT_DM; `contexts` replaces the older dm_permission
+        return bool(self.payload.get("dm_permission", True))
 
     def registered(self) -> RegisteredCommand:
         return RegisteredCommand(self.id, self.name, self.type, self.guild_id, dict(self.payload))

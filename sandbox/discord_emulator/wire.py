@@ -5,28 +5,22 @@ One place builds every payload, so REST replies and gateway dispatches of an ent
 
 from __future__ import annotations
 
-from typing import Any
-
 from .model import (
+    BOT_ROLE_PERMISSIONS,
+    CATEGORY_CHANNEL,
     DM_CHANNEL,
     Channel,
     Command,
     Guild,
     Interaction,
     Json,
+    Role,
     StoredMessage,
     User,
 )
 from .snowflakes import snowflake_iso
 from .world import World
 
-# What a fresh server's @everyone may do: view, send, embed, attach, history, react, external
-# emojis, use application commands, create threads and talk in them.
-EVERYONE_PERMISSIONS = sum(
-    1 << bit for bit in (0, 6, 10, 11, 14, 15, 16, 18, 20, 21, 26, 31, 35, 36, 38)
-)
-# A bot's managed role as an invite with "Send Messages" + "Manage Threads" would create it.
-BOT_ROLE_PERMISSIONS = EVERYONE_PERMISSIONS | (1 << 13) | (1 << 34)
 ATTACHMENT_SIZE_LIMIT = 10 * 1024 * 1024
 # GATEWAY_MESSAGE_CONTENT_LIMITED: the toggle of an app in fewer than 100 servers.
 APP_FLAG_MESSAGE_CONTENT_LIMITED = 1 << 19
@@ -63,9 +57,8 @@ class Wire:
         return {**self.user(self.world.bot), **extra}
 
     def member(self, guild: Guild, user: User, *, with_user: bool = True) -> Json:
-        is_bot = user.id == self.world.bot.id
         payload: Json = {
-            "roles": [str(guild.bot_role_id)] if is_bot else [],
+            "roles": [str(role_id) for role_id in self.world.role_ids(guild, user.id)],
             "joined_at": guild.joined_at,
             "deaf": False,
             "mute": False,
@@ -82,33 +75,26 @@ class Wire:
         return payload
 
     def roles(self, guild: Guild) -> list[Json]:
-        def role(role_id: int, name: str, position: int, permissions: int, **extra: Any) -> Json:
-            return {
-                "id": str(role_id),
-                "name": name,
-                "color": 0,
-                "colors": {"primary_color": 0, "secondary_color": None, "tertiary_color": None},
-                "hoist": False,
-                "position": position,
-                "permissions": str(permissions),
-                "managed": bool(extra),
-                "mentionable": False,
-                "flags": 0,
-                "icon": None,
-                "unicode_emoji": None,
-                **extra,
-            }
+        return [self.role(role) for role in guild.roles.values()]
 
-        return [
-            role(guild.id, "@everyone", 0, EVERYONE_PERMISSIONS),  # @everyone's id is the guild's
-            role(
-                guild.bot_role_id,
-                self.world.bot.username,
-                1,
-                BOT_ROLE_PERMISSIONS,
-                tags={"bot_id": str(self.world.bot.id)},
-            ),
-        ]
+    def role(self, role: Role) -> Json:
+        payload: Json = {
+            "id": str(role.id),
+            "name": role.name,
+            "color": 0,
+            "colors": {"primary_color": 0, "secondary_color": None, "tertiary_color": None},
+            "hoist": False,
+            "position": role.position,
+            "permissions": str(role.permissions),
+            "managed": role.managed,
+            "mentionable": False,
+            "flags": 0,
+            "icon": None,
+            "unicode_emoji": None,
+        }
+        if role.tags is not None:
+            payload["tags"] = role.tags
+        return payload
 
     def channel(self, channel: Channel) -> Json:
         if channel.type == DM_CHANNEL:
@@ -122,6 +108,18 @@ class Wire:
             }
         if channel.is_thread:
             return self.thread(channel)
+        if channel.type == CATEGORY_CHANNEL:
+            return {
+                "id": str(channel.id),
+                "type": CATEGORY_CHANNEL,
+                "guild_id": str(channel.guild_id),
+                "name": channel.name,
+                "position": channel.position,
+                "permission_overwrites": [],
+                "parent_id": None,
+                "nsfw": False,
+                "flags": 0,
+            }
         return {
             "id": str(channel.id),
             "type": channel.type,
@@ -129,7 +127,8 @@ class Wire:
             "name": channel.name,
             "position": channel.position,
             "permission_overwrites": [],
-            "parent_id": None,
+            # The category it is in, if any (a thread's parent_id is its channel).
+            "parent_id": _opt_id(channel.parent_id),
             "topic": channel.topic,
             "nsfw": False,
             "flags": 0,
@@ -319,7 +318,7 @@ class Wire:
             "token": interaction.token,
             "version": 1,
             "channel_id": str(channel.id),
-            "channel": {**self.channel(channel), "permissions": str(EVERYONE_PERMISSIONS)},
+            "channel": self.channel(channel),
             "app_permissions": str(BOT_ROLE_PERMISSIONS),
             "locale": "en-US",
             "entitlements": [],
@@ -335,23 +334,27 @@ class Wire:
             payload["guild_id"] = str(guild.id)
             payload["guild"] = {"id": str(guild.id), "locale": "en-US", "features": []}
             payload["guild_locale"] = "en-US"
-            member = self.member(guild, user)
-            payload["member"] = {**member, "permissions": str(EVERYONE_PERMISSIONS)}
+            # The invoker's permissions in the channel, overwrites included (there are none here).
+            permissions = str(self.world.permissions(guild, user.id))
+            payload["channel"]["permissions"] = permissions
+            payload["member"] = {**self.member(guild, user), "permissions": permissions}
         else:
             payload["user"] = self.user(user)
         return payload
 
     def command(self, command: Command) -> Json:
+        needed = command.default_member_permissions
         payload: Json = {
             "type": 1,
             "description": "",
             "options": [],
             "nsfw": False,
-            "default_member_permissions": None,
             "dm_permission": True,
             "contexts": None,
             "integration_types": [0],
             **command.payload,
+            # Discord answers with a string whatever number type the app sent.
+            "default_member_permissions": None if needed is None else str(needed),
             "id": str(command.id),
             "application_id": str(command.application_id),
             "version": str(command.version),

@@ -11,9 +11,14 @@ from collections.abc import Callable
 
 from . import mentions
 from .model import (
+    ADMINISTRATOR,
+    ALL_PERMISSIONS,
+    BOT_ROLE_PERMISSIONS,
+    CATEGORY_CHANNEL,
     CHAT_INPUT_COMMAND_MESSAGE,
     DEFAULT_MESSAGE,
     DM_CHANNEL,
+    EVERYONE_PERMISSIONS,
     PUBLIC_THREAD,
     REPLY_MESSAGE,
     TEXT_CHANNEL,
@@ -23,6 +28,7 @@ from .model import (
     Guild,
     Interaction,
     Json,
+    Role,
     StoredMessage,
     User,
 )
@@ -83,6 +89,18 @@ class World:
     def add_guild(self, name: str) -> Guild:
         guild_id = self.snowflakes.next()
         guild = Guild(guild_id, name, self.snowflakes.next(), self.snowflakes.next(), now_iso())
+        # @everyone's id is the guild's; the bot's managed role comes with the invite.
+        guild.roles[guild.id] = Role(guild.id, "@everyone", EVERYONE_PERMISSIONS, 0)
+        bot_role = Role(
+            guild.bot_role_id,
+            self.bot.username,
+            BOT_ROLE_PERMISSIONS,
+            1,
+            managed=True,
+            tags={"bot_id": str(self.bot.id)},
+        )
+        guild.roles[bot_role.id] = bot_role
+        guild.member_roles[self.bot.id] = [bot_role.id]
         self.guilds[guild.id] = guild
         return guild
 
@@ -90,12 +108,65 @@ class World:
         """Every user is a member of every guild, except webhook authors."""
         return [u for u in self.users.values() if not u.webhook]
 
-    def add_text_channel(self, guild: Guild, name: str, topic: str | None = None) -> Channel:
+    def add_role(self, guild: Guild, name: str, *, permissions: int = 0) -> Role:
+        """A role of the server, above the others (it does not grant more than `permissions`:
+        a member's permissions are @everyone's and their roles' together)."""
+        position = max(role.position for role in guild.roles.values()) + 1
+        role = Role(self.snowflakes.next(), name, permissions, position)
+        guild.roles[role.id] = role
+        return role
+
+    def give_role(self, guild: Guild, user_id: int, role_id: int) -> None:
+        if role_id not in guild.roles or role_id == guild.id:
+            raise LookupError(f"no role {role_id} to give in guild {guild.id}")
+        given = guild.member_roles.setdefault(user_id, [])
+        if role_id not in given:
+            given.append(role_id)
+
+    def role_ids(self, guild: Guild, user_id: int) -> list[int]:
+        """The member's roles as Discord lists them: without @everyone."""
+        return list(guild.member_roles.get(user_id, ()))
+
+    def permissions(self, guild: Guild, user_id: int) -> int:
+        """The member's permissions in the guild: @everyone's and their roles' together; all of
+        them for the owner and for an administrator (the emulator has no channel overwrites)."""
+        if user_id == guild.owner_id:
+            return ALL_PERMISSIONS
+        granted = guild.roles[guild.id].permissions
+        for role_id in self.role_ids(guild, user_id):
+            granted |= guild.roles[role_id].permissions
+        return ALL_PERMISSIONS if granted & ADMINISTRATOR else granted
+
+    def add_category(self, guild: Guild, name: str) -> Channel:
+        category = Channel(
+            self.snowflakes.next(),
+            CATEGORY_CHANNEL,
+            name,
+            guild.id,
+            position=len(guild.channel_ids),
+        )
+        self._add_channel(category)
+        guild.channel_ids.append(category.id)
+        return category
+
+    def add_text_channel(
+        self,
+        guild: Guild,
+        name: str,
+        topic: str | None = None,
+        *,
+        category: Channel | None = None,
+    ) -> Channel:
+        if category is not None and (
+            category.type != CATEGORY_CHANNEL or category.guild_id != guild.id
+        ):
+            raise ValueError(f"channel {category.id} is not a category of guild {guild.id}")
         channel = Channel(
             self.snowflakes.next(),
             TEXT_CHANNEL,
             name,
             guild.id,
+            parent_id=category.id if category is not None else None,
             position=len(guild.channel_ids),
             topic=topic,
         )
@@ -317,6 +388,29 @@ class World:
                 if command.name == name and command.type == 1:
                     return command
         return None
+
+    def refusal(self, command: Command, channel: Channel, user_id: int) -> str | None:
+        """Why Discord's client would not let the user run `command` there (it hides it), or None.
+
+        A guild member needs every permission in `default_member_permissions` (an administrator
+        has them all; "0" leaves the command to administrators); in a DM there is no member to
+        check, only whether the command may be used in DMs at all."""
+        if channel.guild_id is None:
+            return None if command.usable_in_dms else f"/{command.name} is not usable in DMs"
+        needed = command.default_member_permissions
+        if needed is None:
+            return None
+        has = self.permissions(self.guilds[channel.guild_id], user_id)
+        if needed == 0:
+            allowed = has & ADMINISTRATOR
+        else:
+            allowed = has & needed == needed
+        if allowed:
+            return None
+        return (
+            f"user {user_id} lacks the permissions {needed} (default_member_permissions) "
+            f"to use /{command.name}"
+        )
 
     def new_interaction(
         self, command: Command, channel: Channel, user_id: int, options: list[Json]

@@ -5,9 +5,10 @@ docs/emulators/slack.md for what it covers.
 """
 
 from sandbox.slack_emulator.arguments import ApiError
+from sandbox.slack_emulator.commands import SlashCommand
 from sandbox.slack_emulator.delivery import Attempt, Delivery, slack_signature
 from sandbox.slack_emulator.emulator import EmulatorStats, SlackEmulator
-from sandbox.slack_emulator.model import Change, Message, User
+from sandbox.slack_emulator.model import Change, Ephemeral, Message, User
 from sandbox.slack_emulator.rate_limits import SLACK_TIERS
 from sandbox.slack_emulator.rendering import ShownMessage, render_blocks
 from sandbox.slack_emulator.socket_mode import SocketAck
@@ -20,10 +21,12 @@ __all__ = [
     "Attempt",
     "Change",
     "Delivery",
+    "Ephemeral",
     "EmulatorStats",
     "Message",
     "ShownMessage",
     "SlackEmulator",
+    "SlashCommand",
     "SocketAck",
     "User",
     "render_blocks",

@@ -31,6 +31,20 @@ def slack_signature(secret: str, timestamp: str, body: bytes) -> str:
     return "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
 
 
+@dataclass(frozen=True, slots=True)
+class HttpAnswer:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def header(self, name: str) -> str:
+        return next((v for k, v in self.headers.items() if k.lower() == name.lower()), "")
+
+    @property
+    def content_type(self) -> str:
+        return self.header("Content-Type").split(";", 1)[0].strip().lower()
+
+
 @dataclass(slots=True)
 class Attempt:
     retry_num: int
@@ -236,14 +250,19 @@ class EventDelivery:
 
     async def post(self, body: bytes, headers: dict[str, str]) -> tuple[int, bool]:
         """POST to event_url; returns the status and whether the app said X-Slack-No-Retry."""
+        answer = await self.exchange(body, headers)
+        return answer.status, answer.header("X-Slack-No-Retry") == "1"
+
+    async def exchange(self, body: bytes, headers: dict[str, str]) -> HttpAnswer:
+        """POST to event_url and read the whole answer (a slash command's body is its reply)."""
         if self.event_url is None or self._session is None:
             raise RuntimeError("event_url is not set or the emulator is not started")
         timeout = aiohttp.ClientTimeout(total=self.ack_timeout)
         async with self._session.post(
             self.event_url, data=body, headers=headers, timeout=timeout
         ) as response:
-            await response.read()
-            return response.status, response.headers.get("X-Slack-No-Retry") == "1"
+            content = await response.read()
+            return HttpAnswer(response.status, dict(response.headers), content)
 
     def _track(self, task: asyncio.Task[Any]) -> None:
         self._tasks.add(task)

@@ -18,8 +18,9 @@ from aiohttp import web
 
 from sandbox.local_server import LocalServer
 from sandbox.slack_emulator import events
+from sandbox.slack_emulator.commands import RESPONSE_PATH, SlashCommands
 from sandbox.slack_emulator.delivery import Delivery, DeliveryMode, EventDelivery
-from sandbox.slack_emulator.model import AppIdentity, Change, User, Workspace
+from sandbox.slack_emulator.model import AppIdentity, Change, Ephemeral, User, Workspace
 from sandbox.slack_emulator.people import PeopleActions
 from sandbox.slack_emulator.rate_limits import SLACK_TIERS, RateLimiter
 from sandbox.slack_emulator.rendering import ShownMessage, show
@@ -77,6 +78,7 @@ class SlackEmulator(PeopleActions):
         self.limiter = RateLimiter(clock)
         self.sockets = SocketHub(app_id=app_id, clock=clock, on_ack=self._on_ack)
         self.events = EventDelivery(hub=self.sockets, signing_secret=signing_secret, clock=clock)
+        self.commands = SlashCommands(self)
         self._changed = asyncio.Event()
         self.workspace.subscribe(lambda _change: self.poke())
         self.events.on_change = self.poke
@@ -100,6 +102,7 @@ class SlackEmulator(PeopleActions):
         app = web.Application()
         app.router.add_route("*", "/api/{method}", WebApi(self).handle)
         app.router.add_get(LINK_PATH, self.sockets.handle)
+        app.router.add_post(RESPONSE_PATH, self.commands.handle_response_url)
         app.on_shutdown.append(self.sockets.close_all)
         self._server = LocalServer(app, host=host, port=port)
 
@@ -109,6 +112,7 @@ class SlackEmulator(PeopleActions):
         await self.events.start()
         await self._server.start()
         self.sockets.base_url = self._server.url.replace("http://", "ws://", 1)
+        self.commands.base_url = self._server.url
 
     async def stop(self) -> None:
         await self.events.stop()
@@ -203,6 +207,20 @@ class SlackEmulator(PeopleActions):
     def message(self, channel: str, ts: str) -> ShownMessage | None:
         found = self.workspace.find(channel, ts)
         return show(found, self.workspace.users) if found else None
+
+    def ephemerals(
+        self, user: str | None = None, channel: str | None = None, *, hidden: bool = False
+    ) -> list[Ephemeral]:
+        """What only `user` sees (in `channel`): chat.postEphemeral, slash command replies and
+        Slack's own errors for a command, oldest first. `hidden=True` adds those Slack accepted
+        but shows nowhere (sent into a thread that has no replies)."""
+        return [
+            shown
+            for shown in self.workspace.ephemerals
+            if user in (None, shown.user)
+            and channel in (None, shown.channel)
+            and (shown.visible or hidden)
+        ]
 
     def calls_to(self, method: str) -> list[ApiCall]:
         return [call for call in self.calls if call.method == method]
@@ -303,3 +321,4 @@ class SlackEmulator(PeopleActions):
 
     def _on_ack(self, ack: SocketAck) -> None:
         self.events.on_ack(ack)
+        self.commands.on_ack(ack)

@@ -156,12 +156,37 @@ class Message:
         return data
 
 
+@dataclass(frozen=True, slots=True)
+class Ephemeral:
+    """A message only `user` sees, in `channel` (chat.postEphemeral, a slash command's answer).
+
+    Slack keeps it only in that user's open client: it has no history, no edits, no events.
+    """
+
+    ts: str
+    channel: str
+    user: str  # who sees it
+    text: str
+    blocks: list[dict[str, Any]] | None
+    rendered: str  # what the user reads: blocks when present, otherwise `text`
+    thread_ts: str | None = None
+    # "chat.postEphemeral", "command_ack" (the app's acknowledgement of a slash command),
+    # "response_url", or "slack" (an error Slack itself shows, such as a command's timeout).
+    source: str = "chat.postEphemeral"
+    author: str = ""  # the app's bot user, or USLACKBOT for Slack's own notices
+    # Slack shows an ephemeral message in a thread only if the thread has replies already;
+    # one sent to a message without replies is accepted and shown nowhere.
+    visible: bool = True
+
+
 @dataclass(slots=True)
 class Channel:
     id: str
     messages: dict[str, Message] = field(default_factory=dict)
     top_level: list[str] = field(default_factory=list)
     replies: dict[str, list[str]] = field(default_factory=dict)
+    # People known to be in the conversation: whoever posted or ran a command in it, or joined.
+    members: set[str] = field(default_factory=set)
 
 
 @dataclass(slots=True)
@@ -175,7 +200,7 @@ class ThreadStatus:
 class Change:
     """One visible change, passed to listeners (the sandbox prints these)."""
 
-    kind: str  # "posted", "updated", "deleted", "status", "title", "prompts"
+    kind: str  # "posted", "updated", "deleted", "status", "title", "prompts", "ephemeral"
     channel: str
     ts: str | None
     message: Message | None = None
@@ -200,6 +225,7 @@ class Workspace:
         self.statuses: dict[tuple[str, str], ThreadStatus] = {}
         self.titles: dict[tuple[str, str], str] = {}
         self.suggested_prompts: dict[tuple[str, str | None], dict[str, Any]] = {}
+        self.ephemerals: list[Ephemeral] = []
         self.status_ttl = 120.0
         self.app_user_id: str | None = None  # the emulated app's bot user
         self._listeners: list[Callable[[Change], None]] = []
@@ -228,6 +254,8 @@ class Workspace:
     def add(self, message: Message) -> Message:
         chan = self.channel(message.channel)
         chan.messages[message.ts] = message
+        if message.user is not None:
+            chan.members.add(message.user)
         root_ts = message.thread_ts
         if root_ts is None or root_ts == message.ts:
             chan.top_level.append(message.ts)
@@ -300,6 +328,25 @@ class Workspace:
             "is_locked": False,
             "subscribed": False,
         }
+
+    # ---- membership and ephemeral messages ---------------------------------------------------
+
+    def join(self, channel_id: str, user_id: str) -> None:
+        self.channel(channel_id).members.add(user_id)
+
+    def is_member(self, channel_id: str, user_id: str) -> bool:
+        found = self.channels.get(channel_id)
+        return found is not None and user_id in found.members
+
+    def add_ephemeral(self, ephemeral: Ephemeral) -> Ephemeral:
+        self.ephemerals.append(ephemeral)
+        self.notify(Change("ephemeral", ephemeral.channel, ephemeral.ts))
+        return ephemeral
+
+    def remove_ephemeral(self, ephemeral: Ephemeral) -> None:
+        """Gone from the user's screen (a response_url's replace_original or delete_original)."""
+        self.ephemerals.remove(ephemeral)
+        self.notify(Change("ephemeral", ephemeral.channel, ephemeral.ts))
 
     # ---- assistant threads ------------------------------------------------------------------
 

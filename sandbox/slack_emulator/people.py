@@ -9,6 +9,7 @@ import uuid
 from typing import Any
 
 from sandbox.slack_emulator import events
+from sandbox.slack_emulator.commands import SlashCommand, SlashCommands, default_channel_name
 from sandbox.slack_emulator.delivery import Delivery, EventDelivery
 from sandbox.slack_emulator.methods.chat import thread_root
 from sandbox.slack_emulator.model import (
@@ -27,6 +28,7 @@ class PeopleActions:
     identity: AppIdentity
     workspace: Workspace
     events: EventDelivery
+    commands: SlashCommands
 
     async def user_message(
         self,
@@ -113,6 +115,36 @@ class PeopleActions:
             events.assistant_thread_started_event(identity, user, channel, root.ts, context_channel)
         )
         return root.ts
+
+    async def slash_command(
+        self,
+        user: str,
+        channel: str,
+        command: str,
+        text: str = "",
+        *,
+        team: str | None = None,
+        channel_name: str | None = None,
+    ) -> SlashCommand:
+        """A person runs the app's command in `channel` (never in a thread: Slack allows app
+        commands only in the message box of a channel or DM). Returns once the app answered or
+        Slack gave up on it (3 s); its replies are then in `ephemerals(user, channel)`."""
+        self._known_user(user)
+        self.workspace.join(channel, user)
+        return await self.commands.invoke(
+            user,
+            channel,
+            command,
+            text,
+            team=team or self.identity.team_id,
+            channel_name=channel_name or default_channel_name(channel),
+        )
+
+    def join(self, channel: str, *users: str) -> None:
+        """People become members of `channel` (posting or running a command there does too)."""
+        for user in users:
+            self._known_user(user)
+            self.workspace.join(channel, user)
 
     async def deliver(
         self, event: dict[str, Any], retries: int = 0, retry_reason: str | None = None

@@ -16,6 +16,7 @@ WINDOW_SECONDS = 60.0
 SLACK_TIERS: dict[str, tuple[int, bool]] = {
     "chat.postMessage": (60, True),
     "chat.update": (50, False),
+    "chat.postEphemeral": (100, False),  # Tier 4
     "chat.delete": (50, False),
     "chat.startStream": (50, False),
     "chat.appendStream": (100, False),

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -507,3 +507,233 @@ async def test_late_interaction_response_is_unknown() -> None:
         assert failures[0].code == 10062  # Unknown interaction: the 3-second window passed
         assert emu.interaction(interaction_id).response_type is None
         assert emu.messages(channel_id) == []
+
+
+async def test_roles_and_categories_reach_discord_py(scene: Scene) -> None:
+    emu = scene.emu
+    category = emu.add_category(scene.guild_id, "Support")
+    help_id = emu.add_text_channel(scene.guild_id, "help", category=category)
+    staff = emu.add_role(scene.guild_id, "Staff")
+    emu.give_role(scene.guild_id, scene.alice, staff)
+    async with running_bot(emu) as bot:
+        guild = bot.get_guild(scene.guild_id)
+        assert guild is not None
+        assert isinstance(guild.get_channel(category), discord.CategoryChannel)
+        help_channel = guild.get_channel(help_id)
+        assert isinstance(help_channel, discord.TextChannel)
+        assert help_channel.category_id == category
+        general = guild.get_channel(scene.channel_id)
+        assert isinstance(general, discord.TextChannel) and general.category_id is None
+        role = guild.get_role(staff)
+        assert role is not None and role.name == "Staff" and not role.managed
+
+        # Added while connected: GUILD_ROLE_CREATE, and it is known before the next message.
+        late = emu.add_role(scene.guild_id, "Late")
+        emu.give_role(scene.guild_id, scene.alice, late)
+        message_id = await emu.user_message(help_id, scene.alice, "hi")
+        message = await on_message_of(bot, message_id)
+    assert isinstance(message.author, discord.Member)
+    assert {r.id for r in message.author.roles} == {scene.guild_id, staff, late}
+    assert message.channel.id == help_id
+
+
+async def test_member_payloads_list_the_roles_given(scene: Scene) -> None:
+    emu = scene.emu
+    staff = emu.add_role(scene.guild_id, "Staff")
+    emu.give_role(scene.guild_id, scene.alice, staff)
+    message_id = await emu.user_message(scene.channel_id, scene.alice, "hi")
+    guild = emu.world.guilds[scene.guild_id]
+    stored = emu.world.message(scene.channel_id, message_id)
+    assert stored is not None
+    payload = emu.feed.wire.message(stored)
+    assert payload["member"]["roles"] == [str(staff)]  # never @everyone
+    assert "user" not in payload["member"]
+    full = emu.feed.wire.guild_create(guild, all_members=True)
+    roles = {r["name"]: r for r in full["roles"]}
+    assert list(roles) == ["@everyone", "bridge-bot", "Staff"]
+    assert roles["@everyone"]["id"] == str(scene.guild_id)
+    assert roles["bridge-bot"]["managed"] and roles["bridge-bot"]["tags"]
+    members = {m["user"]["id"]: m["roles"] for m in full["members"]}
+    assert members[str(scene.alice)] == [str(staff)]
+    assert members[str(emu.bot_user_id)] == [roles["bridge-bot"]["id"]]
+
+
+def admin_tree(
+    trees: list[app_commands.CommandTree[Any]], seen: list[discord.Interaction]
+) -> Callable[[RecordingClient], None]:
+    """A tree with /ping for everyone and /admin (Manage Server) with two subcommands."""
+
+    def register(client: RecordingClient) -> None:
+        tree = app_commands.CommandTree(client)
+        trees.append(tree)
+
+        @tree.command(name="ping", description="Anyone")
+        async def ping(interaction: discord.Interaction) -> None:
+            seen.append(interaction)
+            await interaction.response.send_message("pong", ephemeral=True)
+
+        admin = app_commands.Group(
+            name="admin",
+            description="Admins only",
+            default_permissions=discord.Permissions(manage_guild=True),
+        )
+
+        @admin.command(name="mode", description="Set the mode")
+        @app_commands.choices(
+            mode=[app_commands.Choice(name=v, value=v) for v in ("quiet", "loud")]
+        )
+        async def mode(interaction: discord.Interaction, mode: str) -> None:
+            seen.append(interaction)
+            await interaction.response.send_message(f"mode {mode}", ephemeral=True)
+
+        @admin.command(name="status", description="Show the status")
+        async def status(interaction: discord.Interaction) -> None:
+            seen.append(interaction)
+            await interaction.response.send_message("fine", ephemeral=True)
+
+        tree.add_command(admin)
+
+    return register
+
+
+async def test_interactions_carry_the_member_with_roles_and_permissions(scene: Scene) -> None:
+    emu = scene.emu
+    bob = emu.add_user("bob")
+    staff = emu.add_role(scene.guild_id, "Staff")
+    emu.give_role(scene.guild_id, bob, staff)
+    admins = emu.make_admin(scene.guild_id, bob)
+    trees: list[app_commands.CommandTree[Any]] = []
+    seen: list[discord.Interaction] = []
+    async with running_bot(emu, before_connect=admin_tree(trees, seen)):
+        await trees[0].sync()
+        await emu.slash_command(scene.channel_id, scene.alice, "ping")
+        await emu.slash_command(scene.channel_id, bob, "admin mode", {"mode": "loud"})
+        dm = emu.dm_channel(scene.alice)
+        await emu.slash_command(dm, scene.alice, "ping")
+        await wait_until(lambda: len(seen) == 3)
+    member, admin, in_dm = seen
+    assert isinstance(member.user, discord.Member) and member.guild_id == scene.guild_id
+    assert not member.permissions.manage_guild and member.permissions.send_messages
+    assert isinstance(admin.user, discord.Member)
+    assert {r.id for r in admin.user.roles} == {scene.guild_id, staff, admins}
+    assert admin.permissions.administrator and admin.permissions.manage_guild
+    assert admin.namespace.mode == "loud"
+    # In a DM there is no member: the user, and no guild.
+    assert type(in_dm.user) is discord.User and in_dm.guild_id is None
+
+
+async def test_subcommand_options_are_sent_as_discords_client_sends_them(scene: Scene) -> None:
+    emu = scene.emu
+    emu.make_admin(scene.guild_id, scene.alice)
+    trees: list[app_commands.CommandTree[Any]] = []
+    seen: list[discord.Interaction] = []
+    async with running_bot(emu, before_connect=admin_tree(trees, seen)):
+        await trees[0].sync()
+        mode_id = await emu.slash_command(
+            scene.channel_id, scene.alice, "admin mode", {"mode": "quiet"}
+        )
+        status_id = await emu.slash_command(scene.channel_id, scene.alice, "admin status")
+        with pytest.raises(ValueError, match="not one of"):
+            await emu.slash_command(scene.channel_id, scene.alice, "admin mode", {"mode": "x"})
+        with pytest.raises(ValueError, match="needs mode"):
+            await emu.slash_command(scene.channel_id, scene.alice, "admin mode")
+        with pytest.raises(ValueError, match="needs a subcommand"):
+            await emu.slash_command(scene.channel_id, scene.alice, "admin")
+        with pytest.raises(LookupError, match="no subcommand"):
+            await emu.slash_command(scene.channel_id, scene.alice, "admin reboot")
+        await wait_until(lambda: emu.interaction(status_id).response_type)
+        await wait_until(lambda: emu.interaction(mode_id).response_type)
+    assert emu.interaction(mode_id).options == (
+        {"name": "mode", "type": 1, "options": [{"name": "mode", "type": 3, "value": "quiet"}]},
+    )
+    assert emu.interaction(status_id).options == ({"name": "status", "type": 1, "options": []},)
+    assert [i.command.qualified_name for i in seen if i.command] == ["admin mode", "admin status"]
+    assert len(emu.interactions) == 2  # the refused ones never reached the bot
+
+
+async def test_default_member_permissions_decide_who_may_invoke(scene: Scene) -> None:
+    emu = scene.emu
+    bob = emu.add_user("bob")
+    carol = emu.add_user("carol")
+    managers = emu.add_role(scene.guild_id, "Managers", permissions=1 << 5)
+    emu.give_role(scene.guild_id, carol, managers)
+    trees: list[app_commands.CommandTree[Any]] = []
+    seen: list[discord.Interaction] = []
+    async with running_bot(emu, before_connect=admin_tree(trees, seen)):
+        await trees[0].sync()
+        with pytest.raises(PermissionError, match="default_member_permissions"):
+            await emu.slash_command(scene.channel_id, bob, "admin status")
+        await emu.slash_command(scene.channel_id, carol, "admin status")  # Manage Server
+        emu.make_admin(scene.guild_id, bob)  # Administrator has every permission
+        await emu.slash_command(scene.channel_id, bob, "admin status")
+        # Permissions are a guild's: in a DM there is no member to check.
+        await emu.slash_command(emu.dm_channel(bob), bob, "admin status")
+        await wait_until(lambda: len(seen) == 3)
+        async with aiohttp.ClientSession() as http:
+            path = f"/applications/{emu.application_id}/commands"
+            async with http.get(emu.api_base_url + path, headers=bot_headers()) as response:
+                listed = {c["name"]: c for c in await response.json()}
+    assert listed["admin"]["default_member_permissions"] == str(1 << 5)  # a string, as Discord
+    assert listed["ping"]["default_member_permissions"] is None
+
+
+async def test_zero_permissions_leave_a_command_to_administrators(scene: Scene) -> None:
+    emu = scene.emu
+    managers = emu.add_role(scene.guild_id, "Managers", permissions=1 << 5)
+    emu.give_role(scene.guild_id, scene.alice, managers)
+    payload = {"name": "nuke", "description": "Admins only", "default_member_permissions": "0"}
+    guild_only = {"name": "here", "description": "Servers only", "contexts": [0]}
+    emu.world.overwrite_commands(None, [payload, guild_only])
+    with pytest.raises(PermissionError):
+        await emu.slash_command(scene.channel_id, scene.alice, "nuke")
+    emu.make_admin(scene.guild_id, scene.alice)
+    await emu.slash_command(scene.channel_id, scene.alice, "nuke")
+    with pytest.raises(PermissionError, match="not usable in DMs"):
+        await emu.slash_command(emu.dm_channel(scene.alice), scene.alice, "here")
+
+
+@pytest.mark.parametrize(
+    ("options", "error_path"),
+    [
+        pytest.param(
+            [{"type": 3, "name": "text", "description": "x" * 101}],
+            ["0", "options", "0", "description"],
+            id="option description over 100",
+        ),
+        pytest.param(
+            [
+                {"type": 3, "name": "maybe", "description": "optional"},
+                {"type": 3, "name": "must", "description": "required", "required": True},
+            ],
+            ["0", "options", "1"],
+            id="required after optional",
+        ),
+        pytest.param(
+            [
+                {"type": 1, "name": "sub", "description": "a subcommand"},
+                {"type": 3, "name": "text", "description": "a value"},
+            ],
+            ["0", "options"],
+            id="subcommands beside values",
+        ),
+        pytest.param(
+            [{"type": 3, "name": "Text", "description": "capital"}],
+            ["0", "options", "0", "name"],
+            id="option name with a capital",
+        ),
+    ],
+)
+async def test_invalid_command_options_are_refused_whole(
+    scene: Scene, options: list[dict[str, Any]], error_path: list[str]
+) -> None:
+    command = {"name": "cmd", "description": "A command", "type": 1, "options": options}
+    url = f"{scene.emu.api_base_url}/applications/{scene.emu.application_id}/commands"
+    async with aiohttp.ClientSession() as http:
+        async with http.put(url, json=[command], headers=bot_headers()) as response:
+            body = await response.json()
+    assert response.status == 400 and body["code"] == 50035
+    errors = body["errors"]
+    for key in error_path:
+        errors = errors[key]
+    assert "_errors" in errors
+    assert scene.emu.commands == []

@@ -10,6 +10,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.request.async_request import AsyncBoltRequest
@@ -18,7 +19,7 @@ from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetry
 from slack_sdk.web.async_client import AsyncWebClient
 
 from sandbox.local_server import LocalServer
-from sandbox.slack_emulator import SlackEmulator, slack_signature
+from sandbox.slack_emulator import SLACK_TIERS, SlackEmulator, slack_signature
 from tests.sandbox.slack_emulator_helpers import EventsEndpoint, FakeClock, RawSocketApp
 
 GENERAL = "C0GENERAL"
@@ -785,3 +786,222 @@ async def test_http_delivery_retries_failures_and_timeouts(emu: SlackEmulator) -
         assert len(endpoint.received) == 4  # the app asked for no retry
     finally:
         await endpoint.stop()
+
+
+# ---- Ephemeral messages and slash commands ---------------------------------------------------
+
+
+@pytest.mark.filterwarnings("ignore:The top-level `text` argument is missing")
+async def test_post_ephemeral_shows_only_to_members_of_the_channel(
+    emu: SlackEmulator, client: AsyncWebClient
+) -> None:
+    root = await emu.user_message(GENERAL, "question", user="U0ALICE")
+    reply = await emu.user_message(GENERAL, "more", user="U0ALICE", thread_ts=root)
+    emu.add_user("U0CAROL", "carol")
+    answer = await client.chat_postEphemeral(
+        channel=GENERAL, user="U0ALICE", text="only for you", thread_ts=reply
+    )
+    shown = emu.ephemerals("U0ALICE", GENERAL)
+    assert [(e.text, e.ts, e.thread_ts, e.author) for e in shown] == [
+        ("only for you", answer["message_ts"], root, "U0BOT")  # a reply's ts threads under its root
+    ]
+    assert emu.ephemerals("U0CAROL") == [] and len(emu.thread(GENERAL, root)) == 2
+    lone = await emu.user_message(GENERAL, "no replies yet", user="U0ALICE")
+    await client.chat_postEphemeral(channel=GENERAL, user="U0ALICE", text="lost", thread_ts=lone)
+    # Slack shows an ephemeral message in a thread only once the thread has replies.
+    assert [e.text for e in emu.ephemerals("U0ALICE")] == ["only for you"]
+    assert [e.text for e in emu.ephemerals("U0ALICE", hidden=True)] == ["only for you", "lost"]
+
+    markdown = [{"type": "markdown", "text": "**bold** <@U0ALICE>"}]
+    await client.chat_postEphemeral(channel=GENERAL, user="U0ALICE", text="fb", blocks=markdown)
+    assert emu.ephemerals("U0ALICE")[-1].rendered == "**bold** @alice"
+
+    errors = [
+        (dict(channel="C0NOWHERE", user="U0ALICE", text="x"), "channel_not_found"),
+        (dict(channel="general", user="U0ALICE", text="x"), "channel_not_found"),
+        (dict(channel=GENERAL, user="U0NOBODY", text="x"), "user_not_found"),
+        (dict(channel=GENERAL, user="U0CAROL", text="x"), "user_not_in_channel"),
+        (dict(channel=GENERAL, user="U0ALICE"), "no_text"),
+        (dict(channel=GENERAL, user="U0ALICE", text="x" * 40_001), "msg_too_long"),
+    ]
+    for arguments, expected in errors:
+        error = await api_error(client.chat_postEphemeral(**arguments))  # type: ignore[arg-type]
+        assert error.response["error"] == expected, arguments
+    emu.join(GENERAL, "U0CAROL")
+    await client.chat_postEphemeral(channel=GENERAL, user="U0CAROL", text="welcome")
+    assert [e.text for e in emu.ephemerals("U0CAROL", GENERAL)] == ["welcome"]
+    assert SLACK_TIERS["chat.postEphemeral"] == (100, False)
+
+
+async def test_slash_command_arrives_in_socket_mode_as_slack_sends_it(emu: SlackEmulator) -> None:
+    app = RawSocketApp(emu)  # acknowledges with an empty payload
+    await app.connect()
+    try:
+        await emu.wait_for_socket()
+        run = await emu.slash_command(
+            "U0ALICE", GENERAL, "/chat-bridge", "prompt a<b & @bob", channel_name="general"
+        )
+        envelope = next(m for m in app.received if m.get("type") == "slash_commands")
+        assert envelope["accepts_response_payload"] is True
+        assert envelope["envelope_id"] == run.envelope_id and "retry_attempt" not in envelope
+        payload = envelope["payload"]
+        assert {key: payload[key] for key in ("team_id", "team_domain", "channel_id",
+                "channel_name", "user_id", "user_name", "command", "text", "api_app_id")} == {
+            "team_id": "T0TEAM", "team_domain": "emulated", "channel_id": GENERAL,
+            "channel_name": "general", "user_id": "U0ALICE", "user_name": "alice",
+            "command": "/chat-bridge", "text": "prompt a&lt;b &amp; @bob", "api_app_id": "A0APP",
+        }  # fmt: skip
+        assert payload["response_url"].startswith(emu.url + "/commands/T0TEAM/")
+        assert payload["trigger_id"] and payload["token"]
+        assert run.acked_at is not None and run.failure is None
+        assert emu.ephemerals("U0ALICE") == []  # an empty acknowledgement shows nothing
+        dm = await emu.slash_command("U0ALICE", DM, "/chat-bridge")
+        assert dm.payload["channel_name"] == "directmessage" and dm.payload["text"] == ""
+    finally:
+        await app.close()
+
+
+async def test_slash_command_not_acknowledged_in_time_shows_slacks_error(
+    emu: SlackEmulator,
+) -> None:
+    emu.ack_timeout = 0.05
+    app = RawSocketApp(emu, ack=False)
+    await app.connect()
+    try:
+        await emu.wait_for_socket()
+        run = await emu.slash_command("U0ALICE", GENERAL, "/chat-bridge", "usage")
+        assert run.failure == "operation_timeout"
+        [shown] = emu.ephemerals("U0ALICE", GENERAL)
+        assert (shown.source, shown.author) == ("slack", "USLACKBOT")
+        assert "operation_timeout" in shown.text
+        await asyncio.sleep(0.1)
+        assert len([m for m in app.received if m.get("type") == "slash_commands"]) == 1
+    finally:
+        await app.close()
+    nobody = await emu.slash_command("U0ALICE", GENERAL, "/chat-bridge", "usage")
+    assert nobody.failure == "dispatch_failed"
+
+
+async def test_response_url_answers_ephemerally_five_times_in_thirty_minutes() -> None:
+    clock = FakeClock()
+    async with SlackEmulator(clock=clock) as emu:
+        app = RawSocketApp(emu)
+        await app.connect()
+        try:
+            await emu.wait_for_socket()
+            run = await emu.slash_command("U0ALICE", GENERAL, "/chat-bridge", "help")
+            later = await emu.slash_command("U0ALICE", GENERAL, "/chat-bridge", "help")
+        finally:
+            await app.close()
+        async with aiohttp.ClientSession() as session:
+
+            async def respond(url: str, body: Any) -> tuple[int, dict[str, Any]]:
+                async with session.post(url, json=body) as response:
+                    return response.status, await response.json()
+
+            url = run.response_url
+            assert await respond(url, {"text": "first"}) == (200, {"ok": True})
+            assert await respond(url, {"text": "public", "response_type": "in_channel"}) == (
+                200, {"ok": True},
+            )  # fmt: skip
+            assert (await respond(url, {"text": "second", "replace_original": True}))[0] == 200
+            assert await respond(url, {"response_type": "ephemeral"}) == (
+                400, {"ok": False, "error": "no_text"},
+            )  # fmt: skip
+            assert await respond(url, ["not", "an", "object"]) == (
+                400, {"ok": False, "error": "invalid_payload"},
+            )  # fmt: skip
+            assert await respond(url, {"text": "third"}) == (200, {"ok": True})
+            assert await respond(url, {"delete_original": True}) == (200, {"ok": True})
+            assert await respond(url, {"text": "sixth"}) == (
+                404, {"ok": False, "error": "used_url"},
+            )  # fmt: skip
+            shown = emu.ephemerals("U0ALICE", GENERAL)
+            assert [(e.text, e.source) for e in shown] == [("second", "response_url")]
+            assert [m.rendered for m in emu.channel(GENERAL)] == ["public"]
+            assert emu.channel(GENERAL)[0].bot_id == "B0BOT"
+
+            clock.advance(30 * 60 + 1)
+            assert await respond(later.response_url, {"text": "late"}) == (
+                404, {"ok": False, "error": "expired_url"},
+            )  # fmt: skip
+            unknown = run.response_url.rsplit("/", 1)[0] + "/nope"
+            assert (await respond(unknown, {"text": "x"}))[0] == 404
+
+
+async def test_bolt_acks_and_responds_to_a_command_in_socket_mode(emu: SlackEmulator) -> None:
+    app = bolt_app(emu)
+    seen: list[dict[str, Any]] = []
+
+    @app.command("/chat-bridge")
+    async def command(ack: Any, body: dict[str, Any], respond: Any) -> None:
+        seen.append(body)
+        await ack("Working on it…")
+        await respond(text=f"You asked for {body['text']}")
+
+    handler = AsyncSocketModeHandler(app, emu.identity.app_token, web_client=app.client)
+    await handler.connect_async()
+    try:
+        await emu.wait_for_socket()
+        run = await emu.slash_command("U0ALICE", GENERAL, "/chat-bridge", "usage")
+        assert run.ack_payload == {"text": "Working on it…"}
+        await emu.wait_for(lambda: len(emu.ephemerals("U0ALICE", GENERAL)) == 2)
+        # The response may overtake the acknowledgement, as on Slack.
+        shown = sorted((e.source, e.text) for e in emu.ephemerals("U0ALICE", GENERAL))
+        assert shown == [("command_ack", "Working on it…"), ("response_url", "You asked for usage")]
+        assert seen[0]["user_id"] == "U0ALICE" and emu.channel(GENERAL) == []
+    finally:
+        await handler.close_async()
+
+
+async def test_bolt_over_http_gets_a_signed_form_and_its_body_is_the_reply(
+    emu: SlackEmulator, bolt_http: tuple[AsyncApp, list[dict[str, Any]]]
+) -> None:
+    app, _ = bolt_http
+    requests: list[AsyncBoltRequest] = []
+
+    @app.command("/chat-bridge")
+    async def command(ack: Any, request: AsyncBoltRequest, respond: Any) -> None:
+        requests.append(request)
+        await ack(text="Done", response_type="in_channel")
+        await respond("and only for you")
+
+    run = await emu.slash_command("U0ALICE", GENERAL, "/chat-bridge", "reset")
+    assert run.http_status == 200 and run.failure is None
+    assert requests[0].headers["content-type"] == ["application/x-www-form-urlencoded"]
+    assert requests[0].body["text"] == "reset"
+    assert [m.rendered for m in emu.channel(GENERAL)] == ["Done"]
+    await emu.wait_for(lambda: emu.ephemerals("U0ALICE", GENERAL))
+    assert [e.text for e in emu.ephemerals("U0ALICE", GENERAL)] == ["and only for you"]
+
+
+async def test_http_command_answers_text_json_errors_and_unsigned_refusals(
+    emu: SlackEmulator,
+) -> None:
+    answers = [
+        web.Response(text="plain words"),
+        web.json_response({"text": "json words"}),
+        web.Response(status=500),
+        web.Response(),
+    ]
+    received: list[tuple[str, str]] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        form = await request.post()
+        received.append((request.content_type, str(form["command"])))
+        assert request.headers["X-Slack-Signature"] == slack_signature(
+            "test-secret", request.headers["X-Slack-Request-Timestamp"], await request.read()
+        )
+        return answers.pop(0)
+
+    application = web.Application()
+    application.router.add_post("/slack/events", handle)
+    async with LocalServer(application) as server:
+        emu.delivery = "http"
+        emu.event_url = f"{server.url}/slack/events"
+        runs = [await emu.slash_command("U0ALICE", GENERAL, "/chat-bridge") for _ in range(4)]
+    assert received[0] == ("application/x-www-form-urlencoded", "/chat-bridge")
+    assert [r.failure for r in runs] == [None, None, "http_error", None]
+    shown = [(e.text, e.source) for e in emu.ephemerals("U0ALICE", GENERAL)]
+    assert shown[:2] == [("plain words", "command_ack"), ("json words", "command_ack")]
+    assert shown[2][1] == "slack" and len(shown) == 3

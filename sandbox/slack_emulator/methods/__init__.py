@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from sandbox.slack_emulator.arguments import Handler
-from sandbox.slack_emulator.methods import assistant, chat, directory, streaming
+from sandbox.slack_emulator.methods import assistant, chat, directory, ephemeral, streaming
 
 HANDLERS: dict[str, Handler] = {
     **chat.HANDLERS,
+    **ephemeral.HANDLERS,
     **streaming.HANDLERS,
     **assistant.HANDLERS,
     **directory.HANDLERS,
