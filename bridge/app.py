@@ -14,6 +14,7 @@ import sys
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from adapters.llm import OpenAICompatibleModel
@@ -23,8 +24,11 @@ from bridge.housekeeping import Housekeeping
 from bridge.lifecycle import Lifecycle, Service
 from bridge.metrics import Registry
 from bridge.ownership import Liveness
+from bridge.policy import PolicyParts, build_policy
+from bridge.policy.policy import WallClock
 from bridge.ports import LanguageModel
 from bridge.recovery import Recovery
+from bridge.reload import ConfigReloader
 from bridge.responder import Responder, ResponderSettings
 from bridge.scheduler import EditScheduler
 from bridge.telemetry import BridgeMetrics
@@ -37,7 +41,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 
 
 class StartupError(Exception):
@@ -78,6 +82,8 @@ class Bridge:
     # Always kept, served only when ops.enabled: tests and benchmarks read it in-process.
     metrics: BridgeMetrics = field(default_factory=lambda: BridgeMetrics(Registry()))
     recovery: Recovery | None = None
+    policy: PolicyParts | None = None
+    reloader: ConfigReloader | None = None
 
 
 def _secrets(settings: Settings) -> list[str]:
@@ -91,7 +97,17 @@ def _secrets(settings: Settings) -> list[str]:
     return [s.get_secret_value() for s in candidates if s is not None]
 
 
-async def build(settings: Settings, *, llm: LanguageModel | None = None) -> Bridge:
+async def build(
+    settings: Settings,
+    *,
+    llm: LanguageModel | None = None,
+    config_path: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    handle_signals: bool = False,
+    wall: WallClock | None = None,
+) -> Bridge:
+    """`config_path`: the file to reload on SIGHUP (with `handle_signals`) or when it changes;
+    `environ`: the environment it was read with (None: os.environ)."""
     await prepare_database(settings)
     engine = create_engine(settings.storage.url)
     owner = uuid.uuid4().hex
@@ -113,7 +129,8 @@ async def build(settings: Settings, *, llm: LanguageModel | None = None) -> Brid
         observer=metrics,
     )
     lifecycle = Lifecycle()
-    platforms = _platforms(settings, responder, store, scheduler, lifecycle)
+    policy = build_policy(settings, responder=responder, store=store, wall=wall)
+    platforms = _platforms(settings, responder, store, lifecycle, policy)
     liveness = Liveness.of_this_process(owner, settings.recovery.owner_timeout)
     recovery = Recovery(
         store=store,
@@ -133,7 +150,14 @@ async def build(settings: Settings, *, llm: LanguageModel | None = None) -> Brid
     )
     # Housekeeping starts before the platforms (this process is a registered owner before it
     # stores anything) and recovers once every platform is connected (`running`).
-    services: list[Service] = [housekeeping]
+    # The policy loads the runtime overrides admins set in chat before any message arrives.
+    services: list[Service] = [housekeeping, policy.policy]
+    reloader = None
+    if config_path is not None:
+        reloader = ConfigReloader(
+            config_path, policy.policy, environ=environ, handle_signals=handle_signals
+        )
+        services.append(reloader)
     if isinstance(model, OpenAICompatibleModel):
         services.insert(0, model)
     services.extend(platforms)
@@ -159,6 +183,8 @@ async def build(settings: Settings, *, llm: LanguageModel | None = None) -> Brid
         engine.dispose,
         metrics,
         recovery,
+        policy,
+        reloader,
     )
 
 
@@ -166,15 +192,22 @@ def _platforms(
     settings: Settings,
     responder: Responder,
     store: SqlChatStore,
-    scheduler: EditScheduler,
     lifecycle: Lifecycle,
+    policy: PolicyParts,
 ) -> list[SlackAdapter | DiscordAdapter]:
     platforms: list[SlackAdapter | DiscordAdapter] = []
     if settings.slack.enabled:
         from adapters.slack import SlackAdapter
 
         platforms.append(
-            SlackAdapter(settings.slack, responder=responder, store=store, lifecycle=lifecycle)
+            SlackAdapter(
+                settings.slack,
+                responder=responder,
+                store=store,
+                lifecycle=lifecycle,
+                intake=policy.intake,
+                commands=policy.commands,
+            )
         )
     if settings.discord.enabled:
         from adapters.discord import DiscordAdapter
@@ -185,6 +218,9 @@ def _platforms(
                 responder=responder,
                 store=store,
                 lifecycle=lifecycle,
+                intake=policy.intake,
+                commands=policy.commands,
+                reset_admins_only=settings.access.reset == "admins",
                 guild_ready_timeout=settings.discord.guild_ready_timeout,
             )
         )
@@ -241,14 +277,16 @@ def tune_garbage_collector() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-async def run(settings: Settings, *, handle_signals: bool = True) -> int:
+async def run(
+    settings: Settings, *, handle_signals: bool = True, config_path: Path | None = None
+) -> int:
     limit_malloc_arenas()
     logs.configure(settings.logging.level, settings.logging.json_format, _secrets(settings))
     path = sqlite_path(settings.storage.url)
     if path is not None:
         log.info("storage: SQLite at %s", path.resolve())
     try:
-        bridge = await build(settings)
+        bridge = await build(settings, config_path=config_path, handle_signals=handle_signals)
     except StartupError as exc:
         log.error("%s", exc)
         return 1

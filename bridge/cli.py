@@ -158,7 +158,7 @@ def _run(settings: Settings, config: Path) -> int:
         return EXIT_USAGE
     from bridge import app
 
-    code: int = asyncio.run(app.run(settings))
+    code: int = asyncio.run(app.run(settings, config_path=config))
     return code
 
 

@@ -23,6 +23,13 @@ from pydantic_settings import (
 )
 from pydantic_settings.sources.utils import parse_env_vars
 
+from bridge.policy.settings import (
+    AccessSettings,
+    LimitSettings,
+    OverrideSettings,
+    duplicate_scopes,
+)
+
 ENV_PREFIX = "CHAT_BRIDGE_"
 OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
@@ -84,6 +91,9 @@ class SlackSettings(_Section):
     loading_messages: list[str] = Field(default_factory=list, max_length=10)
     ignore_other_bots: bool = True
     suggested_prompts: list[str] = Field(default_factory=list, max_length=4)
+    # The admin slash command (`/chat-bridge <command> [argument]`): Slack takes a "/" and at
+    # most 31 lowercase letters, digits, "-" or "_". Rename it to avoid a clash with another app.
+    command: str = Field(default="/chat-bridge", pattern=r"^/[a-z0-9_-]{1,31}$")
     # chat.update is Tier 3 (about 50 per minute per workspace); stay a little under it.
     update_rate_per_minute: int = Field(default=45, ge=1)
     # assistant.threads.setStatus budget per workspace (Slack gives no tier; about 100 is seen).
@@ -139,11 +149,26 @@ class NoticeSettings(_Section):
     interrupted: str = "⚠️ _Reply interrupted: the bridge restarted while writing it. Ask again._"
     # Shown for a message the bridge could not answer before it stopped or in time after a crash.
     ask_again: str = "⚠️ _The bridge restarted before it could answer this. Please ask again._"
+    # A message not answered because of [limits]; {limit}: which limit ("you sent 5 messages in
+    # the last minute, the most allowed"), {resets}: when to try again ("Try again in 40 s.").
+    limited: str = "⏳ _Not answered: {limit}. {resets}_"
+    # Beyond limits.queue_limit.
+    busy: str = "⏳ _Too many questions at once right now: please try again shortly._"
+    # In the placeholder of a reply waiting for an LLM slot (limits.llm_concurrent_requests).
+    queued: str = "⏳ _Queued: the model is busy, your answer starts shortly…_"
+    # The same in Slack's status line (plain text after the app's name), for native streams.
+    queued_status: str = "is waiting for the model…"
+    # To a user [access] does not allow, when access.notify_denied is true.
+    denied: str = "🚫 _You cannot use this bot here._"
 
     @model_validator(mode="after")
     def _known_placeholders(self) -> NoticeSettings:
-        allowed = {"failed": {"reason", "ref"}, "cut": {"reason"}}
-        for name in ("failed", "cut", "interrupted", "ask_again"):
+        allowed = {"failed": {"reason", "ref"}, "cut": {"reason"}, "limited": {"limit", "resets"}}
+        names = (
+            "failed", "cut", "interrupted", "ask_again", "limited", "busy", "queued",
+            "queued_status", "denied",
+        )  # fmt: skip
+        for name in names:
             template = getattr(self, name)
             try:
                 template.format(**{key: "" for key in allowed.get(name, ())})
@@ -185,6 +210,9 @@ class Settings(BaseSettings):
     notices: NoticeSettings = NoticeSettings()
     ops: OpsSettings = OpsSettings()
     logging: LoggingSettings = LoggingSettings()
+    access: AccessSettings = AccessSettings()
+    limits: LimitSettings = LimitSettings()
+    overrides: list[OverrideSettings] = Field(default_factory=list)
 
     @classmethod
     def settings_customise_sources(
@@ -208,6 +236,7 @@ class Settings(BaseSettings):
                 problems.append('slack.app_token: required when slack.mode is "socket"')
             if self.slack.mode == "http" and self.slack.signing_secret is None:
                 problems.append('slack.signing_secret: required when slack.mode is "http"')
+        problems.extend(duplicate_scopes(self.overrides))
         if self.discord.enabled and self.discord.token is None:
             problems.append("discord.token: required when discord.enabled is true")
         openai_without_key = (
@@ -350,6 +379,28 @@ def summary(settings: Settings) -> list[str]:
         ops = settings.ops
         lines.append(f"ops: /metrics and /healthz at http://{ops.host}:{ops.port}")
     lines.append(f"storage: {_redact_url(settings.storage.url)}")
+    lines.extend(_policy_summary(settings))
+    return lines
+
+
+def _policy_summary(settings: Settings) -> list[str]:
+    access, limits = settings.access, settings.limits
+    lists = [
+        f"{name} {len(getattr(access, name))}"
+        for name in type(access).model_fields
+        if name != "admins" and isinstance(getattr(access, name), list) and getattr(access, name)
+    ]
+    dms = "" if access.allow_dms else ", DMs off"
+    lines = [f"access: {len(access.admins)} admins, {', '.join(lists) or 'open to everyone'}{dms}"]
+    set_limits = [f"{k} {v}" for k, v in limits.model_dump().items()
+                  if v and k != "show_queued_after"]  # fmt: skip
+    lines.append(f"limits: {', '.join(set_limits) or 'none'}")
+    if settings.overrides:
+        kinds: dict[str, int] = {}
+        for override in settings.overrides:
+            kinds[override.scope[0]] = kinds.get(override.scope[0], 0) + 1
+        counted = ", ".join(f"{kind} {count}" for kind, count in kinds.items())
+        lines.append(f"overrides: {len(settings.overrides)} ({counted})")
     return lines
 
 

@@ -163,7 +163,8 @@ class Recovery:
         recent = _age(user, now) <= self._answer_within
         numbers = sorted(reply.response_number for reply in shown)
         placeholders_only = not any(reply.content for reply in orphan.replies)
-        complete_set = numbers == list(range(self._responder.settings.n))
+        choices = self._responder.stored_settings(user).n
+        complete_set = numbers == list(range(choices))
         if shown and recent and placeholders_only and complete_set:
             # Only placeholders were on screen: the answer goes into them, as if never cut.
             placeholders = [i for reply in shown for i in reply.platform_message_ids]

@@ -13,7 +13,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from bridge.config import (
@@ -36,6 +36,8 @@ from bridge.notices import (
     new_ref,
 )
 from bridge.outage import through_outage
+from bridge.policy.effective import ReplySettings
+from bridge.policy.limits import Ticket
 from bridge.ports import (
     ChatStore,
     CompletionRequest,
@@ -109,10 +111,39 @@ class ResponderSettings:
                 placeholder=streaming.placeholder,
                 cursor=streaming.cursor,
                 max_messages=streaming.max_messages_per_reply,
+                edit_interval=streaming.edit_interval,
             ),
             drain_timeout=recovery.drain_timeout,
             outage_tolerance=storage.outage_tolerance,
             notices=notices or NoticeSettings(),
+        )
+
+    @property
+    def reply_defaults(self) -> ReplySettings:
+        """The settings of a reply no policy resolved (and of stored ones that lack them)."""
+        return ReplySettings(
+            model=self.model,
+            system_prompt=self.system_prompt,
+            temperature=self.temperature,
+            max_output_tokens=self.max_output_tokens,
+            max_context_tokens=self.max_context_tokens,
+            n=self.n,
+            titles=self.titles,
+            edit_interval=self.style.edit_interval or 0.0,
+        )
+
+    def for_reply(self, reply: ReplySettings) -> ResponderSettings:
+        """These settings with one reply's resolved ones (model, prompt, limits...)."""
+        return replace(
+            self,
+            model=reply.model,
+            system_prompt=reply.system_prompt,
+            temperature=reply.temperature,
+            max_output_tokens=reply.max_output_tokens,
+            max_context_tokens=reply.max_context_tokens,
+            n=reply.n,
+            titles=reply.titles,
+            style=replace(self.style, edit_interval=reply.edit_interval or None),
         )
 
 
@@ -166,6 +197,11 @@ class Responder:
         self.name = "responder"
 
     @property
+    def observer(self) -> ReplyObserver:
+        """Told about every event and reply (the metrics); the intake reports to it too."""
+        return self._observer
+
+    @property
     def scheduler(self) -> EditScheduler:
         """The process-wide scheduler; adapters draw their cosmetic requests from it too."""
         return self._scheduler
@@ -210,17 +246,29 @@ class Responder:
     # --- entry points ------------------------------------------------------------------------
 
     async def handle(
-        self, platform: str, inbound: InboundMessage, surface: ReplySurface
+        self,
+        platform: str,
+        inbound: InboundMessage,
+        surface: ReplySurface,
+        *,
+        settings: ReplySettings | None = None,
+        ticket: Ticket | None = None,
     ) -> ReplyReport | None:
         """Answer a user message once; None when it was already handled.
 
+        `settings`: what the policy resolved for it (stored with the message, so crash recovery
+        answers it the same way); `ticket`: its place in the policy's limits (LLM slots).
         A message that arrives while the bridge drains is answered too: the platform delivered it
         to this process and will not deliver it again.
         """
         where = {"platform": platform, "event_id": inbound.event_id}
+        reply = settings or self.settings.reply_defaults
+        metadata = {"settings": reply.to_dict()}
         try:
             stored = await self._durably(
-                lambda: self._store.accept_inbound(platform, inbound), "storing a message", where
+                lambda: self._store.accept_inbound(platform, inbound, metadata),
+                "storing a message",
+                where,
             )
         except Exception as exc:
             self._observer.error(platform, ErrorKind.STORAGE)
@@ -238,7 +286,15 @@ class Responder:
             log.warning("message %s arrived after the drain; it is answered after the restart",
                         stored.id, extra=where)  # fmt: skip
             return None
-        return await self.answer(stored, inbound.chat_key, surface, platform=platform)
+        return await self.answer(
+            stored, inbound.chat_key, surface, platform=platform, settings=reply, ticket=ticket
+        )
+
+    def stored_settings(self, user_message: StoredMessage) -> ReplySettings:
+        """The settings a stored message was admitted with (the defaults for one without)."""
+        stored = user_message.metadata.get("settings")
+        defaults = self.settings.reply_defaults
+        return ReplySettings.from_dict(stored, defaults) if isinstance(stored, dict) else defaults
 
     async def answer(
         self,
@@ -248,13 +304,17 @@ class Responder:
         *,
         platform: str | None = None,
         resume: Sequence[StoredMessage] = (),
+        settings: ReplySettings | None = None,
+        ticket: Ticket | None = None,
     ) -> ReplyReport:
         """Answer a stored user message (after the chat's earlier replies).
 
         `resume`: the reply rows of a dead process that had posted only their placeholders
         (crash recovery); the answer streams into those messages instead of new ones.
+        `settings`: None reads those stored with the message (crash recovery).
         """
         platform = platform or key.platform
+        run = self.settings.for_reply(settings or self.stored_settings(user_message))
         # PENDING until the reply concludes: a reply cancelled before it began is told apart.
         report = ReplyReport(user_message.id, [], MessageStatus.PENDING)
         report.received_at = self._scheduler.now()
@@ -267,7 +327,9 @@ class Responder:
         try:
             async with self._chat_turn(user_message.chat_id):
                 began = True
-                await self._reply(key, user_message, surface, report, platform, resume)
+                if ticket is not None:
+                    ticket.line_up()
+                await self._reply(key, user_message, surface, report, platform, run, resume, ticket)
             return report
         except BaseException as exc:
             if report.status is MessageStatus.PENDING:
@@ -317,9 +379,10 @@ class Responder:
         surface: ReplySurface,
         report: ReplyReport,
         platform: str,
+        settings: ResponderSettings,
         resume: Sequence[StoredMessage] = (),
+        ticket: Ticket | None = None,
     ) -> None:
-        settings = self.settings
         where = _log_ids(platform, user_message)
         await _quietly(surface.start_typing(), "start typing", where)
         saves = ProgressSaves(self._store, where)
@@ -345,7 +408,7 @@ class Responder:
                     saves.ids[writer.response_number] = row.id
             else:
                 await self._open(writers, platform, user_message, where)
-                await self._create_rows(writers, saves, user_message, where)
+                await self._create_rows(writers, saves, user_message, settings, where)
             report.assistant_message_ids = list(saves.ids.values())
             chat = await self._durably(
                 lambda: self._store.get_chat(key), "reading the conversation", where
@@ -353,10 +416,13 @@ class Responder:
             if chat is None:
                 raise _Failure("the conversation is missing from storage", ErrorKind.STORAGE)
             request, estimated = await self._durably(
-                lambda: self._request(chat, user_message), "reading the history", where
+                lambda: self._request(chat, user_message, settings), "reading the history", where
             )
+            report.estimated_prompt_tokens = estimated
+            if ticket is not None:
+                await self._wait_for_llm(ticket, writers, surface, where)
             async with asyncio.timeout(settings.reply_timeout):
-                await self._stream(request, estimated, writers, report, where)
+                await self._stream(request, estimated, writers, report, settings, where)
         except asyncio.CancelledError:
             cancelled = True
             failure = _Failure("the bridge is shutting down", ErrorKind.SHUTDOWN)
@@ -380,20 +446,46 @@ class Responder:
                 log.warning("reply to message %s failed (ref %s): %s", user_message.id,
                             failure.ref, failure, extra=where)  # fmt: skip
             # Shielded: even a cancelled reply must leave its final state on screen and on disk.
+            if ticket is not None:
+                ticket.give_slot()
             concluding = self._conclude(
-                writers, saves, report, failure, cut, surface, user_message, where
+                writers, saves, report, failure, cut, surface, user_message, settings, where
             )
             await asyncio.shield(concluding)
         if cancelled:
             raise asyncio.CancelledError
         if failure is None and chat is not None and chat.title is None and settings.titles:
-            title = self._titles.make(chat, user_message, writers[0].text, surface, platform)
+            title = self._titles.make(
+                chat, user_message, writers[0].text, surface, platform, settings.model
+            )
             self._spawn(title)
 
+    async def _wait_for_llm(
+        self,
+        ticket: Ticket,
+        writers: Sequence[ReplyWriter],
+        surface: ReplySurface,
+        where: Mapping[str, object],
+    ) -> None:
+        """Wait for one of the LLM's slots (limits.llm_concurrent_requests), in order of
+        arrival; a wait longer than a few seconds says "queued": in the placeholder, and in the
+        platform's own status line where it has one (Slack's native stream has no placeholder)."""
+        taking = asyncio.ensure_future(ticket.take_slot())
+        try:
+            done, _ = await asyncio.wait({taking}, timeout=ticket.queued_after)
+            if done:
+                return
+            for writer in writers:
+                writer.show_status(ticket.queued_notice)
+            await _quietly(surface.start_typing(ticket.queued_status), "show queued", where)
+            await taking
+            await _quietly(surface.start_typing(), "start typing", where)
+        finally:
+            taking.cancel()  # a no-op once it is done; the ticket hands back a slot taken late
+
     async def _request(
-        self, chat: Chat, user_message: StoredMessage
+        self, chat: Chat, user_message: StoredMessage, settings: ResponderSettings
     ) -> tuple[CompletionRequest, int]:
-        settings = self.settings
         history = await self._store.context_messages(
             chat, upto_id=user_message.id, limit=settings.history_limit
         )
@@ -417,9 +509,9 @@ class Responder:
         estimated: int,
         writers: Sequence[ReplyWriter],
         report: ReplyReport,
+        settings: ResponderSettings,
         where: Mapping[str, object],
     ) -> None:
-        settings = self.settings
         loop = asyncio.get_running_loop()
         idle = settings.idle_timeout
         for attempt in range(settings.max_retries + 1):
@@ -479,9 +571,10 @@ class Responder:
         cut: _Cut | None,
         surface: ReplySurface,
         user_message: StoredMessage,
+        settings: ResponderSettings,
         where: Mapping[str, object],
     ) -> None:
-        notices = self.settings.notices
+        notices = settings.notices
         if failure is not None:
             notice = failure_notice(notices, failure.kind, failure.ref)
         elif cut is not None:
@@ -524,7 +617,7 @@ class Responder:
                 status=status,
                 platform_message_ids=writer.platform_message_ids,
                 error=report.error or writer.error,
-                model=self.settings.model,
+                model=settings.model,
                 usage=report.usage if number == 0 else None,
                 metadata=_metadata(report, writer),
             )
@@ -537,6 +630,7 @@ class Responder:
         writers: Sequence[ReplyWriter],
         saves: ProgressSaves,
         user_message: StoredMessage,
+        settings: ResponderSettings,
         where: Mapping[str, object],
     ) -> None:
         """The reply's rows, once its placeholders are on screen (storage work that can wait)."""
@@ -552,7 +646,7 @@ class Responder:
                     response_number=number,
                     # Crash recovery edits these messages: known from the start.
                     platform_message_ids=writer.platform_message_ids,
-                    model=self.settings.model,
+                    model=settings.model,
                 ),
                 "creating a reply",
                 where,

@@ -126,6 +126,8 @@ class Lane:
     last_write: float = float("-inf")
     shown_text: bool = False
     finishing: bool = False  # the reply has all its text: what it waits for is its final update
+    # This reply's minimum gap between updates (an override's edit_interval); None: the default.
+    interval: float | None = None
 
 
 class EditScheduler:
@@ -324,7 +326,8 @@ class EditScheduler:
 
     async def acquire_edit(self, lane: Lane, *, final: bool) -> None:
         """Wait until `lane` may write: its interval has passed and its bucket has room."""
-        gap = lane.last_write + self.interval - self.now()
+        interval = self.interval if lane.interval is None else lane.interval
+        gap = lane.last_write + interval - self.now()
         if gap > 0:
             await self._sleep(gap)
         if not lane.shown_text:

@@ -17,6 +17,8 @@ class EventOutcome(StrEnum):
     HANDLED = "handled"
     DUPLICATE = "duplicate"  # a platform retry or replay of an event answered before
     REFUSED = "refused"  # could not be stored (the database stayed unavailable)
+    DENIED = "denied"  # [access] does not let its author or place in
+    LIMITED = "limited"  # over one of [limits] (or the queue): not answered, told so
 
 
 class ErrorKind(StrEnum):
@@ -49,6 +51,8 @@ class ReplyReport:
     attempts: int = 1
     usage: TokenUsage | None = None
     texts: list[str] = field(default_factory=list)
+    # The prompt's size as estimated before the request (the usage when the server sends none).
+    estimated_prompt_tokens: int = 0
 
 
 class ReplyObserver(Protocol):

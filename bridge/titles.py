@@ -52,13 +52,15 @@ class Titles:
         reply: str,
         surface: ReplySurface,
         platform: str,
+        model: str | None = None,
     ) -> None:
+        """`model`: the reply's model (an override's), used unless llm.title_model is set."""
         if chat.id in self._titled:
             return
         if len(self._titled) >= 100_000:
             self._titled.clear()
         self._titled.add(chat.id)
-        if not await self._make(chat, user_message, reply, surface, platform):
+        if not await self._make(chat, user_message, reply, surface, platform, model):
             self._titled.discard(chat.id)  # the next exchange may try again
 
     async def _make(
@@ -68,11 +70,12 @@ class Titles:
         reply: str,
         surface: ReplySurface,
         platform: str,
+        model: str | None,
     ) -> bool:
         where = {"platform": platform, "chat_id": chat.id, "message_id": user_message.id}
         conversation = f"User: {user_message.content[:1500]}\n\nAssistant: {reply[:1500]}"
         request = CompletionRequest(
-            model=self._settings.title_model or self._settings.model,
+            model=self._settings.title_model or model or self._settings.model,
             messages=[ChatTurn(Role.SYSTEM, TITLE_INSTRUCTION), ChatTurn(Role.USER, conversation)],
             temperature=0.2,
             max_tokens=24,

@@ -44,6 +44,8 @@ class WriterStyle:
     # Room (in the platform's unit) kept free in the last allowed message for a closing notice;
     # a longer notice is cut short there rather than take a message beyond `max_messages`.
     notice_room: int = 300
+    # Seconds between two visible updates of this reply; None: the scheduler's interval.
+    edit_interval: float | None = None
 
 
 class ReplyWriter:
@@ -90,7 +92,9 @@ class ReplyWriter:
         self._settled: list[str] = []  # what the layout's complete segments show: never changes
         # Leading messages that show their settled text, final: no write can concern them again.
         self._stable = 0
-        self._lane = Lane(surface.edit_bucket())
+        self._lane = Lane(surface.edit_bucket(), interval=style.edit_interval)
+        # Shown instead of the placeholder until the first text ("queued", waiting for the LLM).
+        self._status = ""
         self._wake = asyncio.Event()
         self._finishing = False
         self._task: asyncio.Task[None] | None = None
@@ -160,6 +164,13 @@ class ReplyWriter:
     def has_text(self) -> bool:
         return bool(self._text or self._parts)
 
+    def show_status(self, text: str) -> None:
+        """Show `text` in the placeholder until the first words arrive. Not on a native stream:
+        it only ever appends, and the platform shows its own progress there."""
+        if not self.has_text and not self.surface.shows_own_progress:
+            self._status = text
+            self._wake.set()
+
     def feed(self, delta: str) -> None:
         if delta:
             self._parts.append(delta)
@@ -184,7 +195,14 @@ class ReplyWriter:
         # later text is not even looked at.
         layout = self._current_layout()
         self._catch_up(layout)
-        key = (layout.length, self.notice, self._finishing, self.surface.shows_own_progress, layout)
+        key = (
+            layout.length,
+            self.notice,
+            self._finishing,
+            self.surface.shows_own_progress,
+            layout,
+            self._status,
+        )
         if key != self._targets_key:
             self._targets_key, self._targets_cache = key, self._lay_out(layout)
         return self._targets_cache
@@ -226,7 +244,9 @@ class ReplyWriter:
             if self.notice:
                 limit = self.surface.message_limit
                 return [clip(self.notice, limit.size, self._measure(limit))]
-            return [self.style.empty_reply if self._finishing else self.style.placeholder]
+            if self._finishing:
+                return [self.style.empty_reply]
+            return [self._status or self.style.placeholder]
         settled = self._settled
         settled.extend(segment.final() for segment in layout.complete[len(settled) :])
         shown = list(settled)

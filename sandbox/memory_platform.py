@@ -54,6 +54,8 @@ class RecordingSurface:
         self._post_bucket = post_bucket or RateBucket(f"post:{name}", 1000, 1.0)
         self.latency = latency
         self.writes: list[Write] = []
+        self.notices: list[str] = []  # notify(): not replies, shown to the author only
+        self.statuses: list[str] = []  # start_typing's status texts ("" for the usual one)
         self.shown: dict[str, str] = {}
         self.typing: list[tuple[float, bool]] = []
         self.titles: list[str] = []
@@ -80,8 +82,9 @@ class RecordingSurface:
     def edit_bucket(self) -> RateBucket:
         return self._edit_bucket
 
-    async def start_typing(self) -> None:
+    async def start_typing(self, status: str = "") -> None:
         self.typing.append((asyncio.get_running_loop().time(), True))
+        self.statuses.append(status)
 
     async def stop_typing(self) -> None:
         self.typing.append((asyncio.get_running_loop().time(), False))
@@ -122,6 +125,13 @@ class RecordingSurface:
             if self.keep_text:
                 self.shown[message.id] = text
             self._record("update", message.id, text, final)
+        finally:
+            self.in_flight -= 1
+
+    async def notify(self, text: str) -> None:
+        await self._enter()
+        try:
+            self.notices.append(text)
         finally:
             self.in_flight -= 1
 

@@ -11,6 +11,7 @@ import asyncio
 import itertools
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import date
 from typing import Any
 
 from bridge.context import estimate_tokens
@@ -32,7 +33,10 @@ from bridge.ports import (
     Orphan,
     OwnerRecord,
     ReplyProgress,
+    RuntimeOverride,
     StreamEvent,
+    UsageLine,
+    UsageReport,
 )
 
 # --- store -----------------------------------------------------------------------------------
@@ -49,6 +53,8 @@ class MemoryStore:
         self.owner = "memory-owner"
         self.owned: dict[int, str] = {}  # message id -> owner
         self.owner_rows: dict[str, OwnerRecord] = {}
+        self.overrides: dict[tuple[str, str], RuntimeOverride] = {}
+        self.usage: dict[tuple[date, str, str, str], tuple[int, int]] = {}
 
     async def get_or_create_chat(self, key: ChatKey) -> Chat:
         if key not in self.chats:
@@ -69,11 +75,13 @@ class MemoryStore:
         self.events.add((platform, event_id))
         return True
 
-    async def accept_inbound(self, platform: str, message: InboundMessage) -> StoredMessage | None:
+    async def accept_inbound(
+        self, platform: str, message: InboundMessage, metadata: dict[str, Any] | None = None
+    ) -> StoredMessage | None:
         chat = await self.get_or_create_chat(message.chat_key)
         if not await self.claim_event(platform, message.event_id):
             return None
-        return await self.add_message(
+        stored = await self.add_message(
             chat.id,
             Role.USER,
             message.text,
@@ -81,6 +89,9 @@ class MemoryStore:
             author_id=message.author_id,
             platform_message_ids=[message.platform_message_id],
         )
+        stored = replace(stored, metadata=dict(metadata or {}))
+        self.rows[stored.id] = stored
+        return stored
 
     async def add_message(
         self,
@@ -173,6 +184,59 @@ class MemoryStore:
     async def reset_context(self, chat_id: int) -> None:
         chat = self.chat_by_id(chat_id)
         self.chats[chat.key] = replace(chat, context_floor=max(self.rows, default=0))
+
+    async def reset_place(self, platform: str, workspace: str, channel: str) -> int:
+        found = [
+            chat
+            for key, chat in self.chats.items()
+            if (key.platform, key.workspace, key.channel) == (platform, workspace, channel)
+        ]
+        for chat in found:
+            await self.reset_context(chat.id)
+        return len(found)
+
+    # --- policy ---
+
+    async def runtime_overrides(self) -> list[RuntimeOverride]:
+        return list(self.overrides.values())
+
+    async def set_runtime_override(
+        self, platform: str, scope: str, key: str, value: str, *, set_by: str
+    ) -> None:
+        current = self.overrides.get((platform, scope))
+        values = {**(current.values if current else {}), key: value}
+        self.overrides[(platform, scope)] = RuntimeOverride(platform, scope, values, set_by)
+
+    async def clear_runtime_overrides(self, platform: str, scope: str) -> bool:
+        return self.overrides.pop((platform, scope), None) is not None
+
+    async def add_usage(
+        self, day: date, platform: str, *, user: str, channel: str, tokens: int
+    ) -> None:
+        self.writes += 1
+        for scope, key in (("user", user), ("channel", channel)):
+            tokens_so_far, replies = self.usage.get((day, scope, platform, key), (0, 0))
+            self.usage[(day, scope, platform, key)] = (tokens_so_far + tokens, replies + 1)
+
+    async def usage_of(
+        self, day: date, platform: str, *, user: str, channel: str
+    ) -> tuple[int, int]:
+        return (
+            self.usage.get((day, "user", platform, user), (0, 0))[0],
+            self.usage.get((day, "channel", platform, channel), (0, 0))[0],
+        )
+
+    async def usage_report(self, day: date, platform: str, *, limit: int = 10) -> UsageReport:
+        def lines(scope: str) -> tuple[UsageLine, ...]:
+            found = [
+                UsageLine(key, tokens, replies)
+                for (d, s, p, key), (tokens, replies) in self.usage.items()
+                if (d, s, p) == (day, scope, platform)
+            ]
+            found.sort(key=lambda line: (-line.tokens, line.key))
+            return tuple(found[:limit])
+
+        return UsageReport(day, lines("user"), lines("channel"))
 
     async def register_owner(self, host: str, pid: int) -> None:
         from datetime import UTC, datetime

@@ -42,6 +42,39 @@ def test_check_on_a_broken_file_lists_each_problem(tmp_path: Path) -> None:
     assert result.stdout == ""
 
 
+def test_check_names_the_key_of_each_policy_problem(tmp_path: Path) -> None:
+    config = tmp_path / "policy.toml"
+    config.write_text(
+        "[access]\nadmins = [123456789012345678]\n"
+        '[[overrides]]\nchannel = "C1"\ntrigger = "sometimes"\n'
+        '[[overrides]]\nchannel = "C2"\nthread = "C2/1.2"\n'
+    )
+    result = chat_bridge("check", "--config", str(config))
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert "error: access.admins.0: Input should be a valid string" in lines
+    assert "error: overrides.0.trigger: Input should be 'mention', 'always' or 'off'" in lines
+    assert any(
+        line.startswith("error: overrides.1.thread: an override needs exactly one of workspace, "
+                        "channel or thread (found: channel, thread)")
+        for line in lines
+    )  # fmt: skip
+
+
+def test_check_summarises_the_policy(tmp_path: Path) -> None:
+    config = tmp_path / "policy.toml"
+    config.write_text(
+        '[access]\nadmins = ["U1"]\nallowed_channels = ["C1", "C2"]\n'
+        "[limits]\nuser_daily_tokens = 50000\n"
+        '[[overrides]]\nchannel = "C1"\ntrigger = "always"\n'
+    )
+    result = chat_bridge("check", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    assert "access: 1 admins, allowed_channels 2" in result.stdout
+    assert "limits: user_daily_tokens 50000" in result.stdout
+    assert "overrides: 1 (channel 1)" in result.stdout
+
+
 def test_check_masks_secrets(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
     config.write_text("[discord]\nenabled = true\n[llm]\nbase_url = 'http://127.0.0.1:9/v1'\n")
@@ -74,7 +107,7 @@ def test_migrate_creates_the_database(tmp_path: Path) -> None:
     config.write_text(f'[storage]\nurl = "sqlite+aiosqlite:///{db}"\n')
     result = chat_bridge("migrate", "--config", str(config))
     assert result.returncode == 0, result.stderr
-    assert "database at revision 0002" in result.stdout
+    assert "database at revision 0003" in result.stdout
     assert db.exists()
 
 

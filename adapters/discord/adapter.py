@@ -1,21 +1,22 @@
 """`DiscordAdapter`: the Discord platform as a Service of the bridge.
 
-It connects discord.py to the gateway, turns the messages it should answer into the core's
-`InboundMessage` with a `DiscordReplySurface`, and hands them to the one Responder. Without the
-privileged message-content intent it either answers mentions only or stops the bridge, as
-configured, with one line that says what to enable.
+It connects discord.py to the gateway, turns messages into the core's `InboundMessage` and
+`Origin` and hands them to the core's `Intake` (which decides whether and how each is answered,
+written through a `DiscordReplySurface`), and registers the slash commands that run the core's
+admin commands. Without the privileged message-content intent it either answers mentions only or
+stops the bridge, as configured, with one line that says what to enable.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import discord
 
 from adapters.discord.commands import command_tree, sync_commands
-from adapters.discord.events import PLATFORM, BotView, trigger_for
+from adapters.discord.events import PLATFORM, BotView, Trigger, trigger_for
 from adapters.discord.gateway import (
     DiscordGatewayError,
     Endpoints,
@@ -27,9 +28,12 @@ from adapters.discord.gateway import (
 from adapters.discord.indicators import TypingIndicators
 from adapters.discord.ratelimits import RateHeaderCapture
 from adapters.discord.surface import DiscordReplySurface
+from bridge.admin import AdminCommands
 from bridge.config import DiscordSettings
-from bridge.domain import ChatKey, InboundMessage, StoredMessage
+from bridge.domain import ChatKey, StoredMessage
+from bridge.intake import Intake
 from bridge.lifecycle import AccessRevoked, Lifecycle
+from bridge.policy.effective import EffectiveSettings
 from bridge.ports import ChatStore, MessageLimit
 from bridge.responder import Responder
 
@@ -54,9 +58,14 @@ class DiscordAdapter:
         responder: Responder,
         store: ChatStore,
         lifecycle: Lifecycle,
+        intake: Intake,
+        commands: AdminCommands,
+        reset_admins_only: bool = False,
         guild_ready_timeout: float = 2.0,
         ready_timeout: float = 60.0,
     ) -> None:
+        """`reset_admins_only`: `access.reset = "admins"`, which /reset's default permission
+        follows (Discord's client then offers it to members with Manage Server only)."""
         if settings.token is None:
             raise ValueError("discord.token is not set")
         self.name = "discord"
@@ -66,6 +75,9 @@ class DiscordAdapter:
         self._responder = responder
         self._store = store
         self._lifecycle = lifecycle
+        self._intake = intake
+        self._commands = commands
+        self._reset_admins_only = reset_admins_only
         # discord.py waits this long for GUILD_CREATEs after READY before it reports ready.
         self._guild_ready_timeout = guild_ready_timeout
         self._ready_timeout = ready_timeout
@@ -139,7 +151,12 @@ class DiscordAdapter:
             http_trace=self._capture.trace_config,
             guild_ready_timeout=self._guild_ready_timeout,
         )
-        client.tree = command_tree(client, self._store)
+        client.tree = command_tree(
+            client,
+            store=self._store,
+            commands=self._commands,
+            reset_admins_only=self._reset_admins_only,
+        )
         self._client = client
         bot_user_id = await log_in(client, self._token, api=self._endpoints.api)
         # Known before the gateway delivers anything, so no early message finds it missing.
@@ -229,32 +246,41 @@ class DiscordAdapter:
     # --- messages ----------------------------------------------------------------------------
 
     def _on_message(self, message: discord.Message) -> None:
-        """Called as discord.py parses a MESSAGE_CREATE: decide now, answer in a task."""
+        """Called as discord.py parses a MESSAGE_CREATE: decide now, hand it to the core in a
+        task."""
         view, client = self._view, self._client
         if view is None or client is None or self._stopping:
             return
         trigger = trigger_for(message, view)
         if trigger is None:
             return
-        surface = DiscordReplySurface(
-            message,
-            client=client,
-            bot_user_id=view.user_id,
-            capture=self._capture,
-            typing=self._typing,
-            scheduler=self._responder.scheduler,
-            open_thread=trigger.open_thread,
-            thread_name=_provisional_thread_name(trigger.inbound.text),
-        )
-        task = asyncio.get_running_loop().create_task(self._answer(trigger.inbound, surface))
+
+        def surface(effective: EffectiveSettings) -> DiscordReplySurface:
+            # Nothing of `effective` concerns Discord's side (native streaming is Slack's).
+            return DiscordReplySurface(
+                message,
+                client=client,
+                bot_user_id=view.user_id,
+                capture=self._capture,
+                typing=self._typing,
+                scheduler=self._responder.scheduler,
+                open_thread=trigger.open_thread,
+                thread_name=_provisional_thread_name(trigger.inbound.text),
+            )
+
+        task = asyncio.get_running_loop().create_task(self._answer(trigger, surface))
         self._answering.add(task)
         task.add_done_callback(self._answering.discard)
 
-    async def _answer(self, inbound: InboundMessage, surface: DiscordReplySurface) -> None:
+    async def _answer(
+        self, trigger: Trigger, surface: Callable[[EffectiveSettings], DiscordReplySurface]
+    ) -> None:
         try:
-            await self._responder.handle(PLATFORM, inbound, surface)
+            await self._intake.receive(trigger.inbound, trigger.origin, surface)
         except Exception:
-            log.exception("discord: message %s could not be answered", inbound.platform_message_id)
+            log.exception(
+                "discord: message %s could not be answered", trigger.inbound.platform_message_id
+            )
 
 
 def _closed_for_good(exc: discord.ConnectionClosed) -> Exception:

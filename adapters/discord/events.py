@@ -1,7 +1,10 @@
-"""Which Discord messages the bridge answers, and how they become the core's `InboundMessage`.
+"""Which Discord messages reach the core, and how they become its `InboundMessage` and `Origin`.
 
 `facts_of` reads what the rules need from a discord.py `Message`; `decide` is the pure rule set
-over those facts (unit-tested without a gateway); `trigger_for` chains them.
+over those facts (unit-tested without a gateway); `trigger_for` chains them. Whether a message is
+answered is the core's decision (`bridge.intake`): this only drops what is never answered (the
+bot's own, other bots', system messages, messages without text) and says whether the message
+calls on the bot (`Origin.addressed`).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from enum import Enum
 import discord
 
 from bridge.domain import ChatKey, InboundMessage
+from bridge.policy.origin import Origin
 from bridge.text import clean_text
 
 PLATFORM = "discord"
@@ -49,6 +53,11 @@ class MessageFacts:
     author_name: str
     content: str
     thread_owner_id: int | None = None
+    # A thread's channel (Discord: its parent), and the category of the channel, if any.
+    parent_id: int | None = None
+    category_id: int | None = None
+    # The author's guild roles (not @everyone), when the author is a member.
+    role_ids: frozenset[int] = frozenset()
     author_is_bot: bool = False
     webhook_id: int | None = None
     system: bool = False
@@ -61,9 +70,11 @@ class MessageFacts:
 
 @dataclass(frozen=True, slots=True)
 class Trigger:
-    """A message to answer: the core's message, and whether its reply opens a thread first."""
+    """A message for the core: the message, where it comes from, and whether its reply (if the
+    core answers it) opens a thread first."""
 
     inbound: InboundMessage
+    origin: Origin
     open_thread: bool
 
 
@@ -83,14 +94,12 @@ def decide(facts: MessageFacts, view: BotView) -> Trigger | None:
     if facts.place is Place.DM:
         addressed = True
     elif view.mention_only:
-        # Without the intent other messages arrive with empty content: nothing to answer.
+        # Without the intent other messages arrive with empty content (dropped below).
         addressed = mentioned
     elif facts.place is Place.THREAD and facts.thread_owner_id == view.user_id:
         addressed = True
     else:
         addressed = mentioned or facts.replied_to_author_id == view.user_id
-    if not addressed:
-        return None
     text = prompt_text(facts, view.user_id)
     if not text:
         return None
@@ -106,7 +115,46 @@ def decide(facts: MessageFacts, view: BotView) -> Trigger | None:
         platform_message_id=str(facts.message_id),
         author_name=facts.author_name,
     )
-    return Trigger(inbound, open_thread)
+    return Trigger(inbound, origin_of(facts, addressed=addressed), open_thread)
+
+
+def origin_of(facts: MessageFacts, *, addressed: bool) -> Origin:
+    """Where the policy sees the message: with auto_thread, the channel it was written in (the
+    thread its reply opens is where the conversation continues)."""
+    return origin_at(
+        user_id=facts.author_id,
+        guild_id=facts.guild_id,
+        channel_id=facts.channel_id,
+        parent_id=facts.parent_id,
+        category_id=facts.category_id,
+        role_ids=facts.role_ids,
+        addressed=addressed,
+    )
+
+
+def origin_at(
+    *,
+    user_id: int,
+    guild_id: int | None,
+    channel_id: int,
+    parent_id: int | None,
+    category_id: int | None,
+    role_ids: frozenset[int],
+    addressed: bool = True,
+) -> Origin:
+    """The core's `Origin` of a message or a command: in a thread (which has a `parent_id`), the
+    thread and its channel; the channel's category; no workspace in a DM."""
+    return Origin(
+        platform=PLATFORM,
+        user=str(user_id),
+        workspace=_id(guild_id),
+        channel=str(parent_id if parent_id is not None else channel_id),
+        thread=str(channel_id) if parent_id is not None else "",
+        category=_id(category_id),
+        roles=frozenset(str(role) for role in role_ids),
+        is_dm=guild_id is None,
+        addressed=addressed,
+    )
 
 
 def prompt_text(facts: MessageFacts, bot_user_id: int) -> str:
@@ -134,6 +182,7 @@ def facts_of(message: discord.Message) -> MessageFacts:
         place, owner = Place.THREAD, channel.owner_id
     elif isinstance(channel, discord.TextChannel):
         place = Place.TEXT_CHANNEL
+    parent_id, category_id = place_ids(channel)
     bot_role = message.guild.self_role if message.guild is not None else None
     if bot_role is not None and bot_role not in message.role_mentions:
         bot_role = None
@@ -146,6 +195,9 @@ def facts_of(message: discord.Message) -> MessageFacts:
         author_name=clean_text(message.author.display_name),
         content=clean_text(message.content),  # NUL and lone surrogates stop here
         thread_owner_id=owner,
+        parent_id=parent_id,
+        category_id=category_id,
+        role_ids=role_ids(message.author),
         author_is_bot=message.author.bot,
         webhook_id=message.webhook_id,
         system=message.type not in _CONVERSATION_TYPES,
@@ -154,6 +206,23 @@ def facts_of(message: discord.Message) -> MessageFacts:
         replied_to_author_id=_replied_to_author(message),
         user_names=tuple((user.id, user.display_name) for user in message.mentions),
     )
+
+
+def place_ids(channel: object) -> tuple[int | None, int | None]:
+    """(the thread's parent channel, the category): for a thread its parent's category, for a
+    guild channel its own; None where there is none (or discord.py does not know it)."""
+    if isinstance(channel, discord.Thread):
+        parent = channel.parent  # None when discord.py has not cached it
+        return channel.parent_id, parent.category_id if parent is not None else None
+    category = getattr(channel, "category_id", None)
+    return None, category if isinstance(category, int) else None
+
+
+def role_ids(author: discord.User | discord.Member) -> frozenset[int]:
+    """The author's roles in the guild, as Discord's member object lists them (no @everyone)."""
+    if not isinstance(author, discord.Member):
+        return frozenset()
+    return frozenset(role.id for role in author.roles if not role.is_default())
 
 
 def _replied_to_author(message: discord.Message) -> int | None:
@@ -166,3 +235,7 @@ def _replied_to_author(message: discord.Message) -> int | None:
 
 def trigger_for(message: discord.Message, view: BotView) -> Trigger | None:
     return decide(facts_of(message), view)
+
+
+def _id(value: int | None) -> str:
+    return "" if value is None else str(value)

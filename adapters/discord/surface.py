@@ -124,6 +124,7 @@ class DiscordReplySurface:
         self._posts: Counter[int] = Counter()
         self._shown: dict[str, str] = {}  # message id -> the text it was last given
         self._attempted: set[tuple[int, int]] = set()  # (response number, ordinal) of posts
+        self._notices = 0  # notices posted, for their nonces
         # The nonces' seed: the message answered, and a part of this surface's own. A surface
         # made later for the same message (crash recovery finishing a reply) counts its posts
         # from zero again, and must not get the earlier surface's messages back for them.
@@ -154,7 +155,8 @@ class DiscordReplySurface:
     def edit_bucket(self) -> RateBucket:
         return RateBucket(f"discord:edit:{self._channel_id}", *_GUESS, within=self._global)
 
-    async def start_typing(self) -> None:
+    async def start_typing(self, status: str = "") -> None:
+        # Discord's typing indicator has no text: a status shows in the placeholder instead.
         channel = await self._destination()
         if self._typing_in is None:
             self._typing_in = channel.id
@@ -181,25 +183,8 @@ class DiscordReplySurface:
         nonce = post_nonce(self.reply_key, response_number, ordinal)
         repeated = (response_number, ordinal) in self._attempted
         self._attempted.add((response_number, ordinal))
-        # The first message of each choice replies to the user's message; a reply can only point
-        # at a message of the same channel, so not in a thread opened from it.
-        if ordinal == 0 and channel.id == self._source.channel.id:
-            reference = self._source.to_reference(fail_if_not_exists=False)
-            posted = await self._write(
-                lambda: channel.send(
-                    text,
-                    reference=reference,
-                    mention_author=False,
-                    allowed_mentions=NO_PINGS,
-                    nonce=nonce,
-                ),
-                wants_body=True,
-            )
-        else:
-            posted = await self._write(
-                lambda: channel.send(text, allowed_mentions=NO_PINGS, nonce=nonce),
-                wants_body=True,
-            )
+        # The first message of each choice replies to the user's message.
+        posted = await self._create(channel, text, nonce=nonce, reply=ordinal == 0)
         message_id = str(posted.id) if isinstance(posted, discord.Message) else _posted_id(posted)
         made = _posted_content(posted)
         if repeated and made is not None and made != text:
@@ -248,11 +233,41 @@ class DiscordReplySurface:
         if isinstance(channel, discord.Thread) and channel.owner_id == self._bot_user_id and name:
             await channel.edit(name=name)
 
+    async def notify(self, text: str) -> None:
+        """A notice instead of an answer (a limit, a refusal): a reply to the user's message in
+        its channel that pings no one. It never opens the auto_thread, which is for answers."""
+        nonce = post_nonce(f"{self.reply_key}:notice", 0, self._notices)
+        await self._create(self._channel, text, nonce=nonce, reply=True)
+        self._notices += 1
+
     def take_rate_observation(self) -> RateObservation | None:
         seen = self._seen.pop(asyncio.current_task(), None)
         return None if seen is None else seen.observation(self._capture.now())
 
     # --- writes ------------------------------------------------------------------------------
+
+    async def _create(
+        self, channel: MessageableChannel, text: str, *, nonce: str, reply: bool
+    ) -> object:
+        """A new message of ours, pinging no one; with `reply`, a reply to the user's message
+        if it is in that channel (a reply cannot point into another, e.g. a thread opened from
+        it)."""
+        if reply and channel.id == self._source.channel.id:
+            reference = self._source.to_reference(fail_if_not_exists=False)
+            return await self._write(
+                lambda: channel.send(
+                    text,
+                    reference=reference,
+                    mention_author=False,
+                    allowed_mentions=NO_PINGS,
+                    nonce=nonce,
+                ),
+                wants_body=True,
+            )
+        return await self._write(
+            lambda: channel.send(text, allowed_mentions=NO_PINGS, nonce=nonce),
+            wants_body=True,
+        )
 
     async def _write(
         self, call: Callable[[], Awaitable[T]], *, wants_body: bool = False

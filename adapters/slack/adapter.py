@@ -1,41 +1,51 @@
 """`SlackAdapter`: the Bolt app, its ingress (Socket Mode or HTTP) and the routing from Slack
-events to the core's responder. A service of the lifecycle: `start()` returns once connected.
+events to the core's intake, and from the admin slash command to the core's admin commands.
+A service of the lifecycle: `start()` returns once connected.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
 import aiohttp
-from slack_bolt.async_app import AsyncApp
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.api import ReplaySafeRetryHandler, SlackCallFailed, call
 from adapters.slack.events import (
     PLATFORM,
     BotIdentity,
+    CommandCall,
     ReplyPlace,
     SlackMessage,
     parse_assistant_thread,
+    parse_command,
     parse_message,
 )
-from adapters.slack.formatting import prompt_title
+from adapters.slack.formatting import escaped_text, prompt_title
 from adapters.slack.history import thread_history
 from adapters.slack.ingress import HttpIngress, Ingress, SocketModeIngress
-from adapters.slack.surface import NativeStreaming, SlackReplySurface
+from adapters.slack.surface import SlackReplySurface, StreamingSupport
+from bridge.admin import AdminCommands
 from bridge.config import SlackSettings
 from bridge.domain import ChatKey, StoredMessage
+from bridge.intake import Intake
 from bridge.lifecycle import AccessRevoked, Lifecycle
+from bridge.policy.effective import EffectiveSettings
+from bridge.policy.origin import Origin
+from bridge.policy.settings import NativeStreaming
 from bridge.ports import ChatStore, MessageLimit, PlatformError, RateLimited
 from bridge.responder import Responder
 
 log = logging.getLogger(__name__)
 
 DRAIN_TIMEOUT = 10.0
+COMMAND_FAILED = "The command failed; the bridge's log says why."
 # auth.test errors that no retry fixes: the token is wrong, revoked, or the app is gone.
 ACCESS_ERRORS = frozenset(
     {"invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired",
@@ -44,7 +54,9 @@ ACCESS_ERRORS = frozenset(
 
 
 class SlackAdapter:
-    """Answers mentions, DMs and follow-ups in threads the bot takes part in, in one workspace."""
+    """Hands the core every message it may answer (mentions, DMs, follow-ups in threads the bot
+    takes part in, and other channel messages for channels whose trigger is "always"), and runs
+    the admin slash command."""
 
     def __init__(
         self,
@@ -53,6 +65,8 @@ class SlackAdapter:
         responder: Responder,
         store: ChatStore,
         lifecycle: Lifecycle,
+        intake: Intake,
+        commands: AdminCommands,
     ) -> None:
         if settings.bot_token is None:
             raise ValueError("slack.bot_token is required")
@@ -66,6 +80,8 @@ class SlackAdapter:
         self._responder = responder
         self._store = store
         self._lifecycle = lifecycle
+        self._intake = intake
+        self._commands = commands
         self._client = AsyncWebClient(
             token=settings.bot_token.get_secret_value(),
             base_url=settings.api_base_url,
@@ -89,7 +105,7 @@ class SlackAdapter:
             self._ingress = SocketModeIngress(self._app, app_token, self._client)
         else:
             self._ingress = HttpIngress(self._app, settings.http_host, settings.http_port)
-        self._native = NativeStreaming(settings.native_streaming)
+        self._streaming = StreamingSupport()
         self._placeholder = responder.settings.style.placeholder
         self._bot: BotIdentity | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -155,6 +171,7 @@ class SlackAdapter:
         app.event("assistant_thread_started")(self._on_assistant_thread)
         app.event("app_uninstalled")(self._on_uninstalled)
         app.event("tokens_revoked")(self._on_tokens_revoked)
+        app.command(self._settings.command)(self._on_command)
         # Last: every other event is acknowledged too, so Bolt never answers 404 (and Slack never
         # retries an event nobody here wants).
         app.event(re.compile(".*"))(self._on_other_event)
@@ -164,6 +181,14 @@ class SlackAdapter:
         message = parse_message(body, self._bot, ignore_other_bots=self._settings.ignore_other_bots)
         if message is not None:
             self._spawn(self._answer(message))
+
+    async def _on_command(self, ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+        # Acknowledged before anything else: Slack shows the person an error after 3 s, and
+        # the command's work (the database) may take longer. The answer follows via response_url.
+        await ack()
+        call = parse_command(body)
+        if call is not None:
+            self._spawn(self._run_command(call, respond))
 
     async def _on_assistant_thread(self, body: dict[str, Any]) -> None:
         key = parse_assistant_thread(body)
@@ -200,21 +225,52 @@ class SlackAdapter:
     # --- routing -----------------------------------------------------------------------------
 
     async def _answer(self, message: SlackMessage) -> None:
+        """Hand the message to the core with the facts its policy decides on. Whether the bot
+        takes part in a thread costs a read, so only messages in threads pay it."""
         where = f"{message.channel}/{message.thread_ts}"
         try:
             addressed = message.is_dm or message.mentions_bot
-            if not addressed and not message.in_existing_thread:
-                return  # a top-level channel message that does not name the bot
             chat = None
             if message.in_existing_thread:
                 chat = await self._store.get_chat(message.inbound.chat_key)
-            if not addressed and chat is None:
-                return  # a thread the bot takes no part in
-            if chat is None and message.in_existing_thread:
-                await self._import_thread(message)
-            await self._responder.handle(PLATFORM, message.inbound, self._surface(message))
+                addressed = addressed or chat is not None
+            origin = Origin(
+                PLATFORM,
+                message.inbound.author_id,
+                workspace=message.team,
+                channel=message.channel,
+                thread=where if message.in_existing_thread else "",
+                is_dm=message.is_dm,
+                addressed=addressed,
+            )
+            # Called into the middle of a thread: its earlier messages, once the core admits it.
+            prepare = None
+            if message.in_existing_thread and chat is None:
+                prepare = functools.partial(self._import_thread, message)
+            await self._intake.receive(
+                message.inbound,
+                origin,
+                functools.partial(self._surface, message),
+                prepare=prepare,
+            )
         except Exception:
             log.exception("slack: answering message %s in %s failed", message.ts, where)
+
+    async def _run_command(self, call: CommandCall, respond: AsyncRespond) -> None:
+        where = f"{call.origin.channel} ({call.name})"
+        try:
+            answer = await self._commands.run(call.origin, call.name, call.argument)
+        except Exception:
+            log.exception("slack: the command in %s failed", where)
+            answer = COMMAND_FAILED
+        try:
+            sent = await respond(text=escaped_text(answer), response_type="ephemeral")
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            log.warning("slack: the answer to the command in %s was not delivered: %r", where, exc)
+            return
+        if sent.status_code != 200:
+            log.warning("slack: the answer to the command in %s was refused: %s %s", where,
+                        sent.status_code, str(sent.body)[:200])  # fmt: skip
 
     async def _import_thread(self, message: SlackMessage) -> None:
         """Called into the middle of a thread: its earlier messages become the context first.
@@ -248,15 +304,16 @@ class SlackAdapter:
             imported = await self._store.import_history(chat, entries)
             log.info("slack: imported %d earlier messages of %s", imported, where)
 
-    def _surface(self, message: SlackMessage) -> SlackReplySurface:
-        return self._surface_at(message.reply_place)
+    def _surface(self, message: SlackMessage, effective: EffectiveSettings) -> SlackReplySurface:
+        return self._surface_at(message.reply_place, effective.native_streaming)
 
-    def _surface_at(self, place: ReplyPlace) -> SlackReplySurface:
+    def _surface_at(self, place: ReplyPlace, native: NativeStreaming) -> SlackReplySurface:
         return SlackReplySurface(
             self._client,
             self._settings,
             place,
-            self._native,
+            self._streaming,
+            native_streaming=native,
             placeholder=self._placeholder,
             scheduler=self._responder.scheduler,
         )
@@ -280,7 +337,9 @@ class SlackAdapter:
             recipient_team=chat.workspace,
             is_dm=chat.channel.startswith("D"),
         )
-        surface = self._surface_at(place)
+        # The reply's own setting is not stored; a recovered reply that posts afresh uses the
+        # adapter's default (an adopted one goes on with chat.update anyway).
+        surface = self._surface_at(place, self._settings.native_streaming)
         if adopt:
             surface.adopt(adopt, limit)
         return surface

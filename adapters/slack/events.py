@@ -12,12 +12,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from bridge.domain import ChatKey, InboundMessage
+from bridge.policy.origin import Origin
 from bridge.text import clean_text
 
 log = logging.getLogger(__name__)
 
 PLATFORM = "slack"
 MAX_TEXT_CHARS = 40_000  # Slack truncates longer messages; anything bigger is not from Slack
+# What a slash command's text holds at most (Slack's message box; the prompt is the longest use).
+MAX_COMMAND_CHARS = 8_000
 
 # Subtypes that carry text a person wrote; everything else (edits, deletions, joins, topic
 # changes, the assistant thread's own root...) is not a message to answer.
@@ -66,6 +69,7 @@ class SlackMessage:
             recipient_user=self.inbound.author_id,
             recipient_team=self.recipient_team,
             is_dm=self.is_dm,
+            existing_thread=self.in_existing_thread,
         )
 
 
@@ -79,6 +83,8 @@ class ReplyPlace:
     recipient_user: str
     recipient_team: str
     is_dm: bool
+    # The message replied to was in a thread already (not one the reply starts).
+    existing_thread: bool = True
 
     def __str__(self) -> str:
         return f"{self.channel}/{self.thread_ts}"  # for log lines and error messages
@@ -93,6 +99,38 @@ def parse_message(
     except _Skip as skip:
         skip.log(body)
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class CommandCall:
+    """`/chat-bridge <name> [argument]` as the core's admin commands take it."""
+
+    origin: Origin
+    name: str
+    argument: str
+
+
+def parse_command(body: Mapping[str, Any]) -> CommandCall | None:
+    """A slash command's payload as a CommandCall, or None to ignore it. No name runs `help`.
+
+    App commands cannot be run in threads, so the origin is the channel (or DM) itself.
+    """
+    try:
+        team = _field(body, "team_id", _TEAM)
+        channel = _field(body, "channel_id", _CHANNEL)
+        user = _field(body, "user_id", _USER)
+        text = body.get("text", "")
+        if not isinstance(text, str) or len(text) > MAX_COMMAND_CHARS:
+            raise _Skip("command text missing or too long", malformed=True)
+    except _Skip as skip:
+        skip.log(body)
+        return None
+    # Slack escapes &, < and > in the text; with should_escape false nothing else is encoded.
+    text = unescape(clean_text(text)).strip()
+    name, argument = (text.split(maxsplit=1) + ["", ""])[:2]
+    is_dm = channel.startswith("D") or body.get("channel_name") == "directmessage"
+    origin = Origin(PLATFORM, user, workspace=team, channel=channel, is_dm=is_dm, addressed=True)
+    return CommandCall(origin, name.lower() or "help", argument.strip())
 
 
 def parse_assistant_thread(body: Mapping[str, Any]) -> ChatKey | None:
@@ -171,7 +209,12 @@ def prompt_text(text: str, bot_user_id: str) -> str:
     cleaned = re.sub(rf"<@{re.escape(bot_user_id)}(?:\|[^>]*)?>", "", text).strip()
     if not cleaned:
         cleaned = text.strip()  # a bare mention: let the model see that it was called
-    return cleaned.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+    return unescape(cleaned)
+
+
+def unescape(text: str) -> str:
+    """Slack's three escapes undone (it sends every text with &, < and > escaped)."""
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
 
 def ts_order(ts: str) -> tuple[int, int]:

@@ -76,6 +76,13 @@ def plain_fallback(markdown: str) -> str:
     return text
 
 
+def escaped_text(text: str) -> str:
+    """Text shown as Slack `mrkdwn` (a command's answer): its &, < and > escaped, so it reads
+    as written and holds no link or mention, and bare @here/@channel broken."""
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return neutralise_mentions(text)
+
+
 def message_content(markdown: str) -> dict[str, Any]:
     """The `text` and `blocks` arguments of chat.postMessage / chat.update for a reply's text."""
     return {

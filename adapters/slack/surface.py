@@ -1,6 +1,7 @@
 """`SlackReplySurface`: one reply in one Slack thread, streamed natively (chat.startStream /
 appendStream / stopStream) or posted and edited (chat.postMessage + chat.update), with the
-assistant status ("is thinking…") shown until the reply is done.
+assistant status ("is thinking…") shown until the reply is done, and notices only its author sees
+(chat.postEphemeral).
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Literal
 
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -18,6 +18,7 @@ from adapters.slack.events import ReplyPlace
 from adapters.slack.formatting import message_content
 from adapters.slack.streams import NativeStream, StreamEnded
 from bridge.config import SlackSettings
+from bridge.policy.settings import NativeStreaming
 from bridge.ports import (
     MessageLimit,
     PlatformError,
@@ -46,17 +47,17 @@ FINISHING_ATTEMPTS = 3
 MAX_FINISHING_WAIT = 5.0
 
 
-class NativeStreaming:
-    """Per process: whether to try native streams, and which workspaces turned out unable to."""
+class StreamingSupport:
+    """Per process: which workspaces turned out unable to stream natively. Whether a reply tries
+    is its own setting (`native_streaming`, resolved per channel by the policy)."""
 
-    def __init__(self, mode: Literal["auto", "always", "never"]) -> None:
-        self.mode = mode
+    def __init__(self) -> None:
         self._unavailable: set[str] = set()
 
-    def should_try(self, team: str) -> bool:
-        if self.mode == "auto":
+    def should_try(self, team: str, mode: NativeStreaming) -> bool:
+        if mode == "auto":
             return team not in self._unavailable
-        return self.mode == "always"
+        return mode == "always"
 
     def mark_unavailable(self, team: str, code: str) -> None:
         if team not in self._unavailable:
@@ -74,8 +75,9 @@ class SlackReplySurface:
         client: AsyncWebClient,
         settings: SlackSettings,
         place: ReplyPlace,
-        native: NativeStreaming,
+        support: StreamingSupport,
         *,
+        native_streaming: NativeStreaming = "auto",
         placeholder: str,
         scheduler: EditScheduler,
     ) -> None:
@@ -83,8 +85,10 @@ class SlackReplySurface:
         self._scheduler = scheduler
         self._settings = settings
         self._place = place
-        self._support = native
+        self._support = support
+        self._mode = native_streaming
         self._placeholder = placeholder
+        self._status_text = settings.status_text
         self._native: bool | None = None  # decided by the first post
         self._limit = UPDATE_LIMIT
         self._streams: dict[str, NativeStream] = {}
@@ -132,8 +136,9 @@ class SlackReplySurface:
 
     # --- typing ------------------------------------------------------------------------------
 
-    async def start_typing(self) -> None:
+    async def start_typing(self, status: str = "") -> None:
         self._typing = True
+        self._status_text = status or self._settings.status_text
         # Cosmetic twice over: the placeholder or stream that follows at once clears it on Slack
         # (then `_keep_status` sets it again), so it only takes a quiet window's spare room.
         await self._show_status(Urgency.BACKGROUND)
@@ -172,7 +177,7 @@ class SlackReplySurface:
         # until Slack says it refused it: a status that may show is always cleared at the end.
         self._status_shown = True
         try:
-            await self._set_status(self._settings.status_text)
+            await self._set_status(self._status_text)
         except RateLimited as limited:
             self._status_shown = False
             self._scheduler.penalize(bucket, limited.retry_after)
@@ -214,7 +219,7 @@ class SlackReplySurface:
 
     async def post(self, text: str, *, response_number: int) -> PostedMessage:
         if self._native is None:
-            self._native = self._support.should_try(self._place.team)
+            self._native = self._support.should_try(self._place.team, self._mode)
             self._limit = NATIVE_LIMIT if self._native else UPDATE_LIMIT
         ts: str | None = None
         if self._native:
@@ -252,7 +257,7 @@ class SlackReplySurface:
             log.warning("slack: no native stream in %s (%s); posting instead", place, exc.code)
             return None
         except SlackCallFailed as exc:
-            if self._support.mode == "always":
+            if self._mode == "always":
                 raise
             if exc.code in STREAMING_UNAVAILABLE:
                 self._support.mark_unavailable(place.team, exc.code)
@@ -311,6 +316,23 @@ class SlackReplySurface:
             "chat.update",
             str(self._place),
             self._client.chat_update(channel=self._place.channel, ts=ts, **message_content(text)),
+        )
+
+    # --- notices -----------------------------------------------------------------------------
+
+    async def notify(self, text: str) -> None:
+        """A notice only the author sees, where they wrote: in the thread if the message was in
+        one (Slack shows an ephemeral message in a thread only once the thread has replies)."""
+        place = self._place
+        await call(
+            "chat.postEphemeral",
+            str(place),
+            self._client.chat_postEphemeral(
+                channel=place.channel,
+                user=place.recipient_user,
+                thread_ts=place.thread_ts if place.existing_thread else None,
+                **message_content(text),
+            ),
         )
 
     # --- the assistant thread ----------------------------------------------------------------

@@ -189,6 +189,9 @@ class LLMServer(LocalServer):
         if transport is None:
             return response  # the client already left
         self.stats.streams_started += 1
+        self.stats.peak_streams_active = max(
+            self.stats.peak_streams_active, self.stats.streams_active
+        )
         self._streaming.add(transport)
         completed = False
         try:

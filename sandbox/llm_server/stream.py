@@ -28,6 +28,7 @@ class LLMServerStats:
     streams_completed: int = 0  # the whole reply went out (with [DONE] unless send_done=False)
     streams_aborted: int = 0  # cut short: a fault, the client left, the server stopped
     chunks_sent: int = 0
+    peak_streams_active: int = 0  # the most streams open at one moment (limits.llm_concurrent_...)
 
     @property
     def streams_active(self) -> int:

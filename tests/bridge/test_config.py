@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from bridge.config import ConfigError, load_settings, summary
+from bridge.policy.settings import OverrideSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "config.example.toml"
@@ -36,6 +37,11 @@ def test_example_file_documents_every_key() -> None:
     text = EXAMPLE.read_text()
     settings = load_settings(None, {})
     for section_name, section in settings:
+        if section_name == "overrides":
+            assert "# [[overrides]]" in text
+            for key in OverrideSettings.model_fields:
+                assert key in text.split("# [[overrides]]", 1)[0].rsplit("[limits]", 1)[1], key
+            continue
         assert f"[{section_name}]" in text
         for key in type(section).model_fields:
             assert f"\n{key} =" in text or f"# {key} =" in text or f" {key}:" in text, key

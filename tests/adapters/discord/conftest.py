@@ -1,9 +1,11 @@
 """A running bridge on Discord for the adapter's tests: the emulator driving the real discord.py,
-the real Responder, SqlChatStore on SQLite, the openai SDK against the local LLM server, and the
-shared EditScheduler with a short interval."""
+the real Responder, policy (Intake, AdminCommands), SqlChatStore on SQLite, the openai SDK
+against the local LLM server, and the shared EditScheduler with a short interval. The Intake and
+AdminCommands also record what the adapter hands them (`Origin`s, command arguments)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
@@ -18,10 +20,18 @@ from pydantic import SecretStr
 from adapters.discord import DiscordAdapter
 from adapters.discord.events import chat_key
 from adapters.llm import OpenAICompatibleModel
-from bridge.config import DiscordSettings, LLMSettings
+from bridge.admin import AdminCommands
+from bridge.config import DiscordSettings, LLMSettings, Settings, StreamingSettings
+from bridge.domain import InboundMessage
+from bridge.intake import Intake, Prepare, SurfaceFactory
 from bridge.lifecycle import Lifecycle
+from bridge.policy import build_policy
+from bridge.policy.origin import Origin
+from bridge.policy.policy import Policy
+from bridge.policy.settings import AccessSettings, LimitSettings, OverrideSettings
 from bridge.responder import Responder, ResponderSettings
 from bridge.scheduler import EditScheduler
+from bridge.telemetry import ReplyReport
 from sandbox.discord_emulator import DiscordEmulator
 from sandbox.discord_emulator.records import RecordedRequest, ShownMessage
 from sandbox.llm_server import LLMServer
@@ -142,6 +152,46 @@ async def llm() -> AsyncIterator[LLMServer]:
         yield server
 
 
+class RecordingIntake(Intake):
+    """The real Intake, keeping every message the adapter hands it (with its Origin)."""
+
+    def __init__(self, **parts: Any) -> None:
+        super().__init__(**parts)
+        self.received: list[tuple[InboundMessage, Origin]] = []
+
+    async def receive(
+        self,
+        inbound: InboundMessage,
+        origin: Origin,
+        surfaces: SurfaceFactory,
+        *,
+        prepare: Prepare | None = None,
+    ) -> ReplyReport | None:
+        self.received.append((inbound, origin))
+        return await super().receive(inbound, origin, surfaces, prepare=prepare)
+
+    def origin_of(self, message_id: int) -> Origin:
+        return next(o for m, o in self.received if m.platform_message_id == str(message_id))
+
+
+class RecordingCommands(AdminCommands):
+    """The real AdminCommands, keeping every (origin, name, argument) run and each answer."""
+
+    def __init__(self, **parts: Any) -> None:
+        super().__init__(**parts)
+        self.runs: list[tuple[Origin, str, str]] = []
+        self.answers: list[str] = []
+        self.delay = 0.0  # seconds each command takes first (a slow database)
+
+    async def run(self, origin: Origin, name: str, argument: str = "") -> str:
+        self.runs.append((origin, name, argument))
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        answer = await super().run(origin, name, argument)
+        self.answers.append(answer)
+        return answer
+
+
 @dataclass
 class Core:
     """The real core the adapter plugs into."""
@@ -150,6 +200,10 @@ class Core:
     responder: Responder
     scheduler: EditScheduler
     lifecycle: Lifecycle
+    settings: Settings
+    policy: Policy
+    intake: RecordingIntake
+    commands: RecordingCommands
 
 
 @pytest.fixture
@@ -157,16 +211,38 @@ async def make_core(llm: LLMServer, tmp_path: Path) -> AsyncIterator[Callable[..
     cleanups: list[Callable[[], Any]] = []
 
     async def build(
-        *, titles: bool = False, n: int = 1, url: str | None = None, **responder: Any
+        *,
+        titles: bool = False,
+        n: int = 1,
+        url: str | None = None,
+        access: dict[str, Any] | None = None,
+        limits: dict[str, Any] | None = None,
+        overrides: list[dict[str, Any]] | None = None,
+        **responder: Any,
     ) -> Core:
-        """`url`: another database (default: SQLite in tmp_path); `responder`: more
-        ResponderSettings (e.g. outage_tolerance)."""
+        """`url`: another database (default: SQLite in tmp_path); `access`, `limits`,
+        `overrides`: the policy's sections; `responder`: more ResponderSettings (e.g.
+        outage_tolerance)."""
         url = url or f"sqlite+aiosqlite:///{tmp_path / 'bridge.db'}"
         await migrate(url)
         engine = create_engine(url)
-        model = OpenAICompatibleModel(
-            LLMSettings(base_url=llm.base_url, api_key=SecretStr("k"), idle_timeout=5.0)
+        llm_settings = LLMSettings(
+            base_url=llm.base_url,
+            api_key=SecretStr("k"),
+            idle_timeout=5.0,
+            model="local-llm",
+            titles=titles,
+            n=n,
         )
+        # What the policy resolves for each reply: the same as the Responder's own settings.
+        settings = Settings(
+            llm=llm_settings,
+            streaming=StreamingSettings(edit_interval=INTERVAL),
+            access=AccessSettings(**(access or {})),
+            limits=LimitSettings(**(limits or {})),
+            overrides=[OverrideSettings(**o) for o in overrides or []],
+        )
+        model = OpenAICompatibleModel(llm_settings)
         cleanups.extend([model.stop, engine.dispose])
         scheduler = EditScheduler(interval=INTERVAL)
         store = SqlChatStore(engine)
@@ -180,7 +256,19 @@ async def make_core(llm: LLMServer, tmp_path: Path) -> AsyncIterator[Callable[..
         )
         await responder.start()
         cleanups.insert(0, responder.stop)
-        return Core(store, responder, scheduler, Lifecycle())
+        policy = build_policy(settings, responder=responder, store=store).policy
+        await policy.start()
+        cleanups.insert(0, policy.stop)
+        return Core(
+            store,
+            responder,
+            scheduler,
+            Lifecycle(),
+            settings,
+            policy,
+            RecordingIntake(policy=policy, responder=responder, store=store),
+            RecordingCommands(policy=policy, store=store),
+        )
 
     yield build
     for cleanup in cleanups:
@@ -194,6 +282,9 @@ def adapter_for(scene: Scene, core: Core, **settings: Any) -> DiscordAdapter:
         responder=core.responder,
         store=core.store,
         lifecycle=core.lifecycle,
+        intake=core.intake,
+        commands=core.commands,
+        reset_admins_only=core.settings.access.reset == "admins",
         guild_ready_timeout=0.05,
     )
 
@@ -204,13 +295,22 @@ BridgeFactory = Callable[..., contextlib.AbstractAsyncContextManager[Bridge]]
 @pytest.fixture
 def make_bridge(scene: Scene, llm: LLMServer, make_core: Callable[..., Any]) -> BridgeFactory:
     """`async with make_bridge(auto_thread=True, titles=True) as bridge:` a started bridge;
-    `titles` and `n` (choices per reply) go to the Responder, the rest to DiscordSettings."""
+    `titles` and `n` (choices per reply) go to the Responder, `access`, `limits` and
+    `overrides` to the policy, the rest to DiscordSettings."""
 
     @contextlib.asynccontextmanager
     async def running(
-        *, titles: bool = False, n: int = 1, **settings: Any
+        *,
+        titles: bool = False,
+        n: int = 1,
+        access: dict[str, Any] | None = None,
+        limits: dict[str, Any] | None = None,
+        overrides: list[dict[str, Any]] | None = None,
+        **settings: Any,
     ) -> AsyncIterator[Bridge]:
-        core: Core = await make_core(titles=titles, n=n)
+        core: Core = await make_core(
+            titles=titles, n=n, access=access, limits=limits, overrides=overrides
+        )
         adapter = adapter_for(scene, core, **settings)
         route_base = discord.http.Route.BASE
         gateway = discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY

@@ -73,7 +73,12 @@ async def test_a_rejected_token_is_one_clear_error(
         api_base_url=scene.emu.api_base_url, gateway_url=scene.emu.gateway_url
     ).model_copy(update={"token": SecretStr("not-the-token")})
     adapter = DiscordAdapter(
-        settings, responder=core.responder, store=core.store, lifecycle=core.lifecycle
+        settings,
+        responder=core.responder,
+        store=core.store,
+        lifecycle=core.lifecycle,
+        intake=core.intake,
+        commands=core.commands,
     )
     # AccessRevoked: the process exits 78, which a restart policy leaves alone (deploy.md).
     with pytest.raises(AccessRevoked, match="token was rejected"):

@@ -92,7 +92,8 @@ async def test_a_running_bridge_reports_its_reply_and_its_health(tmp_path: Path)
                 health = await eventually(healthy)
                 assert health["status"] == "ok"
                 assert health["platforms"] == {"slack": {"connected": True}}
-                assert health["services"] == ["ops", "llm", "housekeeping", "slack", "responder"]
+                services = ["ops", "llm", "housekeeping", "policy", "slack", "responder"]
+                assert health["services"] == services
 
                 slack = {"platform": "slack"}
                 ts = await emu.user_message(GENERAL, "<@U0BOT> how are we doing?", user="U0ALICE")

@@ -1,5 +1,6 @@
 """A whole bridge around the Slack adapter: the real slack-bolt and slack_sdk against the Slack
-emulator, the real Responder and SqlChatStore (SQLite in tmp_path), openai against the local LLM.
+emulator, the real policy, Responder and SqlChatStore (SQLite in tmp_path), openai against the
+local LLM.
 """
 
 from __future__ import annotations
@@ -17,10 +18,17 @@ from pydantic import SecretStr
 
 from adapters.llm import OpenAICompatibleModel
 from adapters.slack import SlackAdapter
-from bridge.config import LLMSettings, SlackSettings
+from bridge.admin import AdminCommands
+from bridge.config import LLMSettings, SlackSettings, load_settings
+from bridge.domain import InboundMessage
+from bridge.intake import Intake, Prepare, SurfaceFactory
 from bridge.lifecycle import Lifecycle
+from bridge.policy import build_policy
+from bridge.policy.origin import Origin
+from bridge.policy.policy import Policy
 from bridge.responder import Responder, ResponderSettings
 from bridge.scheduler import EditScheduler
+from bridge.telemetry import ReplyReport
 from sandbox.llm_server import LLMServer
 from sandbox.slack_emulator import ShownMessage, SlackEmulator
 from storage import SqlChatStore, create_engine, migrate
@@ -37,6 +45,43 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+class RecordingIntake(Intake):
+    """The core's intake, remembering the origin of every message the adapter hands it."""
+
+    def __init__(self, *, policy: Policy, responder: Responder, store: SqlChatStore) -> None:
+        super().__init__(policy=policy, responder=responder, store=store)
+        self.received: list[tuple[InboundMessage, Origin]] = []
+
+    async def receive(
+        self,
+        inbound: InboundMessage,
+        origin: Origin,
+        surfaces: SurfaceFactory,
+        *,
+        prepare: Prepare | None = None,
+    ) -> ReplyReport | None:
+        self.received.append((inbound, origin))
+        return await super().receive(inbound, origin, surfaces, prepare=prepare)
+
+    def origins(self, text: str) -> list[Origin]:
+        return [origin for inbound, origin in self.received if inbound.text == text]
+
+
+class RecordingCommands(AdminCommands):
+    """The core's admin commands, remembering each call and its answer."""
+
+    def __init__(self, *, policy: Policy, store: SqlChatStore) -> None:
+        super().__init__(policy=policy, store=store)
+        self.calls: list[tuple[Origin, str, str, str]] = []
+        self.delay = 0.0  # seconds each command takes first (a slow database)
+
+    async def run(self, origin: Origin, name: str, argument: str = "") -> str:
+        await asyncio.sleep(self.delay)
+        answer = await super().run(origin, name, argument)
+        self.calls.append((origin, name, argument, answer))
+        return answer
+
+
 @dataclass
 class Bridge:
     emu: SlackEmulator
@@ -46,6 +91,9 @@ class Bridge:
     adapter: SlackAdapter
     lifecycle: Lifecycle
     settings: SlackSettings
+    policy: Policy
+    intake: RecordingIntake
+    commands: RecordingCommands
 
     def bot_messages(self, channel: str, thread_ts: str) -> list[ShownMessage]:
         """The bot's replies (not the root Slack posts for it when an assistant thread opens)."""
@@ -109,7 +157,14 @@ async def make_bridge(
 ) -> AsyncIterator[Factory]:
     started: list[tuple[Bridge, Any, OpenAICompatibleModel]] = []
 
-    async def make(*, mode: str = "socket", titles: bool = False, **slack: Any) -> Bridge:
+    async def make(
+        *,
+        mode: str = "socket",
+        titles: bool = False,
+        sections: dict[str, Any] | None = None,
+        **slack: Any,
+    ) -> Bridge:
+        """`sections`: more of the configuration ([access], [limits], [[overrides]]...)."""
         database = tmp_path / f"bridge{len(started)}.db"
         shutil.copy(migrated_template, database)
         engine = create_engine(f"sqlite+aiosqlite:///{database}")
@@ -133,14 +188,42 @@ async def make_bridge(
             "signing_secret": SecretStr(emu.identity.signing_secret),
             "http_port": port,
         }
-        settings = SlackSettings(**{**fields, **slack})
+        # The policy resolves each reply's settings from these: the same as the responder's.
+        config = load_settings(
+            None,
+            {},
+            values={
+                "slack": {**fields, **slack},
+                "llm": {
+                    "base_url": llm.base_url,
+                    "model": "m",
+                    "titles": titles,
+                    "system_prompt": "",
+                },  # fmt: skip
+                "streaming": {"edit_interval": EDIT_INTERVAL},
+                **(sections or {}),
+            },
+        )
+        settings = config.slack
+        parts = build_policy(config, responder=responder, store=store)
+        intake = RecordingIntake(policy=parts.policy, responder=responder, store=store)
+        commands = RecordingCommands(policy=parts.policy, store=store)
         lifecycle = Lifecycle()
-        adapter = SlackAdapter(settings, responder=responder, store=store, lifecycle=lifecycle)
+        adapter = SlackAdapter(
+            settings,
+            responder=responder,
+            store=store,
+            lifecycle=lifecycle,
+            intake=intake,
+            commands=commands,
+        )
         if mode == "http":
             emu.delivery = "http"
             emu.event_url = f"http://127.0.0.1:{settings.http_port}/slack/events"
-        bridge = Bridge(emu, llm, store, responder, adapter, lifecycle, settings)
+        bridge = Bridge(emu, llm, store, responder, adapter, lifecycle, settings, parts.policy,
+                        intake, commands)  # fmt: skip
         started.append((bridge, engine, model))
+        await parts.policy.start()
         await responder.start()
         await adapter.start()
         if mode == "socket":

@@ -29,6 +29,20 @@ def test_socket_mode_manifest() -> None:
     assert manifest["features"]["bot_user"]["display_name"] == "chat-bridge"
     assert manifest["features"]["app_home"]["messages_tab_enabled"] is True
     assert "connections:write" in " ".join(manifest_notes(settings(mode="socket")))
+    [command] = manifest["features"]["slash_commands"]
+    assert command["command"] == "/chat-bridge" and "url" not in command
+    assert command["should_escape"] is False and command["description"]
+    assert command["usage_hint"].startswith("reset | usage | settings | model <model>")
+    assert "trigger <mention|always|off>" in command["usage_hint"]
+
+
+def test_the_admin_command_is_named_by_the_config_and_needs_the_commands_scope() -> None:
+    config = settings(command="/bridge-admin")
+    manifest = json.loads(render_manifest(config))
+    assert [c["command"] for c in manifest["features"]["slash_commands"]] == ["/bridge-admin"]
+    assert "commands" in manifest["oauth_config"]["scopes"]["bot"]
+    notes = " ".join(manifest_notes(config))
+    assert "/bridge-admin" in notes and "commands scope" in notes and "access.admins" in notes
 
 
 def test_http_manifest_points_at_the_events_endpoint() -> None:
@@ -37,6 +51,8 @@ def test_http_manifest_points_at_the_events_endpoint() -> None:
     subscriptions = manifest["settings"]["event_subscriptions"]
     assert manifest["settings"]["socket_mode_enabled"] is False
     assert subscriptions["request_url"] == "http://0.0.0.0:8080/slack/events"
+    # Bolt takes slash commands on the events endpoint too.
+    assert manifest["features"]["slash_commands"][0]["url"] == subscriptions["request_url"]
     assert "public" in " ".join(manifest_notes(config))
 
 
@@ -45,6 +61,7 @@ def test_every_event_has_its_scope_and_the_reply_scopes_are_there() -> None:
     scopes = set(manifest["oauth_config"]["scopes"]["bot"])
     events = manifest["settings"]["event_subscriptions"]["bot_events"]
     assert {NEEDED_SCOPE[e] for e in events if e in NEEDED_SCOPE} <= scopes
+    # Every message event: channels whose trigger is "always" are answered without mentions.
     assert set(NEEDED_SCOPE) <= set(events)
     assert {"chat:write", "im:read", "im:write", "users:read"} <= scopes
 

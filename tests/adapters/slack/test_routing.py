@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bridge.lifecycle import AccessRevoked
+from bridge.policy.origin import Origin
 from sandbox.llm_server import ScriptedReply
 from sandbox.slack_emulator import Message
 from sandbox.slack_emulator.events import event_callback, message_event
@@ -170,3 +172,95 @@ async def test_a_wrong_token_fails_the_start_with_slacks_error(
 ) -> None:
     with pytest.raises(AccessRevoked, match="invalid_auth"):
         await make_bridge(**{token: SecretStr("xoxb-wrong" if token == "bot_token" else "xapp-x")})
+
+
+async def test_messages_not_addressed_to_the_bot_reach_the_core_as_such(
+    make_bridge: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bridge = await make_bridge()
+    emu = bridge.emu
+    reads: list[object] = []
+    get_chat = bridge.store.get_chat
+
+    async def counted(key: Any) -> Any:
+        reads.append(key)
+        return await get_chat(key)
+
+    monkeypatch.setattr(bridge.store, "get_chat", counted)
+    top = await emu.user_message(GENERAL, "chatting without the bot", user="U0BOB")
+    await emu.user_message(GENERAL, "a reply in it", user="U0ALICE", thread_ts=top)
+    await bridge.settle()
+
+    [channel] = bridge.intake.origins("chatting without the bot")
+    assert channel == Origin("slack", "U0BOB", workspace="T0TEAM", channel=GENERAL,
+                             addressed=False)  # fmt: skip
+    [thread] = bridge.intake.origins("a reply in it")
+    assert thread.thread == f"{GENERAL}/{top}" and not thread.addressed
+    assert len(reads) == 1  # only the reply in a thread costs a read, not the channel message
+    assert bridge.llm.requests == [] and "conversations.replies" not in emu.stats.calls
+
+    mention = await emu.user_message(GENERAL, f"<@{BOT}> hello", user="U0BOB")
+    dm = await emu.user_message(DM, "hi in private", user="U0ALICE")
+    await bridge.reply_done(GENERAL, mention)
+    await bridge.reply_done(DM, dm)
+    assert all(o.addressed for o in bridge.intake.origins("hello"))  # message and app_mention
+    [private] = bridge.intake.origins("hi in private")
+    assert private.is_dm and private.addressed and private.thread == ""
+    await emu.user_message(GENERAL, "thanks", user="U0BOB", thread_ts=mention)
+    await bridge.reply_done(GENERAL, mention, replies=2)
+    [followup] = bridge.intake.origins("thanks")
+    assert followup.addressed and followup.thread == f"{GENERAL}/{mention}"
+
+
+async def test_a_channel_whose_trigger_is_always_is_answered_without_mentions(
+    make_bridge: Factory,
+) -> None:
+    overrides = [{"channel": GENERAL, "trigger": "always", "native_streaming": "never"}]
+    bridge = await make_bridge(sections={"overrides": overrides})
+    emu = bridge.emu
+    root = await emu.user_message("C0RANDOM", "not here", user="U0BOB")
+    ts = await emu.user_message(GENERAL, "anyone?", user="U0BOB")
+    await bridge.reply_done(GENERAL, ts)
+    assert [m.rendered for m in bridge.bot_messages(GENERAL, ts)] == ["You said: anyone?"]
+    # The channel's own setting: posted and edited, not streamed.
+    assert "chat.startStream" not in emu.stats.calls and emu.stats.calls["chat.postMessage"] == 1
+    assert bridge.bot_messages("C0RANDOM", root) == []
+    assert [o.addressed for o in bridge.intake.origins("anyone?")] == [False]
+
+
+async def test_prepare_reads_a_thread_only_once_the_message_is_admitted(
+    make_bridge: Factory,
+) -> None:
+    overrides = [{"channel": GENERAL, "trigger": "always"}]
+    bridge = await make_bridge(sections={"overrides": overrides})
+    emu = bridge.emu
+    emu.echo_own_messages = False
+    bot_client = AsyncWebClient(token=emu.identity.bot_token, base_url=emu.api_base_url)
+    # A thread the bot has no chat for (its root was posted before the bridge knew it).
+    root = (await bot_client.chat_postMessage(channel="C0RANDOM", text="an old post"))["ts"]
+    await emu.user_message("C0RANDOM", "a reply without the bot", user="U0BOB", thread_ts=root)
+    await bridge.settle()
+    assert "conversations.replies" not in emu.stats.calls  # not admitted: nothing read
+
+    root = (await bot_client.chat_postMessage(channel=GENERAL, text="the weekly digest"))["ts"]
+    await emu.user_message(GENERAL, "what changed?", user="U0BOB", thread_ts=root)
+    await bridge.reply_done(GENERAL, root)
+    assert emu.stats.calls["conversations.replies"] == 1
+    assert bridge.llm_turns() == [("assistant", "the weekly digest"), ("user", "what changed?")]
+
+
+async def test_a_message_over_a_limit_gets_a_notice_only_its_author_sees(
+    make_bridge: Factory,
+) -> None:
+    bridge = await make_bridge(sections={"limits": {"user_messages_per_minute": 1}})
+    emu = bridge.emu
+    ts = await emu.user_message(GENERAL, f"<@{BOT}> one", user="U0ALICE")
+    await bridge.reply_done(GENERAL, ts)
+    await emu.user_message(GENERAL, "two", user="U0ALICE", thread_ts=ts)
+    await bridge.settle()
+
+    [notice] = emu.ephemerals("U0ALICE", GENERAL)
+    assert notice.thread_ts == ts and notice.author == BOT
+    assert notice.rendered.startswith("⏳ _Not answered: ")
+    assert emu.ephemerals("U0BOB") == [] and len(bridge.llm.requests) == 1
+    assert [c.method for c in emu.calls_to("chat.postEphemeral")] == ["chat.postEphemeral"]

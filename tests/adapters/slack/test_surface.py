@@ -6,9 +6,15 @@ import pytest
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.events import ReplyPlace
-from adapters.slack.surface import NativeStreaming, SlackReplySurface
+from adapters.slack.surface import SlackReplySurface, StreamingSupport
 from bridge.config import SlackSettings
-from bridge.ports import MessageLimit, PlatformUnavailable, RateBucket, RateLimited
+from bridge.ports import (
+    MessageLimit,
+    PlatformError,
+    PlatformUnavailable,
+    RateBucket,
+    RateLimited,
+)
 from bridge.scheduler import EditScheduler
 from sandbox.slack_emulator import SlackEmulator
 
@@ -21,7 +27,7 @@ def surface(team: str = "T0TEAM", channel: str = "C0GENERAL") -> SlackReplySurfa
         client,
         settings,
         place,
-        NativeStreaming("auto"),
+        StreamingSupport(),
         placeholder="…",
         scheduler=EditScheduler(interval=1.0),
     )
@@ -60,7 +66,7 @@ async def test_after_a_stream_ends_the_reply_is_edited_within_the_chat_update_bu
             client,
             SlackSettings(),
             place,
-            NativeStreaming("auto"),
+            StreamingSupport(),
             placeholder="…",
             scheduler=EditScheduler(interval=1.0),
         )
@@ -114,3 +120,40 @@ async def test_a_status_never_set_is_not_cleared() -> None:
     await reply.start_typing()
     await reply.stop_typing()
     assert sent == ["is thinking…"]
+
+
+async def test_notify_shows_the_author_a_notice_where_they_wrote_and_pings_nobody() -> None:
+    async with SlackEmulator() as emu:
+        emu.echo_own_messages = False
+        client = AsyncWebClient(token="xoxb-test", base_url=emu.api_base_url)
+        top = await emu.user_message("C0GENERAL", "<@U0BOT> hi", user="U0ALICE")
+        await emu.user_message("C0GENERAL", "more", user="U0ALICE", thread_ts=top)  # a thread
+
+        def writing_to(place: ReplyPlace) -> SlackReplySurface:
+            scheduler = EditScheduler(interval=1.0)
+            support = StreamingSupport()
+            return SlackReplySurface(
+                client, SlackSettings(), place, support, placeholder="…", scheduler=scheduler
+            )
+
+        def surface_at(ts: str, existing_thread: bool) -> SlackReplySurface:
+            place = ReplyPlace("T0TEAM", "C0GENERAL", ts, "U0ALICE", "T0TEAM", is_dm=False,
+                               existing_thread=existing_thread)  # fmt: skip
+            return writing_to(place)
+
+        await surface_at(top, existing_thread=True).notify("_Slow down_, <!here> @channel")
+        # A message that starts a thread: its notice goes beside it, as the thread has no
+        # replies yet (Slack would show it nowhere).
+        lone = await emu.user_message("C0GENERAL", "<@U0BOT> again", user="U0ALICE")
+        await surface_at(lone, existing_thread=False).notify("Not now")
+        shown = emu.ephemerals("U0ALICE", "C0GENERAL")
+        assert [(e.thread_ts, e.author) for e in shown] == [(top, "U0BOT"), (None, "U0BOT")]
+        assert shown[0].rendered == "_Slow down_, <\u200b!here> @\u200bchannel"
+        assert shown[1].rendered == "Not now"
+
+        emu.inject_429("chat.postEphemeral", 1, retry_after=3)
+        with pytest.raises(RateLimited):
+            await surface_at(top, existing_thread=True).notify("again")
+        outsider = ReplyPlace("T0TEAM", "C0GENERAL", top, "U0NOBODY", "T0TEAM", is_dm=False)
+        with pytest.raises(PlatformError, match="user_not_found"):
+            await writing_to(outsider).notify("who?")
