@@ -5,7 +5,6 @@ AdminCommands also record what the adapter hands them (`Origin`s, command argume
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
@@ -20,22 +19,18 @@ from pydantic import SecretStr
 from adapters.discord import DiscordAdapter
 from adapters.discord.events import chat_key
 from adapters.llm import OpenAICompatibleModel
-from bridge.admin import AdminCommands
 from bridge.config import DiscordSettings, LLMSettings, Settings, StreamingSettings
-from bridge.domain import InboundMessage
-from bridge.intake import Intake, Prepare, SurfaceFactory
 from bridge.lifecycle import Lifecycle
 from bridge.policy import build_policy
-from bridge.policy.origin import Origin
 from bridge.policy.policy import Policy
 from bridge.policy.settings import AccessSettings, LimitSettings, OverrideSettings
 from bridge.responder import Responder, ResponderSettings
 from bridge.scheduler import EditScheduler
-from bridge.telemetry import ReplyReport
 from sandbox.discord_emulator import DiscordEmulator
 from sandbox.discord_emulator.records import RecordedRequest, ShownMessage
 from sandbox.llm_server import LLMServer
 from storage import SqlChatStore, create_engine, migrate
+from tests.adapters.recording import RecordingCommands, RecordingIntake
 from tests.sandbox.discord_emulator_harness import wait_until
 
 TOKEN = "test-token"
@@ -150,46 +145,6 @@ async def scene() -> AsyncIterator[Scene]:
 async def llm() -> AsyncIterator[LLMServer]:
     async with LLMServer(tick=0.01) as server:
         yield server
-
-
-class RecordingIntake(Intake):
-    """The real Intake, keeping every message the adapter hands it (with its Origin)."""
-
-    def __init__(self, **parts: Any) -> None:
-        super().__init__(**parts)
-        self.received: list[tuple[InboundMessage, Origin]] = []
-
-    async def receive(
-        self,
-        inbound: InboundMessage,
-        origin: Origin,
-        surfaces: SurfaceFactory,
-        *,
-        prepare: Prepare | None = None,
-    ) -> ReplyReport | None:
-        self.received.append((inbound, origin))
-        return await super().receive(inbound, origin, surfaces, prepare=prepare)
-
-    def origin_of(self, message_id: int) -> Origin:
-        return next(o for m, o in self.received if m.platform_message_id == str(message_id))
-
-
-class RecordingCommands(AdminCommands):
-    """The real AdminCommands, keeping every (origin, name, argument) run and each answer."""
-
-    def __init__(self, **parts: Any) -> None:
-        super().__init__(**parts)
-        self.runs: list[tuple[Origin, str, str]] = []
-        self.answers: list[str] = []
-        self.delay = 0.0  # seconds each command takes first (a slow database)
-
-    async def run(self, origin: Origin, name: str, argument: str = "") -> str:
-        self.runs.append((origin, name, argument))
-        if self.delay:
-            await asyncio.sleep(self.delay)
-        answer = await super().run(origin, name, argument)
-        self.answers.append(answer)
-        return answer
 
 
 @dataclass

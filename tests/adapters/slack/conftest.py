@@ -18,20 +18,16 @@ from pydantic import SecretStr
 
 from adapters.llm import OpenAICompatibleModel
 from adapters.slack import SlackAdapter
-from bridge.admin import AdminCommands
 from bridge.config import LLMSettings, SlackSettings, load_settings
-from bridge.domain import InboundMessage
-from bridge.intake import Intake, Prepare, SurfaceFactory
 from bridge.lifecycle import Lifecycle
 from bridge.policy import build_policy
-from bridge.policy.origin import Origin
 from bridge.policy.policy import Policy
 from bridge.responder import Responder, ResponderSettings
 from bridge.scheduler import EditScheduler
-from bridge.telemetry import ReplyReport
 from sandbox.llm_server import LLMServer
 from sandbox.slack_emulator import ShownMessage, SlackEmulator
 from storage import SqlChatStore, create_engine, migrate
+from tests.adapters.recording import RecordingCommands, RecordingIntake
 
 GENERAL = "C0GENERAL"
 DM = "D0ALICE"
@@ -43,43 +39,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-class RecordingIntake(Intake):
-    """The core's intake, remembering the origin of every message the adapter hands it."""
-
-    def __init__(self, *, policy: Policy, responder: Responder, store: SqlChatStore) -> None:
-        super().__init__(policy=policy, responder=responder, store=store)
-        self.received: list[tuple[InboundMessage, Origin]] = []
-
-    async def receive(
-        self,
-        inbound: InboundMessage,
-        origin: Origin,
-        surfaces: SurfaceFactory,
-        *,
-        prepare: Prepare | None = None,
-    ) -> ReplyReport | None:
-        self.received.append((inbound, origin))
-        return await super().receive(inbound, origin, surfaces, prepare=prepare)
-
-    def origins(self, text: str) -> list[Origin]:
-        return [origin for inbound, origin in self.received if inbound.text == text]
-
-
-class RecordingCommands(AdminCommands):
-    """The core's admin commands, remembering each call and its answer."""
-
-    def __init__(self, *, policy: Policy, store: SqlChatStore) -> None:
-        super().__init__(policy=policy, store=store)
-        self.calls: list[tuple[Origin, str, str, str]] = []
-        self.delay = 0.0  # seconds each command takes first (a slow database)
-
-    async def run(self, origin: Origin, name: str, argument: str = "") -> str:
-        await asyncio.sleep(self.delay)
-        answer = await super().run(origin, name, argument)
-        self.calls.append((origin, name, argument, answer))
-        return answer
 
 
 @dataclass
