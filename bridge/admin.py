@@ -61,6 +61,9 @@ class AdminCommands:
         self._policy = policy
         self._store = store
 
+    def is_admin(self, origin: Origin) -> bool:
+        return self._policy.rules.is_admin(origin.user)
+
     def may_reset(self, origin: Origin) -> bool:
         rules = self._policy.rules
         return not rules.reset_admins_only or rules.is_admin(origin.user)

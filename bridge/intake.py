@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from bridge.domain import InboundMessage
@@ -32,7 +33,10 @@ RECENT_MESSAGES = 10_000
 # Builds the surface a reply (or a refusal notice) is written to, with the resolved settings
 # (Slack reads `native_streaming` from them).
 SurfaceFactory = Callable[[EffectiveSettings], ReplySurface]
-Prepare = Callable[[], Awaitable[None]]
+# Runs once the message is admitted (Slack reads the earlier messages of a thread); it is given
+# whether [access] lets a user in, so the messages of a refused user are not read into context.
+MayRead = Callable[[str], bool]
+Prepare = Callable[[MayRead], Awaitable[None]]
 
 
 class Intake:
@@ -71,6 +75,8 @@ class Intake:
         where = {"platform": origin.platform, "event_id": inbound.event_id}
         user = f"{origin.platform}:{origin.user}"
         denial = rules.denial(origin)
+        if denial is not None and not origin.addressed:
+            return None  # chatter in a channel the bot may not serve: not even worth a log line
         if denial is not None:
             self._responder.observer.event(origin.platform, EventOutcome.DENIED)
             log.info("not answering %s: %s", inbound.event_id, denial.reason, extra=where)
@@ -83,7 +89,13 @@ class Intake:
         surface = surfaces(effective)
         channel = f"{origin.platform}:{origin.channel}"
         limits = rules.limits
-        over = policy.limiter.check(limits, user, channel, inbound.text)
+        over = None
+        if limits.user_daily_tokens or limits.channel_daily_tokens:
+            # First, the one check that awaits: from here to `admit` nothing may, or a burst of
+            # messages would all pass the counts below before any of them is counted.
+            over = await self._over_quota(origin, limits.user_daily_tokens,
+                                          limits.channel_daily_tokens, where)  # fmt: skip
+        over = over or policy.limiter.check(limits, user, channel, inbound.text)
         if over is None and policy.limiter.over_queue(limits):
             log.warning("not answering %s: limits.queue_limit (%d) reached", inbound.event_id,
                         limits.queue_limit, extra=where)  # fmt: skip
@@ -91,9 +103,6 @@ class Intake:
             if policy.notice_gate.may_tell(user):
                 await self._notify(surface, rules.notices.busy, where)
             return None
-        if over is None and (limits.user_daily_tokens or limits.channel_daily_tokens):
-            over = await self._over_quota(origin, limits.user_daily_tokens,
-                                          limits.channel_daily_tokens, where)  # fmt: skip
         if over is not None:
             log.info("not answering %s: over limits.%s", inbound.event_id, over.name, extra=where)
             self._responder.observer.event(origin.platform, EventOutcome.LIMITED)
@@ -107,7 +116,7 @@ class Intake:
         )
         try:
             if prepare is not None:
-                await prepare()
+                await prepare(lambda author: rules.denial(replace(origin, user=author)) is None)
             report = await self._responder.handle(
                 origin.platform, inbound, surface, settings=effective.reply, ticket=ticket
             )
@@ -152,8 +161,10 @@ class Intake:
         counts against the quotas)."""
         if report.usage is not None:
             tokens = report.usage.total_tokens
-        else:
+        elif any(report.texts):
             tokens = report.estimated_prompt_tokens + sum(len(t) for t in report.texts) // 4
+        else:
+            return  # the model answered nothing (an error before the first token): no charge
         if tokens <= 0:
             return
         try:

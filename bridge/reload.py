@@ -140,7 +140,10 @@ class ConfigReloader:
             if signature == self._seen:
                 pending = None
             elif signature == pending:
-                await self.reload()
+                try:
+                    await self.reload()
+                except Exception:  # the watch goes on; the running configuration stays
+                    log.exception("config reload of %s failed", self._path)
                 pending = None
             else:
                 pending = signature
@@ -169,6 +172,11 @@ class ConfigReloader:
                 log.warning("config reload: %s changed, but it needs a restart; keeping the "
                             "running value until then", key)  # fmt: skip
             self._policy.replace(settings)
+            try:
+                # Another instance's admins may have set some in chat since this one started.
+                await self._policy.start()
+            except Exception as exc:
+                log.warning("config reload: the settings set in chat were not read again: %s", exc)
             self.reloads += 1
             log.info("config reloaded from %s: the next messages use it", self._path)
             return True

@@ -456,7 +456,13 @@ class Responder:
             raise asyncio.CancelledError
         if failure is None and chat is not None and chat.title is None and settings.titles:
             title = self._titles.make(
-                chat, user_message, writers[0].text, surface, platform, settings.model
+                chat,
+                user_message,
+                writers[0].text,
+                surface,
+                platform,
+                settings.model,
+                slot=ticket.side_slot if ticket is not None else None,
             )
             self._spawn(title)
 
@@ -470,6 +476,8 @@ class Responder:
         """Wait for one of the LLM's slots (limits.llm_concurrent_requests), in order of
         arrival; a wait longer than a few seconds says "queued": in the placeholder, and in the
         platform's own status line where it has one (Slack's native stream has no placeholder)."""
+        if ticket.try_take_slot():
+            return
         taking = asyncio.ensure_future(ticket.take_slot())
         try:
             done, _ = await asyncio.wait({taking}, timeout=ticket.queued_after)

@@ -3,7 +3,9 @@ has a place for it (a Slack assistant thread's title, a Discord thread the bot o
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from bridge.domain import Chat, Role, StoredMessage
@@ -19,6 +21,9 @@ from bridge.telemetry import ErrorKind, ReplyObserver
 
 if TYPE_CHECKING:
     from bridge.responder import ResponderSettings
+
+# Held around the title request: an LLM slot (see bridge.policy.limits.Ticket.side_slot).
+Slot = Callable[[], contextlib.AbstractAsyncContextManager[None]]
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +58,17 @@ class Titles:
         surface: ReplySurface,
         platform: str,
         model: str | None = None,
+        *,
+        slot: Slot | None = None,
     ) -> None:
-        """`model`: the reply's model (an override's), used unless llm.title_model is set."""
+        """`model`: the reply's model (an override's), used unless llm.title_model is set;
+        `slot`: held around the request (limits.llm_concurrent_requests counts titles too)."""
         if chat.id in self._titled:
             return
         if len(self._titled) >= 100_000:
             self._titled.clear()
         self._titled.add(chat.id)
-        if not await self._make(chat, user_message, reply, surface, platform, model):
+        if not await self._make(chat, user_message, reply, surface, platform, model, slot):
             self._titled.discard(chat.id)  # the next exchange may try again
 
     async def _make(
@@ -71,6 +79,7 @@ class Titles:
         surface: ReplySurface,
         platform: str,
         model: str | None,
+        slot: Slot | None,
     ) -> bool:
         where = {"platform": platform, "chat_id": chat.id, "message_id": user_message.id}
         conversation = f"User: {user_message.content[:1500]}\n\nAssistant: {reply[:1500]}"
@@ -81,7 +90,8 @@ class Titles:
             max_tokens=24,
         )
         try:
-            raw = await self._llm.complete(request)
+            async with slot() if slot is not None else contextlib.nullcontext():
+                raw = await self._llm.complete(request)
         except LLMError as exc:
             log.info("no title for chat %s: %s", chat.id, exc, extra=where)
             self._observer.error(platform, ErrorKind.TITLE)

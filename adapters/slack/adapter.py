@@ -33,8 +33,8 @@ from adapters.slack.ingress import HttpIngress, Ingress, SocketModeIngress
 from adapters.slack.surface import SlackReplySurface, StreamingSupport
 from bridge.admin import AdminCommands
 from bridge.config import SlackSettings
-from bridge.domain import ChatKey, StoredMessage
-from bridge.intake import Intake
+from bridge.domain import ChatKey, Role, StoredMessage
+from bridge.intake import Intake, MayRead
 from bridge.lifecycle import AccessRevoked, Lifecycle
 from bridge.policy.effective import EffectiveSettings
 from bridge.policy.origin import Origin
@@ -46,6 +46,10 @@ log = logging.getLogger(__name__)
 
 DRAIN_TIMEOUT = 10.0
 COMMAND_FAILED = "The command failed; the bridge's log says why."
+RESET_IN_A_CHANNEL = (
+    "Each thread is its own conversation: start a new thread for a fresh one. (Here, reset "
+    "would clear every thread of the channel; only the bridge's admins may do that.)"
+)
 # auth.test errors that no retry fixes: the token is wrong, revoked, or the app is gone.
 ACCESS_ERRORS = frozenset(
     {"invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired",
@@ -259,7 +263,15 @@ class SlackAdapter:
     async def _run_command(self, call: CommandCall, respond: AsyncRespond) -> None:
         where = f"{call.origin.channel} ({call.name})"
         try:
-            answer = await self._commands.run(call.origin, call.name, call.argument)
+            if (
+                call.name == "reset"
+                and not call.origin.is_dm
+                and not self._commands.is_admin(call.origin)
+            ):
+                # Run in a channel, reset would clear every thread there, other people's too.
+                answer = RESET_IN_A_CHANNEL
+            else:
+                answer = await self._commands.run(call.origin, call.name, call.argument)
         except Exception:
             log.exception("slack: the command in %s failed", where)
             answer = COMMAND_FAILED
@@ -272,7 +284,7 @@ class SlackAdapter:
             log.warning("slack: the answer to the command in %s was refused: %s %s", where,
                         sent.status_code, str(sent.body)[:200])  # fmt: skip
 
-    async def _import_thread(self, message: SlackMessage) -> None:
+    async def _import_thread(self, message: SlackMessage, may_read: MayRead) -> None:
         """Called into the middle of a thread: its earlier messages become the context first.
 
         A mention arrives twice (app_mention and message): both wait for one read of the thread.
@@ -280,12 +292,12 @@ class SlackAdapter:
         key = message.inbound.chat_key
         reading = self._imports.get(key)
         if reading is None:
-            reading = asyncio.ensure_future(self._read_thread(message))
+            reading = asyncio.ensure_future(self._read_thread(message, may_read))
             self._imports[key] = reading
             reading.add_done_callback(lambda _: self._imports.pop(key, None))
         await asyncio.shield(reading)
 
-    async def _read_thread(self, message: SlackMessage) -> None:
+    async def _read_thread(self, message: SlackMessage, may_read: MayRead) -> None:
         assert self._bot is not None
         where = f"{message.channel}/{message.thread_ts}"
         try:
@@ -299,6 +311,11 @@ class SlackAdapter:
         except (RateLimited, PlatformError) as exc:
             log.warning("slack: earlier messages of %s not imported (%s)", where, exc)
             return
+        # Messages of people [access] refuses are neither stored nor sent to the model.
+        entries = [
+            e for e in entries
+            if e.role is not Role.USER or e.author_id is None or may_read(e.author_id)
+        ]  # fmt: skip
         if entries:
             chat = await self._store.get_or_create_chat(message.inbound.chat_key)
             imported = await self._store.import_history(chat, entries)

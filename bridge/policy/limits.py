@@ -7,16 +7,19 @@ current `LimitSettings` on every check. Time is injected, like the scheduler's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from bridge.policy.settings import LimitSettings
 
 Clock = Callable[[], float]
 WINDOW = 60.0  # user_messages_per_minute counts the last minute
+# Added to a reply's order for the requests that follow it (titles): they go after every reply.
+SIDE_REQUESTS = 1 << 40
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,15 +37,19 @@ class LLMSlots:
     A reply lines up when its turn in its conversation comes (not while it waits behind the
     previous reply of the same chat, which would hold up other chats for nothing). Slots go to
     the earliest admitted reply in line, even when a later one asks first: a reply whose
-    placeholder took longer to post keeps its place.
+    placeholder took longer to post keeps its place, for at most `hold` seconds (a post slowed by
+    a rate limit or a database outage must not hold up every other reply).
     """
 
-    def __init__(self, capacity: int = 0) -> None:
+    def __init__(self, capacity: int = 0, *, clock: Clock | None = None, hold: float = 2.0) -> None:
         self._capacity = capacity
+        self._clock = clock
+        self._hold = hold
         self.open = 0
         self._line: list[int] = []  # admission orders, earliest first
+        self._lined_at: dict[int, float] = {}  # order -> when it lined up (not asked yet)
         self._asking: dict[int, asyncio.Future[None]] = {}
-        self._left: set[int] = set()  # lined up, then gone without a slot
+        self._timer: asyncio.TimerHandle | None = None
 
     @property
     def capacity(self) -> int:
@@ -57,24 +64,40 @@ class LLMSlots:
     def waiting(self) -> int:
         return sum(1 for future in self._asking.values() if not future.done())
 
+    def _now(self) -> float:
+        return self._clock() if self._clock else asyncio.get_running_loop().time()
+
     def _free(self) -> bool:
         return self._capacity == 0 or self.open < self._capacity
 
     def line_up(self, order: int) -> None:
+        if self._capacity == 0 or order in self._lined_at:
+            return  # no cap: no line (a cap set later lines replies up as they ask)
         heapq.heappush(self._line, order)
+        self._lined_at[order] = self._now()
 
     def leave(self, order: int) -> None:
         """A reply that lined up ends without a slot (it failed before its request)."""
-        if order in self._line and order not in self._left:
-            self._left.add(order)
+        if self._lined_at.pop(order, None) is not None:
             self._hand_over()
 
-    async def acquire(self, order: int) -> None:
+    def try_acquire(self, order: int) -> bool:
+        """Take a slot now if one is free and it is this reply's turn; never waits."""
         if self._capacity == 0:
             self.open += 1
+            return True
+        self.line_up(order)
+        self._drop_gone()
+        if self._free() and self._line and self._line[0] == order:
+            heapq.heappop(self._line)
+            self._lined_at.pop(order, None)
+            self.open += 1
+            return True
+        return False
+
+    async def acquire(self, order: int) -> None:
+        if self.try_acquire(order):
             return
-        if order not in self._line:
-            self.line_up(order)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._asking[order] = future
         self._hand_over()
@@ -93,21 +116,55 @@ class LLMSlots:
         self.open -= 1
         self._hand_over()
 
-    def _hand_over(self) -> None:
-        while self._line and self._free():
-            first = self._line[0]
-            if first in self._left:
-                heapq.heappop(self._line)
-                self._left.discard(first)
-                continue
-            future = self._asking.get(first)
-            if future is None:
-                return  # the earliest in line has not asked yet: its slot waits for it
+    def _drop_gone(self) -> None:
+        while self._line and self._line[0] not in self._lined_at:
             heapq.heappop(self._line)
-            if future.done():
-                continue  # cancelled while waiting
+
+    def _hand_over(self) -> None:
+        if self._capacity == 0:
+            # No cap (any more): everyone waiting goes, and nobody lines up.
+            for future in list(self._asking.values()):
+                if not future.done():
+                    self.open += 1
+                    future.set_result(None)
+            self._line.clear()
+            self._lined_at.clear()
+            return
+        while self._free():
+            self._drop_gone()
+            if not self._line:
+                return
+            first = self._line[0]
+            asked = self._asking.get(first)
+            if asked is None or asked.done():
+                # The earliest in line has not asked yet: its slot waits for it a while.
+                asked, first = self._earliest_asking_past_hold(first)
+                if asked is None:
+                    return
+                self._line.remove(first)
+                heapq.heapify(self._line)
+            else:
+                heapq.heappop(self._line)
+            self._lined_at.pop(first, None)
             self.open += 1
-            future.set_result(None)
+            asked.set_result(None)
+
+    def _earliest_asking_past_hold(self, first: int) -> tuple[asyncio.Future[None] | None, int]:
+        waited = self._now() - self._lined_at.get(first, self._now())
+        asking = sorted(o for o, f in self._asking.items() if not f.done() and o in self._lined_at)
+        if not asking:
+            return None, first
+        if waited >= self._hold:
+            return self._asking[asking[0]], asking[0]
+        if self._timer is None:
+            loop = asyncio.get_running_loop()
+
+            def again() -> None:
+                self._timer = None
+                self._hand_over()
+
+            self._timer = loop.call_later(self._hold - waited + 0.001, again)
+        return None, first
 
 
 class Ticket:
@@ -143,6 +200,27 @@ class Ticket:
         if not self._lined_up and not self._released:
             self._lined_up = True
             self._limiter.slots.line_up(self.order)
+
+    def try_take_slot(self) -> bool:
+        """Take a slot if one is free for it now (then no "queued" state is shown at all)."""
+        if self._holding:
+            return True
+        if self._released or not self._limiter.slots.try_acquire(self.order):
+            return False
+        self._lined_up = self._slotted = self._holding = True
+        self._leave_queue()
+        return True
+
+    @contextlib.asynccontextmanager
+    async def side_slot(self) -> AsyncIterator[None]:
+        """A slot for a request that follows the reply (its title), behind every reply waiting:
+        it counts against limits.llm_concurrent_requests like any other request."""
+        slots = self._limiter.slots
+        await slots.acquire(self.order + SIDE_REQUESTS)
+        try:
+            yield
+        finally:
+            slots.release()
 
     async def take_slot(self) -> None:
         """Wait for one of the LLM's slots (held until `give_slot` or `release`)."""
@@ -185,7 +263,7 @@ class Limiter:
         self._user_replies: Counter[str] = Counter()
         self._channel_replies: Counter[str] = Counter()
         self.queued = 0
-        self.slots = LLMSlots()
+        self.slots = LLMSlots(clock=clock)
         self._order = itertools.count()
         self._last_prune = 0.0
 

@@ -375,3 +375,142 @@ def test_admin_commands_are_refused_to_others_and_set_runtime_settings() -> None
         assert "reset" in await commands.run(at("U1"), "help")  # everyone may reset by default
 
     run_virtual(scenario())
+
+
+# --- what a review found ---------------------------------------------------------------------
+
+
+def test_a_cap_set_by_reload_after_uncapped_replies_does_not_stall_the_next() -> None:
+    async def scenario() -> None:
+        llm = ScriptedLLM()
+        parts, _, _ = build(llm)
+        for number in range(3):  # no cap: nobody lines up
+            key = ChatKey("discord", "", f"C{number}")
+            assert await parts.intake.receive(inbound("hi", f"e{number}", key=key), at(),
+                                              lambda _: RecordingSurface())  # fmt: skip
+        parts.policy.replace(settings(limits={"llm_concurrent_requests": 2}))
+        report = await asyncio.wait_for(
+            parts.intake.receive(inbound("hi", "e9"), at(), lambda _: RecordingSurface()), 30
+        )
+        assert report is not None and report.status.value == "complete"
+
+    run_virtual(scenario())
+
+
+def test_lifting_the_cap_lets_every_waiting_reply_go() -> None:
+    async def scenario() -> None:
+        slots = LLMSlots(1)
+        await slots.acquire(0)
+        slots.line_up(1)  # lined up, not asking yet
+        waiting = asyncio.ensure_future(slots.acquire(2))
+        await asyncio.sleep(0)
+        slots.capacity = 0
+        await asyncio.wait_for(waiting, 1)
+        await asyncio.wait_for(slots.acquire(1), 1)
+
+    run_virtual(scenario())
+
+
+def test_a_reply_slow_to_ask_holds_its_place_for_a_while_only() -> None:
+    async def scenario() -> None:
+        slots = LLMSlots(1, hold=2.0)
+        await slots.acquire(0)
+        slots.line_up(1)  # its placeholder is slow to post
+        later = asyncio.ensure_future(slots.acquire(2))
+        slots.release()
+        await asyncio.sleep(1.0)
+        assert not later.done()  # the earlier reply keeps its place...
+        await asyncio.sleep(1.5)
+        assert later.done()  # ...for `hold` seconds, not for ever
+
+    run_virtual(scenario())
+
+
+class SlowUsageStore(MemoryStore):
+    async def usage_of(self, *args: Any, **kwargs: Any) -> tuple[int, int]:
+        await asyncio.sleep(0.05)  # a real database read
+        return await super().usage_of(*args, **kwargs)
+
+
+def test_a_burst_during_the_quota_read_still_meets_the_per_user_limits() -> None:
+    async def scenario() -> None:
+        llm = ScriptedLLM(*(Script.text("slow reply", delay=0.5) for _ in range(5)))
+        store = SlowUsageStore()
+        responder = Responder(
+            store=store, llm=llm, scheduler=EditScheduler(interval=0.5),
+            settings=ResponderSettings(model="m", titles=False),
+        )  # fmt: skip
+        limits = {"user_daily_tokens": 10_000, "user_messages_per_minute": 1}
+        parts = build_policy(settings(limits=limits), responder=responder, store=store)
+        burst = [
+            parts.intake.receive(
+                inbound("hi", f"e{n}", key=ChatKey("discord", "", f"C{n}")),
+                at(),
+                lambda _: RecordingSurface(),
+            )  # fmt: skip
+            for n in range(5)
+        ]
+        answered = [r for r in await asyncio.gather(*burst) if r is not None]
+        assert len(answered) == 1 and len(llm.requests) == 1
+
+    run_virtual(scenario())
+
+
+def test_titles_wait_for_an_llm_slot_like_replies() -> None:
+    async def scenario() -> None:
+        open_now = peak = 0
+
+        class CountingLLM(ScriptedLLM):
+            async def stream(self, request: Any) -> Any:
+                nonlocal open_now, peak
+                open_now += 1
+                peak = max(peak, open_now)
+                try:
+                    async for event in super().stream(request):
+                        yield event
+                finally:
+                    open_now -= 1
+
+            async def complete(self, request: Any) -> str:
+                nonlocal open_now, peak
+                open_now += 1
+                peak = max(peak, open_now)
+                try:
+                    await asyncio.sleep(1.0)
+                    return "A Title"
+                finally:
+                    open_now -= 1
+
+        llm = CountingLLM(*(Script.text("reply", delay=0.3) for _ in range(3)))
+        store = MemoryStore()
+        responder = Responder(
+            store=store, llm=llm, scheduler=EditScheduler(interval=0.5),
+            settings=ResponderSettings(model="m", titles=True),
+        )  # fmt: skip
+        parts = build_policy(
+            settings(limits={"llm_concurrent_requests": 1}), responder=responder, store=store
+        )
+        await asyncio.gather(*(
+            parts.intake.receive(
+                inbound("hi", f"e{n}", key=ChatKey("discord", "", f"C{n}")), at(),
+                lambda _: RecordingSurface(),
+            )
+            for n in range(3)
+        ))  # fmt: skip
+        await responder.wait_background()
+        assert peak == 1
+
+    run_virtual(scenario())
+
+
+def test_a_reply_that_failed_before_its_first_token_is_not_charged() -> None:
+    async def scenario() -> None:
+        from bridge.ports import LLMError
+
+        llm = ScriptedLLM(Script([(0.0, LLMError("unauthorized", retryable=False))]))
+        parts, store, _ = build(llm, limits={"user_daily_tokens": 100})
+        report = await parts.intake.receive(inbound("hi", "e1"), at(), lambda _: RecordingSurface())
+        assert report is not None and report.status.value == "failed"
+        assert store.usage == {}
+
+    run_virtual(scenario())

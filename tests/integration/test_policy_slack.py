@@ -82,10 +82,17 @@ async def test_access_rules_refuse_without_a_model_call_or_stored_content(
         from_bob = await emu.user_message(GENERAL, mention(emu, "secret plan from bob"), BOB)
         elsewhere = await emu.user_message(OTHER, mention(emu, "secret plan elsewhere"), ALICE)
         in_dm = await emu.user_message(DM, "secret plan in a DM", ALICE, channel_type="im")
-        allowed = await emu.user_message(GENERAL, mention(emu, "hello"), ALICE)
-        await eventually(lambda: answered(emu, GENERAL, allowed))
+        # Called into a thread: its earlier messages are read, but not those of a refused user.
+        root = await emu.user_message(GENERAL, "a plain root message", ALICE)
+        await emu.user_message(GENERAL, "secret plan in the thread", BOB, thread_ts=root)
+        allowed = await emu.user_message(GENERAL, mention(emu, "hello"), ALICE, thread_ts=root)
+        await eventually(lambda: answered(emu, GENERAL, root))
         await settled(bridge)
-        assert len([r for r in llm.requests if r.get("stream")]) == 1
+        streams = [r for r in llm.requests if r.get("stream")]
+        assert len(streams) == 1
+        context = " ".join(m["content"] for m in streams[0]["messages"])
+        assert "a plain root message" in context and "secret plan" not in context
+        assert allowed
         for channel, ts in ((GENERAL, from_bob), (OTHER, elsewhere), (DM, in_dm)):
             assert answered(emu, channel, ts) == []
         assert not any("secret plan" in text for text in stored_texts(tmp_path / "bridge.db"))
