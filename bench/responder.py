@@ -7,6 +7,13 @@ Runs the bridge's responder and then the seed's approach (one platform update an
 write per delta) in separate processes, so each gets its own CPU and peak-RSS reading, and prints
 both with their ratio. `--approach bridge|seed` runs one of them in this process (JSON on stdout),
 against `--llm-url` or else an LLM server of its own (a separate process, outside the readings).
+
+    python -m bench.responder --replies 1000 --tokens 600 --rate 20 --compare policy --rounds 3
+
+What the admin policy costs: the bridge's responder called directly (`bridge`), through the
+policy's `Intake` with no token quotas (`intake`), and through it with the daily token quotas on
+but never reached (`quotas`: every reply reads its user's and channel's usage first and adds its
+tokens after), each in a fresh process; `--rounds` repeats the three in a rotated order.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import resource
 import subprocess
@@ -23,26 +31,35 @@ import tempfile
 import time
 from array import array
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from pydantic import SecretStr
-from sqlalchemy import update
+from sqlalchemy import func, select, update
 
 from adapters.llm import OpenAICompatibleModel
 from bridge.app import limit_malloc_arenas, tune_garbage_collector
-from bridge.config import LLMSettings
+from bridge.config import LLMSettings, load_settings
 from bridge.domain import ChatKey, InboundMessage, MessageStatus, Role
+from bridge.policy import build_policy
+from bridge.policy.origin import Origin
 from bridge.ports import CompletionRequest, Delta, LanguageModel, StreamEvent
 from bridge.responder import Responder, ResponderSettings
 from bridge.scheduler import EditScheduler
 from sandbox.memory_platform import RecordingSurface, Write
 from storage import SqlChatStore, create_engine, migrate
+from storage.policy import USAGE
 from storage.store import MESSAGES
 
 ROOT = Path(__file__).resolve().parents[1]
+APPROACHES = ("bridge", "seed", "intake", "quotas")
+POLICY_APPROACHES = ("bridge", "intake", "quotas")
+# Daily token quotas no run reaches (1,000 replies of ~600 tokens are 0.6 M in all).
+NEVER_REACHED = 10**12
+USERS = 100  # the replies' authors, for the per-user quota rows
 
 
 class Histogram:
@@ -194,6 +211,77 @@ async def run_bridge(args: argparse.Namespace, store: SqlChatStore, model: Timed
     return surfaces
 
 
+class QuotaLog(logging.Handler):
+    """Counts the intake's warnings (a quota not checked because the database did not answer
+    in time, a reply's tokens not counted): the quotas' figures hold only if there are none."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += 1
+
+
+def policy_settings(args: argparse.Namespace, *, quotas: bool) -> Any:
+    """The policy's settings for the intake runs: replies generated as `bridge_responder`'s
+    (the config cannot say "no max_output_tokens": its floor, 4,096, is above every reply)."""
+    limits = {"user_daily_tokens": NEVER_REACHED, "channel_daily_tokens": NEVER_REACHED}
+    return load_settings(
+        None,
+        {},
+        values={
+            "llm": {"model": "bench", "titles": False, "system_prompt": ""},
+            "streaming": {"edit_interval": args.interval},
+            "limits": limits if quotas else {},
+        },
+    )
+
+
+def origin(i: int) -> Origin:
+    return Origin(platform="bench", user=f"U{i % USERS}", workspace="W", channel=f"C{i}")
+
+
+async def prepare_intake(
+    args: argparse.Namespace, store: SqlChatStore, model: TimedModel
+) -> Callable[[], Awaitable[list[Any]]]:
+    """Built before the readings start: the policy (started: it reads the runtime overrides)."""
+    responder = bridge_responder(args, store, model)
+    settings = policy_settings(args, quotas=args.approach == "quotas")
+    parts = build_policy(settings, responder=responder, store=store)
+    await parts.policy.start()
+    reply = parts.policy.rules.defaults.reply
+    assert replace(reply, edit_interval=0.0, max_output_tokens=None) == (
+        responder.settings.reply_defaults
+    ), reply
+
+    async def run() -> list[Any]:
+        surfaces = [recording_surface(i, args, model.meter, " ▌") for i in range(args.replies)]
+        reports = await asyncio.gather(
+            *(
+                parts.intake.receive(message(i), origin(i), always(surfaces[i]))
+                for i in range(args.replies)
+            )
+        )
+        complete = all(r is not None and r.status is MessageStatus.COMPLETE for r in reports)
+        assert complete, reports[:3]
+        return surfaces
+
+    return run
+
+
+def always(surface: RecordingSurface) -> Callable[[Any], RecordingSurface]:
+    """The intake's surface factory for a reply whose surface exists already."""
+    return lambda _: surface
+
+
+async def replies_counted(store: SqlChatStore) -> int:
+    """Replies the usage rows count (per user): each reply must have been counted once."""
+    query = select(func.coalesce(func.sum(USAGE.c.replies), 0)).where(USAGE.c.scope == "user")
+    async with store._read() as conn:
+        return int((await conn.execute(query)).scalar_one())
+
+
 async def run_seed(args: argparse.Namespace, store: SqlChatStore, model: TimedModel) -> list[Any]:
     """The seed's loop: every delta is pushed to the platform and written to the database."""
     surfaces = [recording_surface(i, args, model.meter, "") for i in range(args.replies)]
@@ -280,16 +368,24 @@ async def bench_world(args: argparse.Namespace) -> AsyncIterator[tuple[SqlChatSt
 
 
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
+    warnings = QuotaLog()
+    logging.getLogger("bridge.intake").addHandler(warnings)
     async with bench_world(args) as (store, model):
-        writes_before = store.writes
+        if args.approach in ("intake", "quotas"):
+            runner = await prepare_intake(args, store, model)
+        else:
+            chosen = run_bridge if args.approach == "bridge" else run_seed
+            runner = partial(chosen, args, store, model)
+        writes_before, saves_before = store.writes, store._replies.rows_written
         cpu_before, wall_before = time.process_time(), time.perf_counter()
-        runner = run_bridge if args.approach == "bridge" else run_seed
-        surfaces = await runner(args, store, model)
+        surfaces = await runner()
         cpu = time.process_time() - cpu_before
         wall = time.perf_counter() - wall_before
         # Read before the lag analysis below, which would otherwise count in the peak.
         peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         writes = store.writes - writes_before
+        saves = store._replies.rows_written - saves_before
+        counted = await replies_counted(store)
     meter = model.meter
     # A consumer that cannot keep up reads the stream late: its deltas spread over a longer time
     # than the server's pace (tokens / rate). This is where the seed's lag hides.
@@ -320,6 +416,14 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         "updates_per_reply": round(updates / args.replies, 1),
         # Per reply: the user message's claim + insert are included, as in the seed's loop.
         "db_writes_per_reply": round(writes / args.replies, 1),
+        # Of those, the reply rows' progress and final saves, which the write-behind coalesces
+        # (fewer on a busier database); the rest are one statement each, not load-dependent.
+        "db_saves_per_reply": round(saves / args.replies, 2),
+        "db_other_writes_per_reply": round((writes - saves) / args.replies, 2),
+        # Through the intake: replies its usage rows count, and its warnings (both must hold:
+        # every reply counted once, every quota checked).
+        "replies_counted": counted,
+        "intake_warnings": warnings.count,
     }
 
 
@@ -339,30 +443,101 @@ def llm_server(tokens: int, rate: float) -> Any:
         process.wait(timeout=10)
 
 
+def run_apart(args: argparse.Namespace, url: str, approach: str) -> dict[str, Any]:
+    """One approach in a fresh process (its own CPU and peak-RSS readings)."""
+    command = [sys.executable, "-m", "bench.responder", "--approach", approach]
+    command += ["--llm-url", url, "--replies", str(args.replies)]
+    command += ["--interval", str(args.interval), "--latency", str(args.latency)]
+    print(f"running {approach} ...", file=sys.stderr, flush=True)
+    out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True)
+    result: dict[str, Any] = json.loads(out.stdout)
+    return result
+
+
 def compare(args: argparse.Namespace) -> None:
-    results = []
+    if args.compare == "policy":
+        compare_policy(args)
+        return
     with llm_server(args.tokens, args.rate) as url:
-        for approach in ("bridge", "seed"):
-            command = [sys.executable, "-m", "bench.responder", "--approach", approach]
-            command += ["--llm-url", url, "--replies", str(args.replies)]
-            command += ["--interval", str(args.interval), "--latency", str(args.latency)]
-            print(f"running {approach} ...", file=sys.stderr, flush=True)
-            out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True)
-            results.append(json.loads(out.stdout))
-    bridge, seed = results
+        bridge, seed = (run_apart(args, url, approach) for approach in ("bridge", "seed"))
     print(
         f"{args.replies} concurrent replies of {args.tokens} tokens at {args.rate} tokens/s, "
         f"edit_interval {args.interval}s, platform latency {args.latency * 1000:.0f} ms"
     )
-    print(f"{'metric':<22}{'bridge':>12}{'seed':>12}{'seed/bridge':>14}")
+    print(f"{'metric':<28}{'bridge':>12}{'seed':>12}{'seed/bridge':>14}")
     for key in bridge:
-        if key in ("approach", "replies"):
+        if key in ("approach", "replies", "replies_counted", "intake_warnings"):
             continue
         b, s = bridge[key], seed[key]
         ratio = f"{s / b:.1f}x" if isinstance(b, int | float) and b else "-"
-        print(f"{key:<22}{b:>12}{s:>12}{ratio:>14}")
+        print(f"{key:<28}{b:>12}{s:>12}{ratio:>14}")
     if args.json:
         Path(args.json).write_text(json.dumps({"bridge": bridge, "seed": seed}, indent=2))
+
+
+def compare_policy(args: argparse.Namespace) -> None:
+    """The direct path, the intake without and with quotas, each round in a rotated order (so a
+    machine that gets busier during a round does not always weigh on the same one)."""
+    rounds: list[dict[str, dict[str, Any]]] = []
+    with llm_server(args.tokens, args.rate) as url:
+        for number in range(args.rounds):
+            shift = number % len(POLICY_APPROACHES)
+            order = POLICY_APPROACHES[shift:] + POLICY_APPROACHES[:shift]
+            results = {approach: run_apart(args, url, approach) for approach in order}
+            rounds.append({approach: results[approach] for approach in POLICY_APPROACHES})
+    print(
+        f"{args.replies} concurrent replies of {args.tokens} tokens at {args.rate} tokens/s, "
+        f"edit_interval {args.interval}s, platform latency {args.latency * 1000:.0f} ms"
+    )
+    for number, results in enumerate(rounds, 1):
+        print(f"round {number} of {len(rounds)}")
+        print(f"{'metric':<28}" + "".join(f"{a:>12}" for a in POLICY_APPROACHES))
+        for key in results["bridge"]:
+            if key not in ("approach", "replies"):
+                print(f"{key:<28}" + "".join(f"{results[a][key]:>12}" for a in POLICY_APPROACHES))
+    summary = policy_summary(rounds)
+    print("quotas against the intake without them, and against the direct path (median of rounds)")
+    for key, value in summary.items():
+        print(f"{key:<40}{value!s:>12}")
+    if args.json:
+        report: dict[str, Any] = {"command": " ".join(["python -m bench.responder", *sys.argv[1:]])}
+        report |= {"rounds": rounds, "summary": summary}
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+
+
+def policy_summary(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    """The comparisons the policy's targets are about: CPU within 5 %, at most one more write."""
+
+    def median(approach: str, key: str) -> float:
+        values = sorted(float(r[approach][key]) for r in rounds)
+        middle = len(values) // 2
+        return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
+
+    def change(ratios: list[float]) -> list[float]:
+        return [round((ratio - 1) * 100, 1) for ratio in ratios]
+
+    cpu = {a: [r[a]["cpu_per_reply_s"] for r in rounds] for a in POLICY_APPROACHES}
+    quotas_vs_intake = [q / i for q, i in zip(cpu["quotas"], cpu["intake"], strict=True)]
+    quotas_vs_bridge = [q / b for q, b in zip(cpu["quotas"], cpu["bridge"], strict=True)]
+    return {
+        "cpu_per_reply_s bridge": median("bridge", "cpu_per_reply_s"),
+        "cpu_per_reply_s intake": median("intake", "cpu_per_reply_s"),
+        "cpu_per_reply_s quotas": median("quotas", "cpu_per_reply_s"),
+        # Per round, so that each ratio compares runs made minutes apart.
+        "cpu quotas vs intake, % per round": change(quotas_vs_intake),
+        "cpu quotas vs bridge, % per round": change(quotas_vs_bridge),
+        "db_writes_per_reply bridge": median("bridge", "db_writes_per_reply"),
+        "db_writes_per_reply intake": median("intake", "db_writes_per_reply"),
+        "db_writes_per_reply quotas": median("quotas", "db_writes_per_reply"),
+        "db_other_writes_per_reply bridge": median("bridge", "db_other_writes_per_reply"),
+        "db_other_writes_per_reply intake": median("intake", "db_other_writes_per_reply"),
+        "db_other_writes_per_reply quotas": median("quotas", "db_other_writes_per_reply"),
+        "lag_p99_ms bridge": median("bridge", "lag_p99_ms"),
+        "lag_p99_ms intake": median("intake", "lag_p99_ms"),
+        "lag_p99_ms quotas": median("quotas", "lag_p99_ms"),
+        "update_gap_p99_ms bridge": median("bridge", "update_gap_p99_ms"),
+        "update_gap_p99_ms quotas": median("quotas", "update_gap_p99_ms"),
+    }
 
 
 def main() -> None:
@@ -372,7 +547,14 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=20.0, help="tokens per second per reply")
     parser.add_argument("--interval", type=float, default=1.0, help="streaming.edit_interval")
     parser.add_argument("--latency", type=float, default=0.0, help="platform write latency, s")
-    parser.add_argument("--approach", choices=("bridge", "seed"))
+    parser.add_argument("--approach", choices=APPROACHES)
+    parser.add_argument(
+        "--compare",
+        choices=("seed", "policy"),
+        default="seed",
+        help="seed: the bridge against the seed; policy: direct, intake and quotas",
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="with --compare policy")
     parser.add_argument("--llm-url")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
