@@ -64,10 +64,6 @@ class AdminCommands:
     def is_admin(self, origin: Origin) -> bool:
         return self._policy.rules.is_admin(origin.user)
 
-    def may_reset(self, origin: Origin) -> bool:
-        rules = self._policy.rules
-        return not rules.reset_admins_only or rules.is_admin(origin.user)
-
     async def run(self, origin: Origin, name: str, argument: str = "") -> str:
         spec = BY_NAME.get(name.strip().lower())
         if spec is None:

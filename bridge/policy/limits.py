@@ -60,10 +60,6 @@ class LLMSlots:
         self._capacity = value
         self._hand_over()
 
-    @property
-    def waiting(self) -> int:
-        return sum(1 for future in self._asking.values() if not future.done())
-
     def _now(self) -> float:
         return self._clock() if self._clock else asyncio.get_running_loop().time()
 
@@ -190,15 +186,12 @@ class Ticket:
         self.queued_notice = queued_notice
         self.queued_status = queued_status
         self._queued = True
-        self._lined_up = False
-        self._slotted = False  # it had its slot (and left the line)
         self._holding = False
         self._released = False
 
     def line_up(self) -> None:
         """Its turn in its conversation came: it lines up for an LLM slot."""
-        if not self._lined_up and not self._released:
-            self._lined_up = True
+        if not self._released:
             self._limiter.slots.line_up(self.order)
 
     def try_take_slot(self) -> bool:
@@ -207,7 +200,7 @@ class Ticket:
             return True
         if self._released or not self._limiter.slots.try_acquire(self.order):
             return False
-        self._lined_up = self._slotted = self._holding = True
+        self._holding = True
         self._leave_queue()
         return True
 
@@ -226,9 +219,7 @@ class Ticket:
         """Wait for one of the LLM's slots (held until `give_slot` or `release`)."""
         if self._holding:
             return
-        self._lined_up = True  # acquire lines it up if it was not
         await self._limiter.slots.acquire(self.order)
-        self._slotted = True
         self._holding = True
         self._leave_queue()
         if self._released:  # released while it waited (the reply ended): hand the slot on
@@ -249,8 +240,7 @@ class Ticket:
         if self._released:
             return
         self._released = True
-        if self._lined_up and not self._slotted:
-            self._limiter.slots.leave(self.order)
+        self._limiter.slots.leave(self.order)  # a no-op unless it is still in line
         self.give_slot()
         self._leave_queue()
         self._limiter.ended(self)
@@ -351,10 +341,6 @@ class Limiter:
         horizon = now - WINDOW
         for user in [u for u, times in self._recent.items() if not times or times[-1] <= horizon]:
             del self._recent[user]
-
-    @property
-    def user_replies(self) -> Counter[str]:
-        return self._user_replies
 
 
 class NoticeGate:

@@ -72,9 +72,6 @@ class Policy:
 
     # --- runtime overrides -------------------------------------------------------------------
 
-    def runtime_of(self, platform: str, scope: str) -> RuntimeOverride | None:
-        return self._runtime.get((platform, scope))
-
     async def set_runtime(self, origin: Origin, key: str, value: str) -> None:
         scope = origin.scope
         await self._store.set_runtime_override(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from bridge.policy.effective import EffectiveSettings, ReplySettings
@@ -136,7 +136,7 @@ class Rules:
             "trigger": self.defaults.trigger,
             "native_streaming": self.defaults.native_streaming,
         }
-        reply = self.defaults.reply.to_dict()
+        reply: dict[str, Any] = {}
         sources: dict[str, str] = {}
         for label, values in layers:
             for name, value in values.items():
@@ -145,6 +145,6 @@ class Rules:
         return EffectiveSettings(
             trigger=top["trigger"],
             native_streaming=top["native_streaming"],
-            reply=ReplySettings(**reply),
+            reply=replace(self.defaults.reply, **reply),
             sources=sources,
         )
