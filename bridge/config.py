@@ -112,6 +112,29 @@ class DiscordSettings(_Section):
     command_guilds: list[int] = Field(default_factory=list)
     # Seconds to wait for the guilds' data after READY before answering (discord.py's default).
     guild_ready_timeout: float = Field(default=2.0, ge=0)
+    # Sharding: the bot's gateway is split into shard_count shards (a guild is on shard
+    # (guild_id >> 22) % shard_count, DMs on shard 0); this process connects shard_ids (empty:
+    # all of them). Each process gets a share of the bot's global request limit in proportion.
+    shard_count: int = Field(default=1, ge=1, le=10_000)
+    shard_ids: list[int] = Field(default_factory=list)
+    # On start, answer the mentions of the last N minutes that no instance answered while the bot
+    # was down (read from channel history within the rate budget). 0: off.
+    catch_up_minutes: float = Field(default=0.0, ge=0, le=24 * 60)
+
+    @model_validator(mode="after")
+    def _shards_in_range(self) -> DiscordSettings:
+        wrong = [i for i in self.shard_ids if not 0 <= i < self.shard_count]
+        if wrong:
+            raise ValueError(
+                f"shard_ids: {wrong} not within 0..{self.shard_count - 1} (shard_count)"
+            )
+        if len(set(self.shard_ids)) != len(self.shard_ids):
+            raise ValueError("shard_ids: each shard id at most once")
+        return self
+
+    def shards(self) -> list[int]:
+        """The shards this process connects."""
+        return sorted(self.shard_ids) or list(range(self.shard_count))
 
 
 class RecoverySettings(_Section):
@@ -134,6 +157,26 @@ class RecoverySettings(_Section):
     def _timeout_exceeds_heartbeat(self) -> RecoverySettings:
         if self.owner_timeout < 2 * self.heartbeat_interval:
             raise ValueError("owner_timeout: must be at least twice heartbeat_interval")
+        return self
+
+
+class ClusterSettings(_Section):
+    """Several instances on one PostgreSQL database: each Slack workspace and Discord shard is
+    answered by the one instance that holds its lease; the others hand their events to it."""
+
+    enabled: bool = False
+    # This instance's name in leases and logs (empty: the host name and the pid).
+    instance_id: str = Field(default="", max_length=64)
+    # A lease lasts this long after its holder's last renewal (renewed every third of it).
+    lease_seconds: float = Field(default=10.0, ge=1)
+    # A live instance takes over a dead holder's leases (and finishes or answers its replies)
+    # at most this long after the holder's last renewal. More than lease_seconds.
+    takeover_seconds: float = Field(default=15.0, ge=2)
+
+    @model_validator(mode="after")
+    def _takeover_after_expiry(self) -> ClusterSettings:
+        if self.takeover_seconds <= self.lease_seconds:
+            raise ValueError("takeover_seconds: must be more than lease_seconds")
         return self
 
 
@@ -207,6 +250,7 @@ class Settings(BaseSettings):
     slack: SlackSettings = SlackSettings()
     discord: DiscordSettings = DiscordSettings()
     recovery: RecoverySettings = RecoverySettings()
+    cluster: ClusterSettings = ClusterSettings()
     notices: NoticeSettings = NoticeSettings()
     ops: OpsSettings = OpsSettings()
     logging: LoggingSettings = LoggingSettings()
