@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 
 
 class StartupError(Exception):

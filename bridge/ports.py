@@ -6,7 +6,7 @@ Adapters implement `ReplySurface`, `adapters/llm` implements `LanguageModel`, `s
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Literal, Protocol
@@ -427,3 +427,82 @@ class ChatStore(Protocol):
     async def prune_messages(self, older_than_seconds: float) -> int:
         """Delete chats with no message newer than this, and older messages (retention)."""
         ...
+
+
+# --- the cluster: leases and handoffs between instances (`[cluster]`) ----------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """Who answers a Slack workspace or a Discord shard: `holder` (an instance id) until
+    `expires_at`, as the database's clock says. `owner` is the holder's process run."""
+
+    name: str
+    holder: str | None
+    owner: str | None
+    expires_at: datetime | None
+    live: bool  # held and not expired, by the database's clock when it was read
+
+
+@dataclass(frozen=True, slots=True)
+class Handoff:
+    """An event for a lease's holder, from an instance that does not hold the lease."""
+
+    id: int
+    lease: str
+    platform: str
+    event_id: str
+    payload: dict[str, Any]
+
+
+class Subscription(Protocol):
+    async def close(self) -> None: ...
+
+
+class ClusterStore(Protocol):
+    """Leases with expiry on the database's clock, a handoff queue, and wake-ups between
+    instances (PostgreSQL: LISTEN/NOTIFY). Every call is one short transaction."""
+
+    async def leases(self) -> list[Lease]: ...
+
+    async def acquire_lease(self, name: str, holder: str, seconds: float) -> bool:
+        """Hold `name` for `seconds` if it is free, expired, or held by `holder` already."""
+        ...
+
+    async def renew_leases(self, names: Sequence[str], holder: str, seconds: float) -> set[str]:
+        """Extend the leases `holder` still holds; returns those (the rest were taken)."""
+        ...
+
+    async def release_leases(self, names: Sequence[str], holder: str) -> None:
+        """Give leases up at once (a planned stop, a rebalance); the others are woken."""
+        ...
+
+    async def hand_over(
+        self, lease: str, platform: str, event_id: str, payload: dict[str, Any]
+    ) -> bool:
+        """Queue an event for the lease's holder and wake it; False if the event was queued
+        already (a platform retry that reached another instance)."""
+        ...
+
+    async def take_handoffs(self, leases: Sequence[str], taker: str, limit: int) -> list[Handoff]:
+        """The oldest events of these leases that nobody took, marked taken by `taker`
+        (instances taking at once never get the same row)."""
+        ...
+
+    async def finish_handoff(self, handoff_id: int) -> None: ...
+
+    async def reopen_handoffs(self, lease: str, taker: str) -> int:
+        """Handoffs of `lease` taken by anyone but `taker` become takeable again (a new holder
+        takes what the previous one took and did not finish)."""
+        ...
+
+    async def live_instances(self, within_seconds: float) -> int:
+        """Processes whose heartbeat is this recent and that have not stopped."""
+        ...
+
+    async def subscribe(self, on_wake: Callable[[str, str], None]) -> Subscription | None:
+        """Call `on_wake(topic, detail)` when another instance wakes this one ("handoff" with a
+        lease name, "lease", "overrides"); None where the database cannot (SQLite: poll)."""
+        ...
+
+    async def wake(self, topic: str, detail: str = "") -> None: ...

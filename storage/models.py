@@ -1,4 +1,5 @@
-"""SQLAlchemy tables for chats, messages, processed inbound events, owners and the admin policy.
+"""SQLAlchemy tables for chats, messages, processed inbound events, owners, the admin policy and
+the cluster (leases, handoffs).
 
 The Alembic migrations in `storage/migrations` create exactly these; a test compares the two.
 """
@@ -154,3 +155,43 @@ class TokenUsageRow(Base):
     key: Mapped[str] = mapped_column(String(100), primary_key=True)
     tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     replies: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class LeaseRow(Base):
+    """Who answers a Slack workspace or a Discord shard when several instances run (`[cluster]`).
+
+    Held while `expires_at` (the database's clock) is ahead; `owner` is the holder's process run
+    (its owners row), whose replies a new holder finishes or answers.
+    """
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    holder: Mapped[str | None] = mapped_column(String(64))
+    owner: Mapped[str | None] = mapped_column(String(64))
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    acquired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class HandoffRow(Base):
+    """An event received by an instance that does not hold its lease, waiting for the holder.
+
+    One row per platform event (a retry to another instance adds none); the holder marks it
+    taken, answers it and deletes it. A row taken by a holder that died is taken again by the
+    next one (the stored message's own dedupe keeps that from answering twice).
+    """
+
+    __tablename__ = "handoffs"
+    __table_args__ = (
+        UniqueConstraint("platform", "event_id", name="uq_handoffs_event"),
+        Index("ix_handoffs_lease_id", "lease", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    lease: Mapped[str] = mapped_column(String(100))
+    platform: Mapped[str] = mapped_column(String(32))
+    event_id: Mapped[str] = mapped_column(String(128))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    taken_by: Mapped[str | None] = mapped_column(String(64))
+    taken_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

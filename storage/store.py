@@ -31,6 +31,7 @@ from bridge.domain import (
 )
 from bridge.ports import Orphan, OwnerRecord, ReplyProgress, StoreUnavailable
 from bridge.text import clean_text
+from storage.cluster import ClusterRows
 from storage.group_commit import GroupCommit
 from storage.models import ChatRow, MessageRow, OwnerRow, ProcessedEventRow, as_utc, utcnow
 from storage.policy import PolicyStore
@@ -75,7 +76,7 @@ async def _unavailable_as_port_error() -> AsyncIterator[None]:
         raise
 
 
-class SqlChatStore(PolicyStore):
+class SqlChatStore(PolicyStore, ClusterRows):
     """ChatStore on an AsyncEngine. Owns no engine lifecycle: the composition root disposes it.
 
     `owner` identifies this process in the rows it writes (a random id unless given).
