@@ -10,6 +10,7 @@ import ctypes
 import gc
 import logging
 import os
+import socket
 import sys
 import uuid
 from collections.abc import Callable, Mapping
@@ -38,6 +39,7 @@ from storage.migrate import current_revision
 if TYPE_CHECKING:
     from adapters.discord import DiscordAdapter
     from adapters.slack import SlackAdapter
+    from bridge.cluster import Cluster
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +110,11 @@ async def build(
 ) -> Bridge:
     """`config_path`: the file to reload on SIGHUP (with `handle_signals`) or when it changes;
     `environ`: the environment it was read with (None: os.environ)."""
+    if settings.cluster.enabled and not settings.storage.url.startswith("postgresql"):
+        raise StartupError(
+            "cluster.enabled needs PostgreSQL: several instances coordinate through it "
+            f"(storage.url is {settings.storage.url.split(':', 1)[0]}); see docs/deploy.md"
+        )
     await prepare_database(settings)
     engine = create_engine(settings.storage.url)
     owner = uuid.uuid4().hex
@@ -131,13 +138,23 @@ async def build(
     lifecycle = Lifecycle()
     policy = build_policy(settings, responder=responder, store=store, wall=wall)
     platforms = _platforms(settings, responder, store, lifecycle, policy)
-    liveness = Liveness.of_this_process(owner, settings.recovery.owner_timeout)
+    cluster = _cluster(settings, store, platforms, policy) if settings.cluster.enabled else None
+    owner_timeout = settings.recovery.owner_timeout
+    if cluster is not None:
+        # The cluster's ticks beat the heartbeat: a dead instance is known when its leases end.
+        owner_timeout = min(owner_timeout, settings.cluster.takeover_seconds)
+    liveness = Liveness.of_this_process(owner, owner_timeout)
     recovery = Recovery(
         store=store,
         responder=responder,
         places=platforms,
         liveness=liveness,
         answer_within=settings.recovery.answer_within,
+        settles=(
+            None
+            if cluster is None
+            else lambda chat: cluster.router.may_settle(chat.platform, chat.workspace)
+        ),
     )
     retention_days = settings.storage.retention_days
     housekeeping = Housekeeping(
@@ -147,7 +164,10 @@ async def build(
         settings=settings.recovery,
         event_retention=settings.storage.event_retention_hours * 3600,
         message_retention=retention_days * 86400 if retention_days else None,
+        runs_maintenance=None if cluster is None else cluster.runs_maintenance,
     )
+    if cluster is not None:
+        cluster.after_gain(lambda _lease: housekeeping.sweep())
     # Housekeeping starts before the platforms (this process is a registered owner before it
     # stores anything) and recovers once every platform is connected (`running`).
     # The policy loads the runtime overrides admins set in chat before any message arrives.
@@ -158,6 +178,10 @@ async def build(
             config_path, policy.policy, environ=environ, handle_signals=handle_signals
         )
         services.append(reloader)
+    if cluster is not None:
+        # Before the platforms: events handed over while they start wait in the queue; stopped
+        # after the drain, when its leases are released to the next holders.
+        services.append(cluster)
     if isinstance(model, OpenAICompatibleModel):
         services.insert(0, model)
     services.extend(platforms)
@@ -186,6 +210,30 @@ async def build(
         policy,
         reloader,
     )
+
+
+def _cluster(
+    settings: Settings,
+    store: SqlChatStore,
+    platforms: list[SlackAdapter | DiscordAdapter],
+    policy: PolicyParts,
+) -> Cluster:
+    from bridge.cluster import Cluster, LeaseTiming
+
+    config = settings.cluster
+    instance = config.instance_id or f"{socket.gethostname()}:{os.getpid()}"
+    cluster = Cluster(
+        store,
+        instance=instance[:64],
+        timing=LeaseTiming(config.lease_seconds, config.takeover_seconds),
+        places=platforms,
+        heartbeat=store.heartbeat,
+        discord_shards=settings.discord.shard_count,
+    )
+    policy.intake.route_through(cluster.router)
+    cluster.on_overrides(policy.policy.refresh_runtime)
+    log.info("cluster: instance %s", instance)
+    return cluster
 
 
 def _platforms(

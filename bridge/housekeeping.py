@@ -6,6 +6,7 @@ store functions only, never a platform SDK.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -33,13 +34,17 @@ class Housekeeping:
         settings: RecoverySettings,
         event_retention: float,
         message_retention: float | None = None,
+        runs_maintenance: Callable[[], bool] | None = None,
     ) -> None:
+        """`runs_maintenance`: whether this process prunes now (`[cluster]`: the holder of the
+        maintenance lease does, one instance at a time; None: always)."""
         self._store = store
         self._liveness = liveness
         self._recovery = recovery
         self._settings = settings
         self._event_retention = event_retention
         self._message_retention = message_retention
+        self._runs_maintenance = runs_maintenance
         self._scheduler: AsyncIOScheduler | None = None
         self.name = "housekeeping"
 
@@ -97,6 +102,8 @@ class Housekeeping:
             )
 
     async def prune(self) -> None:
+        if self._runs_maintenance is not None and not self._runs_maintenance():
+            return
         try:
             events = await self._store.prune_events(self._event_retention)
             messages = 0

@@ -15,12 +15,15 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
+from typing import Any
 
+from bridge.cluster.router import Router
 from bridge.domain import InboundMessage
 from bridge.policy.effective import EffectiveSettings
 from bridge.policy.limits import OverLimit
 from bridge.policy.origin import Origin
 from bridge.policy.policy import Policy
+from bridge.policy.rules import Rules
 from bridge.ports import ChatStore, PlatformError, RateLimited, ReplySurface, StoreUnavailable
 from bridge.responder import Responder
 from bridge.scheduler import Urgency
@@ -37,6 +40,8 @@ SurfaceFactory = Callable[[EffectiveSettings], ReplySurface]
 # whether [access] lets a user in, so the messages of a refused user are not read into context.
 MayRead = Callable[[str], bool]
 Prepare = Callable[[MayRead], Awaitable[None]]
+# What the adapter needs to handle the message on another instance (`[cluster]`): JSON.
+Handoff = Callable[[], Mapping[str, Any]]
 
 
 class Intake:
@@ -48,6 +53,12 @@ class Intake:
         # Platform messages seen lately: Slack sends a mention twice (app_mention and message),
         # and the copy must not count twice against the limits (the store answers it once).
         self._seen: OrderedDict[tuple[object, ...], None] = OrderedDict()
+        self._router: Router | None = None
+
+    def route_through(self, router: Router) -> None:
+        """Several instances (`[cluster]`): a message whose lease another instance holds is
+        handed to it once [access] and the trigger let it through."""
+        self._router = router
 
     async def receive(
         self,
@@ -56,20 +67,19 @@ class Intake:
         surfaces: SurfaceFactory,
         *,
         prepare: Prepare | None = None,
+        handoff: Handoff | None = None,
     ) -> ReplyReport | None:
         """Answer `inbound` if the policy lets it through; None when it is not answered.
 
         `prepare` runs once the message is admitted and before it is stored (Slack reads the
         earlier messages of a thread the bot was just called into): nothing of a message that
-        is not admitted is read or stored.
+        is not admitted is read or stored. `handoff`: how the adapter hands the message to the
+        instance that answers it (`[cluster]`; None: it is answered here).
         """
         seen = (inbound.chat_key, inbound.platform_message_id)
         if seen in self._seen:
             self._responder.observer.event(origin.platform, EventOutcome.DUPLICATE)
             return None
-        self._seen[seen] = None
-        if len(self._seen) > RECENT_MESSAGES:
-            self._seen.popitem(last=False)
         policy = self._policy
         rules = policy.rules  # one snapshot for the whole decision, even across a reload
         where = {"platform": origin.platform, "event_id": inbound.event_id}
@@ -78,6 +88,7 @@ class Intake:
         if denial is not None and not origin.addressed:
             return None  # chatter in a channel the bot may not serve: not even worth a log line
         if denial is not None:
+            self._remember(seen)
             self._responder.observer.event(origin.platform, EventOutcome.DENIED)
             log.info("not answering %s: %s", inbound.event_id, denial.reason, extra=where)
             if rules.notify_denied and origin.addressed and policy.notice_gate.may_tell(user):
@@ -86,6 +97,39 @@ class Intake:
         effective = policy.resolve(origin)
         if effective.trigger == "off" or (effective.trigger == "mention" and not origin.addressed):
             return None
+        router = self._router
+        if router is None or handoff is None:
+            self._remember(seen)
+            return await self._admit(inbound, origin, surfaces, effective, rules, prepare, where)
+        if not await router.answers_here(origin.platform, origin.workspace):
+            # Not remembered here: this instance may take the lease, and the event back, later.
+            await self._hand_over(router, inbound, origin, surfaces(effective), handoff, where)
+            return None
+        if seen in self._seen:  # the copy that arrived while the lease was looked up
+            self._responder.observer.event(origin.platform, EventOutcome.DUPLICATE)
+            return None
+        self._remember(seen)
+        with router.working(origin.platform, origin.workspace):
+            return await self._admit(inbound, origin, surfaces, effective, rules, prepare, where)
+
+    def _remember(self, seen: tuple[object, ...]) -> None:
+        self._seen[seen] = None
+        if len(self._seen) > RECENT_MESSAGES:
+            self._seen.popitem(last=False)
+
+    async def _admit(
+        self,
+        inbound: InboundMessage,
+        origin: Origin,
+        surfaces: SurfaceFactory,
+        effective: EffectiveSettings,
+        rules: Rules,
+        prepare: Prepare | None,
+        where: Mapping[str, object],
+    ) -> ReplyReport | None:
+        """The limits, then the reply."""
+        policy = self._policy
+        user = f"{origin.platform}:{origin.user}"
         surface = surfaces(effective)
         channel = f"{origin.platform}:{origin.channel}"
         limits = rules.limits
@@ -125,6 +169,24 @@ class Intake:
         if report is not None:
             await self._count(origin, report, where)
         return report
+
+    async def _hand_over(
+        self,
+        router: Router,
+        inbound: InboundMessage,
+        origin: Origin,
+        surface: ReplySurface,
+        handoff: Handoff,
+        where: Mapping[str, object],
+    ) -> None:
+        try:
+            await router.hand_over(
+                origin.platform, origin.workspace, inbound.event_id, handoff, where
+            )
+            self._responder.observer.event(origin.platform, EventOutcome.HANDED_OVER)
+        except StoreUnavailable as exc:
+            self._responder.observer.event(origin.platform, EventOutcome.REFUSED)
+            await self._responder.notices.refuse(inbound, surface, origin.platform, exc)
 
     async def _over_quota(
         self, origin: Origin, user_quota: int, channel_quota: int, where: Mapping[str, object]

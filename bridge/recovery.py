@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from bridge.domain import MessageStatus, StoredMessage
+from bridge.domain import ChatKey, MessageStatus, StoredMessage
 from bridge.ownership import Liveness
 from bridge.ports import (
     ChatStore,
@@ -58,13 +58,17 @@ class Recovery:
         liveness: Liveness,
         answer_within: float,
         clock: Callable[[], datetime] | None = None,
+        settles: Callable[[ChatKey], bool] | None = None,
     ) -> None:
+        """`settles`: whether this process settles a chat's messages (`[cluster]`: the holder of
+        its lease does; None: every chat)."""
         self._store = store
         self._responder = responder
         self._places = {place.platform: place for place in places}
         self._liveness = liveness
         self._answer_within = answer_within
         self._clock = clock or (lambda: datetime.now(UTC))
+        self._settles = settles
         self._answering: set[asyncio.Task[object]] = set()
         self._lock = asyncio.Lock()
         self._stopping = False
@@ -106,6 +110,8 @@ class Recovery:
                 after = orphan.user_message.id
                 if owner == self._store.owner and not self._stuck(orphan, now):
                     continue
+                if self._settles is not None and not self._settles(orphan.chat):
+                    continue  # the holder of its lease settles it
                 await self._settle(orphan, report, now)
             if len(orphans) < BATCH:
                 return

@@ -19,6 +19,7 @@ class EventOutcome(StrEnum):
     REFUSED = "refused"  # could not be stored (the database stayed unavailable)
     DENIED = "denied"  # [access] does not let its author or place in
     LIMITED = "limited"  # over one of [limits] (or the queue): not answered, told so
+    HANDED_OVER = "handed_over"  # [cluster]: queued for the instance holding its lease
 
 
 class ErrorKind(StrEnum):

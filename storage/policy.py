@@ -38,6 +38,8 @@ class PolicyStore:
 
         def _insert(self, table: Table) -> Any: ...
 
+        async def _notify(self, conn: AsyncConnection, topic: str, detail: str) -> None: ...
+
     # --- runtime overrides ---------------------------------------------------------------------
 
     async def runtime_overrides(self) -> list[RuntimeOverride]:
@@ -78,6 +80,7 @@ class PolicyStore:
         )
         async with self._begin() as conn:
             await conn.execute(statement)
+            await self._notify(conn, "overrides", "")  # the other instances read them again
         self._writes += 1
 
     async def clear_runtime_overrides(self, platform: str, scope: str) -> bool:
@@ -86,6 +89,7 @@ class PolicyStore:
         )
         async with self._begin() as conn:
             result = await conn.execute(statement)
+            await self._notify(conn, "overrides", "")
         self._writes += 1
         return bool(getattr(result, "rowcount", 0))
 

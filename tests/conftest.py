@@ -66,3 +66,10 @@ async def _fresh_postgres_database() -> AsyncIterator[str]:
             await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await conn.close()
+
+
+@pytest.fixture
+async def postgres_url() -> AsyncIterator[str]:
+    """A throwaway database on the PostgreSQL server (skipped, with the reason, without one)."""
+    async for url in _fresh_postgres_database():
+        yield url

@@ -72,6 +72,10 @@ class Policy:
 
     # --- runtime overrides -------------------------------------------------------------------
 
+    async def refresh_runtime(self) -> None:
+        """Read the runtime overrides again (another instance changed them)."""
+        self._cache(await self._store.runtime_overrides())
+
     async def set_runtime(self, origin: Origin, key: str, value: str) -> None:
         scope = origin.scope
         await self._store.set_runtime_override(

@@ -1,0 +1,85 @@
+"""Where a message is answered when several instances run: by the holder of its lease.
+
+A Slack workspace is one lease (its rate tiers are per workspace); a Discord shard is one (the
+gateway delivers a guild's events to its shard, DMs to shard 0). An instance that receives a
+message for a lease it does not hold queues it for the holder in the database, after [access]
+has let it through (nothing of a refused message is stored).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from bridge.cluster.leases import LeaseKeeper, _Work
+from bridge.ports import ClusterStore, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+# A handoff that cannot be queued (the database is away) is tried again for this long.
+RETRY_SECONDS = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
+
+
+def lease_name(platform: str, workspace: str, *, discord_shards: int = 1) -> str:
+    if platform == "discord":
+        shard = (int(workspace) >> 22) % discord_shards if workspace.isdigit() else 0
+        return shard_lease(shard)
+    return f"{platform}:{workspace}"
+
+
+def shard_lease(shard: int) -> str:
+    return f"discord:shard:{shard}"
+
+
+class Router:
+    def __init__(
+        self, keeper: LeaseKeeper, store: ClusterStore, *, discord_shards: int = 1
+    ) -> None:
+        self._keeper = keeper
+        self._store = store
+        self._discord_shards = discord_shards
+
+    def lease_of(self, platform: str, workspace: str) -> str:
+        return lease_name(platform, workspace, discord_shards=self._discord_shards)
+
+    async def answers_here(self, platform: str, workspace: str) -> bool:
+        """This instance answers the message (it holds the lease, or just took a free one)."""
+        lease = self.lease_of(platform, workspace)
+        return self._keeper.holds(lease) or await self._keeper.try_acquire(lease)
+
+    def may_settle(self, platform: str, workspace: str) -> bool:
+        """Crash recovery of a chat here: its lease is ours, or no live instance holds it."""
+        lease = self.lease_of(platform, workspace)
+        return self._keeper.holds(lease) or not self._keeper.held_by_another(lease)
+
+    def working(self, platform: str, workspace: str) -> _Work:
+        return self._keeper.working(self.lease_of(platform, workspace))
+
+    async def hand_over(
+        self,
+        platform: str,
+        workspace: str,
+        event_id: str,
+        payload: Callable[[], Mapping[str, Any]],
+        where: Mapping[str, object],
+    ) -> None:
+        """Queue the event for its lease's holder; raises StoreUnavailable when the database
+        stayed away through every retry (the caller tells the user)."""
+        lease = self.lease_of(platform, workspace)
+        body = dict(payload())
+        for attempt, pause in enumerate((*RETRY_SECONDS, None)):
+            try:
+                queued = await self._store.hand_over(lease, platform, event_id, body)
+            except (StoreUnavailable, OSError) as exc:
+                if pause is None:
+                    raise StoreUnavailable(str(exc)) from exc
+                if attempt == 0:
+                    log.warning("cluster: handoff of %s waits for the database: %s",
+                                event_id, exc, extra=where)  # fmt: skip
+                await asyncio.sleep(pause)
+                continue
+            log.info("cluster: %s handed to the holder of %s%s", event_id, lease,
+                     "" if queued else " (already queued)", extra=where)  # fmt: skip
+            return
