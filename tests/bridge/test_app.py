@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -56,3 +57,21 @@ def test_the_garbage_collector_is_tuned_for_streaming() -> None:
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+async def test_a_cluster_on_sqlite_is_refused_with_a_clear_line(tmp_path: Path) -> None:
+    from bridge.app import StartupError, build
+    from bridge.config import load_settings
+
+    settings = load_settings(
+        None,
+        {
+            "CHAT_BRIDGE_STORAGE__URL": f"sqlite+aiosqlite:///{tmp_path / 'bridge.db'}",
+            "CHAT_BRIDGE_CLUSTER__ENABLED": "true",
+        },
+    )
+    with pytest.raises(
+        StartupError, match=r"cluster.enabled needs PostgreSQL.*storage.url is sqlite"
+    ):
+        await build(settings)
+    assert not (tmp_path / "bridge.db").exists()  # refused before anything was created
