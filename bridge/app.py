@@ -110,11 +110,6 @@ async def build(
 ) -> Bridge:
     """`config_path`: the file to reload on SIGHUP (with `handle_signals`) or when it changes;
     `environ`: the environment it was read with (None: os.environ)."""
-    if settings.cluster.enabled and not settings.storage.url.startswith("postgresql"):
-        raise StartupError(
-            "cluster.enabled needs PostgreSQL: several instances coordinate through it "
-            f"(storage.url is {settings.storage.url.split(':', 1)[0]}); see docs/deploy.md"
-        )
     await prepare_database(settings)
     engine = create_engine(settings.storage.url)
     owner = uuid.uuid4().hex

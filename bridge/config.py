@@ -283,6 +283,12 @@ class Settings(BaseSettings):
         problems.extend(duplicate_scopes(self.overrides))
         if self.discord.enabled and self.discord.token is None:
             problems.append("discord.token: required when discord.enabled is true")
+        if self.cluster.enabled and not self.storage.url.startswith("postgresql"):
+            scheme = self.storage.url.split(":", 1)[0]
+            problems.append(
+                "cluster.enabled: needs PostgreSQL, through which the instances coordinate "
+                f"(storage.url is {scheme}); see docs/deploy.md"
+            )
         openai_without_key = (
             self.llm.api_key is None and self.llm.base_url.rstrip("/") == OPENAI_DEFAULT_BASE_URL
         )
@@ -423,6 +429,15 @@ def summary(settings: Settings) -> list[str]:
         ops = settings.ops
         lines.append(f"ops: /metrics and /healthz at http://{ops.host}:{ops.port}")
     lines.append(f"storage: {_redact_url(settings.storage.url)}")
+    if settings.cluster.enabled:
+        c = settings.cluster
+        lines.append(
+            f"cluster: instance {c.instance_id or '(host:pid)'}, lease {c.lease_seconds:g}s, "
+            f"takeover within {c.takeover_seconds:g}s"
+        )
+    if settings.discord.enabled and settings.discord.shard_count > 1:
+        d = settings.discord
+        lines.append(f"discord shards: {d.shards()} of {d.shard_count}")
     lines.extend(_policy_summary(settings))
     return lines
 

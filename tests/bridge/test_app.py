@@ -59,19 +59,17 @@ def test_the_garbage_collector_is_tuned_for_streaming() -> None:
         gc.set_threshold(*before)
 
 
-async def test_a_cluster_on_sqlite_is_refused_with_a_clear_line(tmp_path: Path) -> None:
-    from bridge.app import StartupError, build
-    from bridge.config import load_settings
+def test_a_cluster_on_sqlite_is_refused_naming_the_key(tmp_path: Path) -> None:
+    from bridge.config import ConfigError, load_settings
 
-    settings = load_settings(
-        None,
-        {
-            "CHAT_BRIDGE_STORAGE__URL": f"sqlite+aiosqlite:///{tmp_path / 'bridge.db'}",
-            "CHAT_BRIDGE_CLUSTER__ENABLED": "true",
-        },
-    )
-    with pytest.raises(
-        StartupError, match=r"cluster.enabled needs PostgreSQL.*storage.url is sqlite"
-    ):
-        await build(settings)
-    assert not (tmp_path / "bridge.db").exists()  # refused before anything was created
+    with pytest.raises(ConfigError) as refused:
+        load_settings(
+            None,
+            {
+                "CHAT_BRIDGE_STORAGE__URL": f"sqlite+aiosqlite:///{tmp_path / 'bridge.db'}",
+                "CHAT_BRIDGE_CLUSTER__ENABLED": "true",
+            },
+        )
+    (problem,) = refused.value.problems
+    assert problem.startswith("cluster.enabled: needs PostgreSQL")
+    assert "storage.url is sqlite+aiosqlite" in problem
