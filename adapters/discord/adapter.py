@@ -4,17 +4,22 @@ It connects discord.py to the gateway, turns messages into the core's `InboundMe
 `Origin` and hands them to the core's `Intake` (which decides whether and how each is answered,
 written through a `DiscordReplySurface`), and registers the slash commands that run the core's
 admin commands. Without the privileged message-content intent it either answers mentions only or
-stops the bridge, as configured, with one line that says what to enable.
+stops the bridge, as configured, with one line that says what to enable. With `shard_count` it
+connects only its shards (their guilds; shard 0 also the DMs) and writes within their share of the
+bot's global limit; with `catch_up_minutes` it first answers the mentions it missed while down.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import discord
 
+from adapters.discord.catch_up import CatchUp
 from adapters.discord.commands import command_tree, sync_commands
 from adapters.discord.events import PLATFORM, BotView, Trigger, trigger_for
 from adapters.discord.gateway import (
@@ -23,18 +28,24 @@ from adapters.discord.gateway import (
     GatewayClient,
     bridge_intents,
     connect_until_ready,
+    gateway_open,
     log_in,
+    new_client,
+    ready_within,
 )
+from adapters.discord.handoff import HandedMessage, from_payload, to_payload
 from adapters.discord.indicators import TypingIndicators
 from adapters.discord.ratelimits import RateHeaderCapture
-from adapters.discord.surface import DiscordReplySurface
+from adapters.discord.shards import ShardPlan
+from adapters.discord.surface import GLOBAL_LIMIT, DiscordReplySurface, global_bucket
 from bridge.admin import AdminCommands
+from bridge.cluster.router import shard_lease
 from bridge.config import DiscordSettings
 from bridge.domain import ChatKey, StoredMessage
 from bridge.intake import Intake
 from bridge.lifecycle import AccessRevoked, Lifecycle
 from bridge.policy.effective import EffectiveSettings
-from bridge.ports import ChatStore, MessageLimit
+from bridge.ports import ChatStore, MessageLimit, RateBucket
 from bridge.responder import Responder
 
 log = logging.getLogger(__name__)
@@ -82,13 +93,16 @@ class DiscordAdapter:
         self._guild_ready_timeout = guild_ready_timeout
         self._ready_timeout = ready_timeout
         self._endpoints = Endpoints(settings)
+        self._plan = ShardPlan.of(settings)
+        self._global: RateBucket | None = None
+        self._catch_up: asyncio.Task[None] | None = None
         self._capture = RateHeaderCapture()
         self._typing = TypingIndicators()
         self._client: GatewayClient | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._view: BotView | None = None
         self._stopping = False
-        self._answering: set[asyncio.Task[None]] = set()
+        self._answering: set[asyncio.Task[bool]] = set()
 
     @property
     def client(self) -> GatewayClient | None:
@@ -96,11 +110,24 @@ class DiscordAdapter:
 
     @property
     def connected(self) -> bool:
-        """The gateway session is READY and its WebSocket open (for /healthz and the metrics)."""
-        client = self._client
-        if client is None or client.is_closed() or not client.is_ready():
-            return False
-        return client.ws is not None and client.ws.open
+        """Every gateway session (one per shard) is READY and its WebSocket open (for /healthz
+        and the metrics)."""
+        return self._client is not None and gateway_open(self._client)
+
+    @property
+    def shard_ids(self) -> tuple[int, ...]:
+        """The shards of the bot's gateway this process connects (0 alone when unsharded)."""
+        return self._plan.ids
+
+    @property
+    def global_budget(self) -> RateBucket | None:
+        """This process's share of the bot's global limit, which every reply draws from."""
+        return self._global
+
+    @property
+    def catching_up(self) -> asyncio.Task[None] | None:
+        """The catch-up started once connected (with `catch_up_minutes`), done or not."""
+        return self._catch_up
 
     @property
     def mention_only(self) -> bool:
@@ -119,16 +146,25 @@ class DiscordAdapter:
                 self._without_message_content()
                 connection = await self._connect(message_content=False)
             assert self._client is not None and self._client.tree is not None
-            await sync_commands(self._client.tree, self._settings.command_guilds)
+            if self._plan.registers_commands:
+                await sync_commands(self._client.tree, self._settings.command_guilds)
         except BaseException:
             if self._client is not None:
                 await self._client.close()
             self._endpoints.restore()
             raise
-        self._watcher = asyncio.get_running_loop().create_task(self._watch(connection))
+        loop = asyncio.get_running_loop()
+        self._watcher = loop.create_task(self._watch(connection))
+        if self._plan.sharded and self._global is not None:
+            log.info("%s", self._plan.connected_line(len(self._client.guilds), self._global))
+        if self._settings.catch_up_minutes > 0:
+            self._catch_up = loop.create_task(self._catch_up_missed())
 
     async def stop(self) -> None:
         self._stopping = True
+        if self._catch_up is not None:
+            self._catch_up.cancel()
+            await asyncio.gather(self._catch_up, return_exceptions=True)
         if self._answering:
             # The responder stops first and drains its replies; this only catches stragglers,
             # while the client can still write their final state.
@@ -145,7 +181,8 @@ class DiscordAdapter:
         self._endpoints.restore()
 
     async def _connect(self, *, message_content: bool) -> asyncio.Task[None]:
-        client = GatewayClient(
+        client = new_client(
+            self._plan,
             on_message=self._on_message,
             intents=bridge_intents(message_content=message_content),
             http_trace=self._capture.trace_config,
@@ -159,6 +196,7 @@ class DiscordAdapter:
         )
         self._client = client
         bot_user_id = await log_in(client, self._token, api=self._endpoints.api)
+        self._global = global_bucket(bot_user_id, self._plan.share_of(GLOBAL_LIMIT))
         # Known before the gateway delivers anything, so no early message finds it missing.
         self._view = BotView(
             user_id=bot_user_id,
@@ -166,7 +204,26 @@ class DiscordAdapter:
             ignore_other_bots=self._settings.ignore_other_bots,
             mention_only=not message_content,
         )
-        return await connect_until_ready(client, ready_within=self._ready_timeout)
+        within = ready_within(self._plan, self._ready_timeout)
+        return await connect_until_ready(client, ready_within=within)
+
+    async def _catch_up_missed(self) -> None:
+        view, client, budget = self._view, self._client, self._global
+        if view is None or client is None or budget is None:
+            return
+        catch_up = CatchUp(
+            client,
+            bot_user_id=view.user_id,
+            minutes=self._settings.catch_up_minutes,
+            scheduler=self._responder.scheduler,
+            capture=self._capture,
+            global_budget=budget,
+            hand=self._on_message,
+        )
+        try:
+            await catch_up.run()
+        except Exception:
+            log.exception("discord: the catch-up of missed mentions failed")
 
     def _without_message_content(self) -> None:
         """The gateway closed with 4014: say what to enable, then fall back or stop the bridge."""
@@ -241,19 +298,21 @@ class DiscordAdapter:
             capture=self._capture,
             typing=self._typing,
             scheduler=self._responder.scheduler,
+            global_budget=self._global,
         )
 
     # --- messages ----------------------------------------------------------------------------
 
-    def _on_message(self, message: discord.Message) -> None:
-        """Called as discord.py parses a MESSAGE_CREATE: decide now, hand it to the core in a
-        task."""
+    def _on_message(self, message: discord.Message) -> asyncio.Task[bool] | None:
+        """Called as discord.py parses a MESSAGE_CREATE (and by the catch-up for a message read
+        from history): decide now, hand it to the core in a task, which tells whether the core
+        answered it."""
         view, client = self._view, self._client
         if view is None or client is None or self._stopping:
-            return
+            return None
         trigger = trigger_for(message, view)
         if trigger is None:
-            return
+            return None
 
         def surface(effective: EffectiveSettings) -> DiscordReplySurface:
             # Nothing of `effective` concerns Discord's side (native streaming is Slack's).
@@ -266,21 +325,72 @@ class DiscordAdapter:
                 scheduler=self._responder.scheduler,
                 open_thread=trigger.open_thread,
                 thread_name=_provisional_thread_name(trigger.inbound.text),
+                global_budget=self._global,
             )
 
-        task = asyncio.get_running_loop().create_task(self._answer(trigger, surface))
+        handed = HandedMessage(
+            trigger.inbound,
+            trigger.origin,
+            trigger.open_thread,
+            guild_id=message.guild.id if message.guild is not None else None,
+            channel_id=message.channel.id,
+            message_id=message.id,
+        )
+        answering = self._answer(trigger, surface, functools.partial(to_payload, handed))
+        task = asyncio.get_running_loop().create_task(answering)
         self._answering.add(task)
         task.add_done_callback(self._answering.discard)
+        return task
+
+    # --- several instances ([cluster]) ---------------------------------------------------------
+
+    def leases_served(self) -> list[str]:
+        """This process's shards, once it has connected (a reconnect keeps them)."""
+        if self._view is None:
+            return []
+        return [shard_lease(shard) for shard in self.shard_ids]
+
+    async def take_handoff(self, payload: Mapping[str, Any]) -> None:
+        """A message another instance received for a shard whose lease this one holds."""
+        handed = from_payload(payload)
+        view, client = self._view, self._client
+        if view is None or client is None:
+            raise RuntimeError("discord is not connected")
+        channel = client.get_partial_messageable(handed.channel_id, guild_id=handed.guild_id)
+        source = channel.get_partial_message(handed.message_id)
+        trigger = Trigger(handed.inbound, handed.origin, handed.open_thread)
+
+        def surface(effective: EffectiveSettings) -> DiscordReplySurface:
+            return DiscordReplySurface(
+                source,
+                client=client,
+                bot_user_id=view.user_id,
+                capture=self._capture,
+                typing=self._typing,
+                scheduler=self._responder.scheduler,
+                open_thread=trigger.open_thread,
+                thread_name=_provisional_thread_name(trigger.inbound.text),
+                global_budget=self._global,
+            )
+
+        await self._answer(trigger, surface, functools.partial(to_payload, handed))
 
     async def _answer(
-        self, trigger: Trigger, surface: Callable[[EffectiveSettings], DiscordReplySurface]
-    ) -> None:
+        self,
+        trigger: Trigger,
+        surface: Callable[[EffectiveSettings], DiscordReplySurface],
+        handoff: Callable[[], Mapping[str, Any]] | None = None,
+    ) -> bool:
         try:
-            await self._intake.receive(trigger.inbound, trigger.origin, surface)
+            report = await self._intake.receive(
+                trigger.inbound, trigger.origin, surface, handoff=handoff
+            )
+            return report is not None
         except Exception:
             log.exception(
                 "discord: message %s could not be answered", trigger.inbound.platform_message_id
             )
+            return False
 
 
 def _closed_for_good(exc: discord.ConnectionClosed) -> Exception:

@@ -1,4 +1,5 @@
-"""The discord.py client the adapter runs: its intents, its endpoints, and connecting until READY.
+"""The discord.py client the adapter runs: its intents, its shards, its endpoints, and connecting
+until READY.
 
 discord.py takes its REST base and gateway URL from two class attributes, not from a client option,
 so `Endpoints` sets them for as long as the adapter runs (only where the config differs from
@@ -19,6 +20,7 @@ import discord.http
 import yarl
 from discord import app_commands
 
+from adapters.discord.shards import ShardPlan
 from bridge.config import DiscordSettings
 from bridge.lifecycle import AccessRevoked
 
@@ -27,7 +29,10 @@ log = logging.getLogger(__name__)
 DEFAULT_API = str(DiscordSettings.model_fields["api_base_url"].default)
 DEFAULT_GATEWAY = str(DiscordSettings.model_fields["gateway_url"].default)
 
-OnMessage = Callable[[discord.Message], None]
+OnMessage = Callable[[discord.Message], object]
+# discord.py identifies a process's shards one after another, 5 s apart (one IDENTIFY per 5 s is
+# what Discord allows a bot without large-bot concurrency).
+IDENTIFY_SPACING = 5.0
 
 
 class DiscordGatewayError(RuntimeError):
@@ -54,13 +59,16 @@ class GatewayClient(discord.Client):
         intents: discord.Intents,
         http_trace: aiohttp.TraceConfig,
         guild_ready_timeout: float,
+        **shards: Any,
     ) -> None:
+        """`shards`: `shard_count` and `shard_ids` for the sharded client."""
         super().__init__(
             intents=intents,
             # The default for everything discord.py sends; each write also passes it explicitly.
             allowed_mentions=discord.AllowedMentions.none(),
             http_trace=http_trace,
             guild_ready_timeout=guild_ready_timeout,
+            **shards,
         )
         self._message_created = on_message
         self.tree: app_commands.CommandTree[discord.Client] | None = None
@@ -75,6 +83,34 @@ class GatewayClient(discord.Client):
             except Exception:  # never into discord.py's gateway loop
                 log.exception("discord: message %s could not be handled", args[0].id)
         super().dispatch(event, *args, **kwargs)
+
+
+class ShardedGatewayClient(GatewayClient, discord.AutoShardedClient):
+    """The same client joining the gateway as the given shards of `shard_count`, one session
+    per shard. With `shard_count` given, discord.py does not ask GET /gateway/bot."""
+
+
+def new_client(plan: ShardPlan, **options: Any) -> GatewayClient:
+    """A plain client for an unsharded bot (today's one session, no extra requests), else a
+    sharded one for exactly the plan's shards."""
+    if not plan.sharded:
+        return GatewayClient(**options)
+    return ShardedGatewayClient(shard_count=plan.count, shard_ids=list(plan.ids), **options)
+
+
+def gateway_open(client: GatewayClient) -> bool:
+    """Whether every session of the client is READY and its WebSocket open."""
+    if client.is_closed() or not client.is_ready():
+        return False
+    if isinstance(client, discord.AutoShardedClient):
+        shards = client.shards
+        return bool(shards) and not any(shard.is_closed() for shard in shards.values())
+    return client.ws is not None and client.ws.open
+
+
+def ready_within(plan: ShardPlan, timeout: float) -> float:
+    """How long READY may take: `timeout`, plus the spacing of the shards' IDENTIFYs."""
+    return timeout + IDENTIFY_SPACING * (len(plan.ids) - 1)
 
 
 class Endpoints:

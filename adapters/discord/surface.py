@@ -53,12 +53,14 @@ _GUESS = (scheduled_limit(GUESSED_LIMIT), GUESSED_PERIOD)
 # it before a global 429. The scheduler's share leaves 5 of them to requests it does not see (login,
 # command sync, threads, titles, interaction responses), and counts its window from its grants, so
 # the window is longer than Discord's by the spread of grant-to-arrival delays (WINDOW_ALLOWANCE).
+# A bot sharded over several processes divides it among them (`ShardPlan.share_of`).
 GLOBAL_LIMIT, GLOBAL_PERIOD = 45, 1.0 + WINDOW_ALLOWANCE
 
 
-def global_bucket(bot_user_id: int) -> RateBucket:
-    """The bot's global budget, which every write in every channel also draws from."""
-    return RateBucket(f"discord:global:{bot_user_id}", GLOBAL_LIMIT, GLOBAL_PERIOD)
+def global_bucket(bot_user_id: int, limit: int = GLOBAL_LIMIT) -> RateBucket:
+    """The bot's global budget (this process's share of it), which every write in every
+    channel also draws from."""
+    return RateBucket(f"discord:global:{bot_user_id}", limit, GLOBAL_PERIOD)
 
 
 NO_PINGS = discord.AllowedMentions.none()
@@ -106,14 +108,16 @@ class DiscordReplySurface:
         scheduler: EditScheduler,
         open_thread: bool = False,
         thread_name: str = "",
+        global_budget: RateBucket | None = None,
     ) -> None:
+        """`global_budget`: the process's share of the bot's global limit (all of it if None)."""
         self._source = source
         self._client = client
         self._bot_user_id = bot_user_id
         self._capture = capture
         self._typing = typing
         self._scheduler = scheduler
-        self._global = global_bucket(bot_user_id)
+        self._global = global_budget or global_bucket(bot_user_id)
         self._thread_pending = open_thread
         self._thread_name = thread_name
         self._thread_lock = asyncio.Lock()

@@ -98,6 +98,7 @@ class ApiError(Exception):
         codes = {
             "Channel": 10003,
             "Guild": 10004,
+            "Member": 10007,
             "Message": 10008,
             "User": 10013,
             "Webhook": 10015,

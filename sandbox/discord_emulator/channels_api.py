@@ -41,7 +41,7 @@ class ChannelRoutes:
         # REST hides content like the gateway does when the app lacks the privileged intent.
         granted = self.world.application.message_content_intent
         redact = not granted and content_guarded(self.world, message)
-        return self.ctx.wire.message(message, redact=redact)
+        return self.ctx.wire.message(message, redact=redact, members=False)
 
     async def get_channel(self, request: ApiRequest) -> ApiReply:
         return ApiReply(200, self.ctx.wire.channel(self.ctx.channel(request)))

@@ -63,6 +63,7 @@ class DiscordEmulator(LocalServer):
         interaction_ack_timeout: float = 3.0,
         global_rate_limit: BucketRule | None = GLOBAL_RULE,
         shard_count: int = 1,
+        max_guilds_per_shard: int = 2500,
         clock: Callable[[], float] = time.monotonic,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -81,6 +82,7 @@ class DiscordEmulator(LocalServer):
             self.world, wire, self.stats, token=token, heartbeat_interval=heartbeat_interval
         )
         self.gateway.shard_count = shard_count
+        self.gateway.max_guilds_per_shard = max_guilds_per_shard
         self.feed = EventFeed(wire, self.gateway)
         self._ctx = Context(
             self.world, wire, self.feed, interaction_ack_timeout=interaction_ack_timeout
@@ -92,7 +94,12 @@ class DiscordEmulator(LocalServer):
         )
         app = web.Application()
         shards = self.gateway
-        bot_routes = BotRoutes(self._ctx, lambda: self.gateway_url, lambda: shards.shard_count)
+        bot_routes = BotRoutes(
+            self._ctx,
+            lambda: self.gateway_url,
+            lambda: shards.shard_count,
+            lambda: self.stats.identifies,
+        )
         specs = [
             *bot_routes.specs(),
             *ChannelRoutes(self._ctx).specs(),
@@ -140,8 +147,9 @@ class DiscordEmulator(LocalServer):
 
     # --- setup -------------------------------------------------------------------------------
 
-    def add_guild(self, name: str) -> int:
-        guild = self.world.add_guild(name)
+    def add_guild(self, name: str, *, shard: tuple[int, int] | None = None) -> int:
+        """A guild the bot is in; `shard` = (id, count) picks an id on that shard."""
+        guild = self.world.add_guild(name, shard=shard)
         self._in_background(self.feed.guild_created(guild))
         return guild.id
 
@@ -229,8 +237,12 @@ class DiscordEmulator(LocalServer):
         reply_to: int | None = None,
         *,
         embeds: Sequence[Json] | None = None,
+        age: float = 0.0,
     ) -> int:
-        """Posts as a user and dispatches MESSAGE_CREATE; `mention_bot` prefixes `<@bot>`."""
+        """Posts as a user and dispatches MESSAGE_CREATE; `mention_bot` prefixes `<@bot>`.
+
+        `age` > 0: the message was sent that many seconds ago, while no bot listened: it is in
+        the channel's history (id and timestamp of then) and nothing is dispatched."""
         channel = self._channel(channel_id)
         author = self._user(author_id)
         if channel.type == DM_CHANNEL and author.id != channel.recipient_id:
@@ -255,7 +267,10 @@ class DiscordEmulator(LocalServer):
             embeds=list(embeds or []),
             reply_to=replied,
             reference=reference,
+            age=age,
         )
+        if age > 0:
+            return message.id
         await self._caught_up()
         await self.feed.message_created(message)
         return message.id
@@ -392,6 +407,11 @@ class DiscordEmulator(LocalServer):
     @property
     def requests(self) -> list[RecordedRequest]:
         return self._rest.requests
+
+    @property
+    def connected_shards(self) -> list[tuple[int, int] | None]:
+        """The `[id, count]` each connected gateway session IDENTIFYed with (None: unsharded)."""
+        return [s.shard for s in self.gateway.sessions.values() if s.link is not None]
 
     @property
     def typing_events(self) -> list[TypingEvent]:

@@ -110,7 +110,9 @@ class Gateway:
         self.token = token
         self.heartbeat_interval = heartbeat_interval
         self.backlog_size = backlog_size
-        self.shard_count = 1
+        self.shard_count = 1  # what GET /gateway/bot recommends
+        # Discord's limit: a session that would handle more guilds is closed with 4011.
+        self.max_guilds_per_shard = 2500
         self.sessions: dict[str, Session] = {}
         self._links: set[Link] = set()
         self._outage_until = 0.0
@@ -216,17 +218,23 @@ class Gateway:
             return
         shard = data.get("shard")
         if shard is not None and not (
-            isinstance(shard, list) and len(shard) == 2 and 0 <= shard[0] < shard[1]
+            isinstance(shard, list)
+            and len(shard) == 2
+            and all(isinstance(n, int) and not isinstance(n, bool) for n in shard)
+            and 0 <= shard[0] < shard[1]
         ):
             await self._close(link, 4010, "Invalid shard.")
             return
         shard_pair = (int(shard[0]), int(shard[1])) if shard else None
         backlog: deque[tuple[int, str]] = deque(maxlen=self.backlog_size)
         session = Session(secrets.token_hex(16), intents, shard_pair, backlog)
+        guilds = [g for g in self.world.guilds.values() if session.handles_guild(g)]
+        if len(guilds) > self.max_guilds_per_shard:
+            await self._close(link, 4011, "Sharding required.")
+            return
         session.link, link.session = link, session
         self.sessions[session.id] = session
         self.stats.identifies += 1
-        guilds = [g for g in self.world.guilds.values() if session.handles_guild(g)]
         app = self.wire.application()
         ready: dict[str, Any] = {
             "v": 10,

@@ -20,6 +20,7 @@ from .rate_limits import RateLimiter
 from .records import EmulatorStats, RecordedRequest
 
 API_PREFIX = "/api/v10"
+SESSION_STARTS_PER_DAY = 1000
 _MAJOR_PARAMETERS = ("channel_id", "guild_id", "webhook_id", "webhook_token")
 _UNAUTHORIZED = ApiError(401, 0, "401: Unauthorized")
 
@@ -28,11 +29,16 @@ class BotRoutes:
     """Login and discovery: who the bot is, its application, where the gateway is, DMs, users."""
 
     def __init__(
-        self, ctx: Context, gateway_url: Callable[[], str], shard_count: Callable[[], int]
+        self,
+        ctx: Context,
+        gateway_url: Callable[[], str],
+        shard_count: Callable[[], int],
+        sessions_started: Callable[[], int] = lambda: 0,
     ) -> None:
         self.ctx = ctx
         self.gateway_url = gateway_url
         self.shard_count = shard_count
+        self.sessions_started = sessions_started
 
     def specs(self) -> list[RouteSpec]:
         return [
@@ -43,6 +49,7 @@ class BotRoutes:
             RouteSpec("GET", "/gateway/bot", self.gateway_bot),
             RouteSpec("POST", "/users/@me/channels", self.open_dm),
             RouteSpec("GET", "/users/{user_id}", self.user),
+            RouteSpec("GET", "/guilds/{guild_id}/members/{member_id}", self.member),
         ]
 
     async def me(self, request: ApiRequest) -> ApiReply:
@@ -55,7 +62,16 @@ class BotRoutes:
         return ApiReply(200, {"url": self.gateway_url()})
 
     async def gateway_bot(self, request: ApiRequest) -> ApiReply:
-        limit = {"total": 1000, "remaining": 1000, "reset_after": 86_400_000, "max_concurrency": 1}
+        """The recommended shard count (the emulator's `shard_count`) and the IDENTIFYs left
+        today (each session started counts, as on Discord)."""
+        total = SESSION_STARTS_PER_DAY
+        remaining = max(total - self.sessions_started(), 0)
+        limit = {
+            "total": total,
+            "remaining": remaining,
+            "reset_after": 86_400_000,
+            "max_concurrency": 1,
+        }
         body = {"url": self.gateway_url(), "shards": self.shard_count()}
         return ApiReply(200, {**body, "session_start_limit": limit})
 
@@ -64,6 +80,16 @@ class BotRoutes:
         if recipient is None or recipient.webhook:
             raise ApiError.unknown("User")
         return ApiReply(200, self.ctx.wire.channel(self.ctx.world.open_dm(recipient.id)))
+
+    async def member(self, request: ApiRequest) -> ApiReply:
+        """A guild member with their user and roles (10007 for a user who is not one)."""
+        guild = self.ctx.world.guilds.get(request.snowflake("guild_id"))
+        if guild is None:
+            raise ApiError.unknown("Guild")
+        user = self.ctx.world.users.get(request.snowflake("member_id"))
+        if user is None or user.webhook:
+            raise ApiError.unknown("Member")
+        return ApiReply(200, self.ctx.wire.member(guild, user))
 
     async def user(self, request: ApiRequest) -> ApiReply:
         user = self.ctx.world.users.get(request.snowflake("user_id"))

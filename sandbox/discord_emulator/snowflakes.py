@@ -19,6 +19,7 @@ class SnowflakeGenerator:
     def __init__(self, wall_clock: Callable[[], float] = time.time) -> None:
         self._wall_clock = wall_clock
         self._last = 0
+        self._backdated: set[int] = set()
 
     def next(self) -> int:
         millis = int(self._wall_clock() * 1000) - DISCORD_EPOCH_MS
@@ -27,6 +28,28 @@ class SnowflakeGenerator:
         if candidate <= self._last:
             candidate = self._last + 1
         self._last = candidate
+        return candidate
+
+    def on_shard(self, shard_id: int, shard_count: int) -> int:
+        """The next id whose millisecond puts it on a shard: `(id >> 22) % shard_count ==
+        shard_id`, as Discord places a guild. At most `shard_count - 1` ms ahead of the clock."""
+        candidate = self.next()
+        millis = candidate >> 22
+        ahead = (shard_id - millis) % shard_count
+        if ahead:
+            candidate = (millis + ahead) << 22
+            self._last = candidate
+        return candidate
+
+    def backdated(self, seconds: float) -> int:
+        """An id made `seconds` ago: a message in the history from before the bot connected.
+        Unique, but out of order with the ids already handed out, as such a message is."""
+        millis = int((self._wall_clock() - seconds) * 1000) - DISCORD_EPOCH_MS
+        # The upper half of the low bits: ids made in that millisecond count up from zero.
+        candidate = (millis << 22) | (1 << 21)
+        while candidate in self._backdated:
+            candidate += 1
+        self._backdated.add(candidate)
         return candidate
 
 

@@ -230,9 +230,16 @@ class Wire:
         }
 
     def message(
-        self, message: StoredMessage, *, redact: bool = False, nested: bool = False
+        self,
+        message: StoredMessage,
+        *,
+        redact: bool = False,
+        nested: bool = False,
+        members: bool = True,
     ) -> Json:
-        """A message object; `redact` empties what the MESSAGE_CONTENT intent guards."""
+        """A message object; `redact` empties what the MESSAGE_CONTENT intent guards. `members`:
+        with the author's and the mentioned users' `member` objects, which Discord sends only in
+        MESSAGE_CREATE and MESSAGE_UPDATE (a message read over REST has none)."""
         author = self.world.users[message.author_id]
         guild = self.world.guilds.get(message.guild_id) if message.guild_id else None
         payload: Json = {
@@ -247,7 +254,9 @@ class Wire:
             "pinned": False,
             "flags": message.flags,
             "mention_everyone": message.mention_everyone,
-            "mentions": [self._mentioned(guild, uid) for uid in message.mentions],
+            "mentions": [
+                self._mentioned(guild if members else None, uid) for uid in message.mentions
+            ],
             "mention_roles": [str(r) for r in message.mention_roles],
             "attachments": [] if redact else list(message.attachments),
             "embeds": [] if redact else list(message.embeds),
@@ -255,7 +264,7 @@ class Wire:
         }
         if guild is not None:
             payload["guild_id"] = str(guild.id)
-            if not author.webhook:
+            if members and not author.webhook:
                 payload["member"] = self.member(guild, author, with_user=False)
         if message.nonce is not None:
             payload["nonce"] = message.nonce
@@ -275,7 +284,9 @@ class Wire:
                 referenced = self.world.find_message(message.referenced_id or 0)
                 # Discord nests one level only, and sends null for a deleted referenced message.
                 payload["referenced_message"] = (
-                    self.message(referenced, redact=redact, nested=True) if referenced else None
+                    self.message(referenced, redact=redact, nested=True, members=members)
+                    if referenced
+                    else None
                 )
         return payload
 

@@ -86,8 +86,9 @@ class World:
         self.users[user.id] = user
         return user
 
-    def add_guild(self, name: str) -> Guild:
-        guild_id = self.snowflakes.next()
+    def add_guild(self, name: str, *, shard: tuple[int, int] | None = None) -> Guild:
+        """`shard`: (shard id, shard count) the guild's id must fall on; any shard if None."""
+        guild_id = self.snowflakes.next() if shard is None else self.snowflakes.on_shard(*shard)
         guild = Guild(guild_id, name, self.snowflakes.next(), self.snowflakes.next(), now_iso())
         # @everyone's id is the guild's; the bot's managed role comes with the invite.
         guild.roles[guild.id] = Role(guild.id, "@everyone", EVERYONE_PERMISSIONS, 0)
@@ -265,20 +266,22 @@ class World:
         flags: int = 0,
         webhook_id: int | None = None,
         interaction: Interaction | None = None,
+        age: float = 0.0,
     ) -> StoredMessage:
+        """`age`: seconds before now the message was sent (its id and timestamp say so)."""
         message_type = DEFAULT_MESSAGE
         if interaction is not None:
             message_type = CHAT_INPUT_COMMAND_MESSAGE
         elif reference is not None:
             message_type = REPLY_MESSAGE
         message = StoredMessage(
-            id=self.snowflakes.next(),
+            id=self.snowflakes.backdated(age) if age > 0 else self.snowflakes.next(),
             channel_id=channel.id,
             guild_id=channel.guild_id,
             author_id=author_id,
             content=content,
             type=message_type,
-            created_at=self.clock(),
+            created_at=self.clock() - age,
             flags=flags,
             embeds=list(embeds or []),
             attachments=list(attachments or []),
@@ -293,13 +296,16 @@ class World:
         if reply_to is not None and mentions.pings_replied_author(allowed_mentions):
             message.replied_author_pinged = True
         self._apply_mentions(message)
-        self._messages[channel.id][message.id] = message
+        by_id = self._messages[channel.id]
+        by_id[message.id] = message
+        if age > 0:  # an older message lands among the others, in the order of the ids
+            self._messages[channel.id] = dict(sorted(by_id.items()))
         if nonce is not None:
             self._forget_nonces()
             # The first message with a nonce is the one a later enforced create gets back.
             entry = (message.id, message.created_at)
             self._nonces.setdefault((channel.id, author_id, str(nonce)), entry)
-        channel.last_message_id = message.id
+        channel.last_message_id = max(message.id, channel.last_message_id or 0)
         if channel.is_thread:
             channel.message_count += 1
         self.notify("posted", channel.id, message)

@@ -737,3 +737,159 @@ async def test_invalid_command_options_are_refused_whole(
         errors = errors[key]
     assert "_errors" in errors
     assert scene.emu.commands == []
+
+
+# --- shards --------------------------------------------------------------------------------
+
+
+async def identify(http: aiohttp.ClientSession, url: str, shard: list[int] | None) -> Any:
+    """A raw gateway session with `shard` (none: unsharded); returns its socket after READY."""
+    ws = await http.ws_connect(url)
+    await ws.receive_json()  # HELLO
+    data: dict[str, Any] = {"token": TOKEN, "intents": 1 | 1 << 9 | 1 << 12, "properties": {}}
+    if shard is not None:
+        data["shard"] = shard
+    await ws.send_json({"op": 2, "d": data})
+    return ws
+
+
+async def next_dispatch(ws: Any, event: str) -> dict[str, Any]:
+    async with asyncio.timeout(10):
+        while True:
+            frame = await ws.receive_json()
+            if frame.get("t") == event:
+                return dict(frame["d"])
+
+
+async def test_each_shard_gets_its_guilds_and_shard_0_the_dms() -> None:
+    async with DiscordEmulator(token=TOKEN) as emu, aiohttp.ClientSession() as http:
+        zero = emu.add_guild("Zero", shard=(0, 2))
+        one = emu.add_guild("One", shard=(1, 2))
+        channels = {g: emu.add_text_channel(g, "general") for g in (zero, one)}
+        alice = emu.add_user("alice")
+        sessions = [await identify(http, emu.gateway_url, [i, 2]) for i in (0, 1)]
+        readies = [await next_dispatch(ws, "READY") for ws in sessions]
+        assert [r["guilds"] for r in readies] == [
+            [{"id": str(zero), "unavailable": True}],
+            [{"id": str(one), "unavailable": True}],
+        ]
+        assert [(await next_dispatch(ws, "GUILD_CREATE"))["id"] for ws in sessions] == [
+            str(zero),
+            str(one),
+        ]
+        assert sorted(emu.connected_shards, key=str) == [(0, 2), (1, 2)]
+
+        # Dispatched in this order: a session's next MESSAGE_CREATE shows what it was sent.
+        in_one = await emu.user_message(channels[one], alice, "in guild one")
+        dm = await emu.user_message(emu.dm_channel(alice), alice, "a DM")
+        in_zero = await emu.user_message(channels[zero], alice, "in guild zero")
+        assert (await next_dispatch(sessions[0], "MESSAGE_CREATE"))["id"] == str(dm)
+        assert (await next_dispatch(sessions[0], "MESSAGE_CREATE"))["id"] == str(in_zero)
+        assert (await next_dispatch(sessions[1], "MESSAGE_CREATE"))["id"] == str(in_one)
+        later = emu.add_guild("Later", shard=(1, 2))  # joined while connected
+        assert (await next_dispatch(sessions[1], "GUILD_CREATE"))["id"] == str(later)
+        for ws in sessions:
+            await ws.close()
+
+
+async def test_a_wrong_shard_closes_with_4010_and_too_many_guilds_with_4011() -> None:
+    async with DiscordEmulator(token=TOKEN, max_guilds_per_shard=1) as emu:
+        emu.add_guild("Zero", shard=(0, 2))
+        emu.add_guild("One", shard=(1, 2))
+        async with aiohttp.ClientSession() as http:
+            for shard in ([2, 2], [-1, 2], [0], [True, 2]):
+                ws = await identify(http, emu.gateway_url, shard)
+                await ws.receive()
+                assert ws.close_code == 4010, shard
+            ws = await identify(http, emu.gateway_url, None)  # both guilds on one session
+            await ws.receive()
+            assert ws.close_code == 4011
+            ws = await identify(http, emu.gateway_url, [1, 2])
+            assert (await next_dispatch(ws, "READY"))["shard"] == [1, 2]
+            await ws.close()
+        assert emu.stats.identifies == 1
+
+
+async def test_gateway_bot_recommends_the_shards_and_counts_session_starts() -> None:
+    async with DiscordEmulator(token=TOKEN, shard_count=3) as emu, aiohttp.ClientSession() as http:
+        url = f"{emu.api_base_url}/gateway/bot"
+        async with http.get(url, headers=bot_headers()) as response:
+            before = await response.json()
+        ws = await identify(http, emu.gateway_url, [0, 3])
+        await next_dispatch(ws, "READY")
+        async with http.get(url, headers=bot_headers()) as response:
+            after = await response.json()
+        await ws.close()
+    assert before["shards"] == 3 and before["url"] == emu.gateway_url
+    limit = before["session_start_limit"]
+    assert limit["max_concurrency"] == 1 and limit["remaining"] == limit["total"]
+    assert after["session_start_limit"]["remaining"] == limit["total"] - 1
+
+
+class QuickShardedClient(discord.AutoShardedClient):
+    """discord.py's sharded client, without its 5 s wait between the shards' IDENTIFYs."""
+
+    async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
+        return None
+
+
+async def test_discord_py_auto_sharded_client_asks_for_the_shards_and_gets_every_guild() -> None:
+    async with DiscordEmulator(token=TOKEN, shard_count=2) as emu:
+        guilds = [emu.add_guild(f"G{i}", shard=(i, 2)) for i in (0, 1)]
+        channels = [emu.add_text_channel(g, "general") for g in guilds]
+        alice = emu.add_user("alice")
+        with discord_pointed_at(emu):
+            client = QuickShardedClient(intents=bot_intents(), guild_ready_timeout=0.05)
+            seen: list[tuple[int | None, str]] = []
+
+            @client.event
+            async def on_message(message: discord.Message) -> None:
+                seen.append((message.guild.shard_id if message.guild else None, message.content))
+
+            await client.login(TOKEN)
+            connection = asyncio.create_task(client.connect())
+            try:
+                await asyncio.wait_for(client.wait_until_ready(), 10)
+                assert client.shard_count == 2 and sorted(client.shards) == [0, 1]
+                assert sorted(g.id for g in client.guilds) == sorted(guilds)
+                for channel, text in zip(channels, ("zero", "one"), strict=True):
+                    await emu.user_message(channel, alice, text)
+                await wait_until(lambda: len(seen) == 2)
+            finally:
+                await client.close()
+                await asyncio.wait_for(connection, 5)
+    assert sorted(seen, key=str) == [(0, "zero"), (1, "one")]
+    assert emu.stats.requests["GET /gateway/bot"] == 1
+
+
+# --- history ---------------------------------------------------------------------------------
+
+
+async def test_history_pages_by_after_and_before_and_holds_messages_sent_earlier(
+    scene: Scene,
+) -> None:
+    emu = scene.emu
+    # Sent while no bot listened: in the history with the ids of then, nothing dispatched.
+    old = [
+        await emu.user_message(scene.channel_id, scene.alice, f"old {n}", age=600 - n)
+        for n in range(3)
+    ]
+    async with running_bot(emu) as bot:
+        new = await emu.user_message(scene.channel_id, scene.alice, "new", mention_bot=True)
+        channel = bot.get_channel(scene.channel_id)
+        assert isinstance(channel, discord.TextChannel)
+        everything = [m async for m in channel.history(limit=None, oldest_first=True)]
+        after_first = [m async for m in channel.history(limit=2, after=discord.Object(old[0]))]
+        before_new = [m async for m in channel.history(limit=10, before=discord.Object(new))]
+        fetched = await channel.fetch_message(new)
+        member = await channel.guild.fetch_member(scene.alice)
+    assert bot.seen("message", lambda m: m.id in old) == []
+    assert [m.id for m in everything] == [*old, new]
+    assert [m.id for m in after_first] == old[1:3]  # the oldest two after it, oldest first
+    assert [m.id for m in before_new] == old[::-1]  # newest first
+    # Created `age` seconds ago, by their ids.
+    assert (everything[3].created_at - everything[0].created_at).total_seconds() > 590
+    # As on Discord, a message read over REST carries no member objects: its author is a User.
+    assert not isinstance(fetched.author, discord.Member)
+    assert [u.id for u in fetched.mentions] == [emu.bot_user_id]
+    assert member.id == scene.alice and member.guild.id == scene.guild_id
