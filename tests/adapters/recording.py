@@ -8,7 +8,7 @@ from typing import Any
 
 from bridge.admin import AdminCommands
 from bridge.domain import InboundMessage
-from bridge.intake import Intake, Prepare, SurfaceFactory
+from bridge.intake import Handoff, Intake, Prepare, SurfaceFactory
 from bridge.policy.origin import Origin
 from bridge.telemetry import ReplyReport
 
@@ -25,9 +25,10 @@ class RecordingIntake(Intake):
         surfaces: SurfaceFactory,
         *,
         prepare: Prepare | None = None,
+        handoff: Handoff | None = None,
     ) -> ReplyReport | None:
         self.received.append((inbound, origin))
-        return await super().receive(inbound, origin, surfaces, prepare=prepare)
+        return await super().receive(inbound, origin, surfaces, prepare=prepare, handoff=handoff)
 
     def origins(self, text: str) -> list[Origin]:
         return [origin for inbound, origin in self.received if inbound.text == text]
