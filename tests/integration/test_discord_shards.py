@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
+import pytest
 
 from sandbox.discord_emulator import DiscordEmulator
 from sandbox.llm_server import LLMServer
@@ -75,18 +76,26 @@ async def bridge_process(config: Path) -> AsyncIterator[BridgeProcess]:
 
 
 def shard_config(
-    tmp_path: Path, emu: DiscordEmulator, llm: LLMServer, url: str, shard: int
-) -> Path:
-    config = tmp_path / f"shard{shard}.toml"
+    tmp_path: Path, emu: DiscordEmulator, llm: LLMServer, url: str, shard: int,
+    *, cluster: bool = False, shards: int = SHARDS, name: str = "",
+) -> Path:  # fmt: skip
+    name = name or f"shard{shard}"
+    config = tmp_path / f"{name}.toml"
+    cluster_section = (
+        f'[cluster]\nenabled = true\ninstance_id = "{name}"\n'
+        "lease_seconds = 2.0\ntakeover_seconds = 3.0\n"
+        if cluster
+        else ""
+    )
     config.write_text(
         f'[storage]\nurl = "{url}"\n'
         f'[llm]\nbase_url = "{llm.base_url}"\nmodel = "local"\ntitles = false\n'
         "[streaming]\nedit_interval = 0.2\n"
         f'[discord]\nenabled = true\napi_base_url = "{emu.api_base_url}"\n'
         f'gateway_url = "{emu.gateway_url}"\nguild_ready_timeout = 0.2\n'
-        f"shard_count = {SHARDS}\nshard_ids = [{shard}]\n"
-        "[recovery]\nowner_timeout = 3600.0\nheartbeat_interval = 1.0\n"
-        '[logging]\nlevel = "INFO"\n'
+        f"shard_count = {shards}\nshard_ids = [{shard}]\n"
+        "[recovery]\nowner_timeout = 3600.0\nheartbeat_interval = 1.0\nsweep_interval = 2.0\n"
+        '[logging]\nlevel = "INFO"\n' + cluster_section
     )
     return config
 
@@ -117,8 +126,9 @@ async def writers(database_url: str, replies: int) -> dict[tuple[str, str], int]
     return found
 
 
+@pytest.mark.parametrize("cluster", [False, True], ids=["static", "cluster"])
 async def test_two_processes_each_answer_the_guilds_of_their_own_shard_exactly_once(
-    postgres_url: str, tmp_path: Path
+    postgres_url: str, tmp_path: Path, cluster: bool
 ) -> None:
     await migrate(postgres_url)
     async with DiscordEmulator(token=TOKEN) as emu, LLMServer() as llm, AsyncExitStack() as stack:
@@ -138,7 +148,9 @@ async def test_two_processes_each_answer_the_guilds_of_their_own_shard_exactly_o
 
         processes = [
             await stack.enter_async_context(
-                bridge_process(shard_config(tmp_path, emu, llm, postgres_url, shard))
+                bridge_process(
+                    shard_config(tmp_path, emu, llm, postgres_url, shard, cluster=cluster)
+                )
             )
             for shard in range(SHARDS)
         ]
@@ -163,5 +175,45 @@ async def test_two_processes_each_answer_the_guilds_of_their_own_shard_exactly_o
             rf"discord: connected shard {shard} of 2 \(2 guilds\); this process's share of the "
             r"global limit: 25 requests/s, replies draw from 22 per 1.25s"
         ), process.text
+        if cluster:  # each holds the lease of the shard it connects, and only that one
+            assert process.said(rf"holds discord:shard:{shard}\n"), process.text
+            assert not process.said(rf"holds discord:shard:{1 - shard}\n"), process.text
     assert emu.stats.requests["GET /gateway/bot"] == 0
     assert emu.stats.violations == 0
+
+
+async def test_two_processes_on_one_shard_answer_once_and_the_survivor_takes_over(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """With [cluster], two processes may connect the same shard (a standby, a rolling deploy):
+    both receive every message, the holder of the shard's lease answers it, and when the holder
+    dies the other takes the lease and answers what comes next."""
+    await migrate(postgres_url)
+    async with DiscordEmulator(token=TOKEN) as emu, LLMServer() as llm, AsyncExitStack() as stack:
+        channel = emu.add_text_channel(emu.add_guild("Guild"), "chat")
+        alice = emu.add_user("alice")
+
+        def replies() -> list[str]:
+            return [m.content for m in emu.messages(channel) if m.author_id == emu.bot_user_id]
+
+        first = await stack.enter_async_context(bridge_process(
+            shard_config(tmp_path, emu, llm, postgres_url, 0, cluster=True, shards=1, name="one")
+        ))  # fmt: skip
+        await poll(lambda: first.said(r"holds discord:shard:0\n"), 30)
+        second = await stack.enter_async_context(bridge_process(
+            shard_config(tmp_path, emu, llm, postgres_url, 0, cluster=True, shards=1, name="two")
+        ))  # fmt: skip
+        await emu.user_message(channel, alice, "hello both", mention_bot=True)
+        await poll(lambda: "You said: hello both" in replies(), 30)
+        await asyncio.sleep(1.5)  # room for a second answer, if one were coming
+        assert replies() == ["You said: hello both"]
+        assert second.said("handed to the holder of discord:shard:0"), second.text
+
+        first.process.kill()
+        await first.process.wait()
+        await poll(lambda: second.said(r"holds discord:shard:0\n"), 30)
+        await emu.user_message(channel, alice, "still there?", mention_bot=True)
+        await poll(lambda: "You said: still there?" in replies(), 30)
+        await asyncio.sleep(1.0)
+        assert replies() == ["You said: hello both", "You said: still there?"]
+        assert await second.stop() == 0, second.text
