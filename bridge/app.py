@@ -13,8 +13,9 @@ import os
 import socket
 import sys
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -133,12 +134,21 @@ async def build(
     lifecycle = Lifecycle()
     policy = build_policy(settings, responder=responder, store=store, wall=wall)
     platforms = _platforms(settings, responder, store, lifecycle, policy)
-    cluster = _cluster(settings, store, platforms, policy) if settings.cluster.enabled else None
+
+    async def known_dead(run: str) -> bool:
+        now = datetime.now(UTC)
+        record = next((o for o in await store.owners() if o.id == run), None)
+        return record is None or liveness.is_dead(record, now)
+
+    cluster = None
+    if settings.cluster.enabled:
+        cluster = _cluster(settings, store, platforms, policy, known_dead)
     owner_timeout = settings.recovery.owner_timeout
     if cluster is not None:
         # The cluster's ticks beat the heartbeat: a dead instance is known when its leases end.
         owner_timeout = min(owner_timeout, settings.cluster.takeover_seconds)
-    liveness = Liveness.of_this_process(owner, owner_timeout)
+    taken_from = cluster.keeper.taken_from if cluster is not None else ()
+    liveness = Liveness.of_this_process(owner, owner_timeout, taken_from)
     recovery = Recovery(
         store=store,
         responder=responder,
@@ -212,6 +222,7 @@ def _cluster(
     store: SqlChatStore,
     platforms: list[SlackAdapter | DiscordAdapter],
     policy: PolicyParts,
+    known_dead: Callable[[str], Awaitable[bool]],
 ) -> Cluster:
     from bridge.cluster import Cluster, LeaseTiming
 
@@ -224,6 +235,7 @@ def _cluster(
         places=platforms,
         heartbeat=store.heartbeat,
         discord_shards=settings.discord.shard_count,
+        known_dead=known_dead,
     )
     policy.intake.route_through(cluster.router)
     cluster.on_overrides(policy.policy.refresh_runtime)

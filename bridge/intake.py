@@ -181,8 +181,9 @@ class Intake:
     ) -> None:
         try:
             await router.hand_over(
-                origin.platform, origin.workspace, inbound.event_id, handoff, where
-            )
+                origin.platform, origin.workspace, inbound.event_id, str(inbound.chat_key),
+                handoff, where,
+            )  # fmt: skip
             self._responder.observer.event(origin.platform, EventOutcome.HANDED_OVER)
         except StoreUnavailable as exc:
             self._responder.observer.event(origin.platform, EventOutcome.REFUSED)

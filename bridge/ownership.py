@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -49,10 +50,15 @@ class Liveness:
     host: str
     pid: int
     owner_timeout: float
+    # Process runs known dead otherwise (`[cluster]`: this instance took a lease they held and
+    # did not renew for a whole term).
+    known_dead: Collection[str] = ()
 
     @classmethod
-    def of_this_process(cls, owner: str, owner_timeout: float) -> Liveness:
-        return cls(owner, this_host(), os.getpid(), owner_timeout)
+    def of_this_process(
+        cls, owner: str, owner_timeout: float, known_dead: Collection[str] = ()
+    ) -> Liveness:
+        return cls(owner, this_host(), os.getpid(), owner_timeout, known_dead)
 
     def started(self) -> None:
         _LIVE_HERE.add(self.owner)
@@ -63,7 +69,7 @@ class Liveness:
     def is_dead(self, record: OwnerRecord, now: datetime) -> bool:
         if record.id == self.owner or record.id in _LIVE_HERE:
             return False
-        if record.stopped_at is not None:
+        if record.stopped_at is not None or record.id in self.known_dead:
             return True
         if record.host == self.host and (record.pid == self.pid or not pid_alive(record.pid)):
             return True

@@ -32,12 +32,18 @@ class RateBucket:
     `limit` writes per `period` seconds; the scheduler may learn better numbers at run time. A
     write in it also draws from `within`, a wider budget if the platform has one (Discord: the
     bot's global limit over all its channels).
+
+    Without `burst`, at most `limit` writes in any `period` (a window: Discord's buckets, Slack's
+    per-minute tiers). With it, a bucket that holds `burst` writes and refills at `limit` per
+    `period`: a short burst, then that pace (Slack's "1 message per second per channel, short
+    bursts allowed").
     """
 
     key: str
     limit: int
     period: float
     within: RateBucket | None = None
+    burst: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -452,7 +458,15 @@ class Handoff:
     lease: str
     platform: str
     event_id: str
+    chat: str  # the events of one chat are answered one after another, in queue order
     payload: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Acquired:
+    """A lease taken; `previous_owner`: the process run that held it before, if another."""
+
+    previous_owner: str | None
 
 
 class Subscription(Protocol):
@@ -465,39 +479,45 @@ class ClusterStore(Protocol):
 
     async def leases(self) -> list[Lease]: ...
 
-    async def acquire_lease(self, name: str, holder: str, seconds: float) -> bool:
-        """Hold `name` for `seconds` if it is free, expired, or held by `holder` already."""
+    async def acquire_lease(self, name: str, holder: str, seconds: float) -> Acquired | None:
+        """Hold `name` for `seconds` if it is free, expired, or held by this process run."""
         ...
 
     async def renew_leases(self, names: Sequence[str], holder: str, seconds: float) -> set[str]:
-        """Extend the leases `holder` still holds; returns those (the rest were taken)."""
+        """Extend the leases this process run still holds; returns those (the rest were taken)."""
         ...
 
     async def release_leases(self, names: Sequence[str], holder: str) -> None:
-        """Give leases up at once (a planned stop, a rebalance); the others are woken."""
+        """Give leases up at once (a planned stop); the others are woken."""
         ...
 
     async def hand_over(
-        self, lease: str, platform: str, event_id: str, payload: dict[str, Any]
+        self, lease: str, platform: str, event_id: str, chat: str, payload: dict[str, Any]
     ) -> bool:
         """Queue an event for the lease's holder and wake it; False if the event was queued
         already (a platform retry that reached another instance)."""
         ...
 
-    async def take_handoffs(self, leases: Sequence[str], taker: str, limit: int) -> list[Handoff]:
-        """The oldest events of these leases that nobody took, marked taken by `taker`
+    async def take_handoffs(self, leases: Sequence[str], limit: int) -> list[Handoff]:
+        """The oldest events of these leases that nobody took, marked taken by this process run
         (instances taking at once never get the same row)."""
         ...
 
-    async def finish_handoff(self, handoff_id: int) -> None: ...
+    async def finish_handoff(self, handoff_id: int) -> None:
+        """The event is handled: its row goes (if this process run still has it)."""
+        ...
 
-    async def reopen_handoffs(self, lease: str, taker: str) -> int:
-        """Handoffs of `lease` taken by anyone but `taker` become takeable again (a new holder
-        takes what the previous one took and did not finish)."""
+    async def return_handoff(self, handoff_id: int) -> None:
+        """The event could not be handled now: back in the queue, to be taken again."""
+        ...
+
+    async def reopen_handoffs(self, leases: Sequence[str]) -> int:
+        """Events of these leases taken by another process run become takeable again (a new
+        holder takes what the previous one took and did not finish)."""
         ...
 
     async def live_instances(self, within_seconds: float) -> int:
-        """Processes whose heartbeat is this recent and that have not stopped."""
+        """Processes whose heartbeat is this recent (the database's clock), not stopped."""
         ...
 
     async def subscribe(self, on_wake: Callable[[str, str], None]) -> Subscription | None:

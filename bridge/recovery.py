@@ -110,8 +110,9 @@ class Recovery:
                 after = orphan.user_message.id
                 if owner == self._store.owner and not self._stuck(orphan, now):
                     continue
-                if self._settles is not None and not self._settles(orphan.chat):
-                    continue  # the holder of its lease settles it
+                if owner != self._store.owner and self._settles is not None:
+                    if not self._settles(orphan.chat):
+                        continue  # the holder of its lease settles it
                 await self._settle(orphan, report, now)
             if len(orphans) < BATCH:
                 return

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 from sqlalchemy import Table, and_, delete, func, literal, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from bridge.ports import Handoff, Lease, Subscription
+from bridge.ports import Acquired, Handoff, Lease, Subscription
 from storage.models import HandoffRow, LeaseRow, OwnerRow, as_utc, utcnow
 
 log = logging.getLogger(__name__)
@@ -69,8 +69,11 @@ class ClusterRows:
             rows = list(await conn.execute(query))
         return [Lease(r.name, r.holder, r.owner, as_utc(r.expires_at), bool(r.live)) for r in rows]
 
-    async def acquire_lease(self, name: str, holder: str, seconds: float) -> bool:
+    async def acquire_lease(self, name: str, holder: str, seconds: float) -> Acquired | None:
         now = self._now()
+        before = select(LEASES.c.owner).where(LEASES.c.name == name)
+        if self._dialect == "postgresql":
+            before = before.with_for_update()
         insert = self._insert(LEASES).values(
             name=name,
             holder=holder[:64],
@@ -94,11 +97,14 @@ class ClusterRows:
             ),
         ).returning(LEASES.c.name)
         async with self._begin() as conn:
+            previous = (await conn.execute(before)).scalar_one_or_none()
             taken = (await conn.execute(statement)).first() is not None
             if taken:
                 await self._notify(conn, "lease", name)
         self._writes += 1
-        return taken
+        if not taken:
+            return None
+        return Acquired(previous if previous != self._owner else None)
 
     async def renew_leases(self, names: Sequence[str], holder: str, seconds: float) -> set[str]:
         if not names:
@@ -129,7 +135,9 @@ class ClusterRows:
         self._writes += 1
 
     async def live_instances(self, within_seconds: float) -> int:
-        since = utcnow() - timedelta(seconds=within_seconds)
+        since = self._now() - timedelta(seconds=within_seconds)
+        if self._dialect != "postgresql":
+            since = literal(utcnow() - timedelta(seconds=within_seconds), LEASES.c.expires_at.type)
         query = select(func.count()).where(
             _OWNERS.c.stopped_at.is_(None), _OWNERS.c.heartbeat_at > since
         )
@@ -139,7 +147,7 @@ class ClusterRows:
     # --- handoffs ------------------------------------------------------------------------------
 
     async def hand_over(
-        self, lease: str, platform: str, event_id: str, payload: dict[str, Any]
+        self, lease: str, platform: str, event_id: str, chat: str, payload: dict[str, Any]
     ) -> bool:
         statement = (
             self._insert(HANDOFFS)
@@ -147,6 +155,7 @@ class ClusterRows:
                 lease=lease,
                 platform=platform,
                 event_id=event_id[:128],
+                chat=chat[:200],
                 payload=payload,
                 created_at=utcnow(),
             )
@@ -160,7 +169,7 @@ class ClusterRows:
         self._writes += 1
         return queued
 
-    async def take_handoffs(self, leases: Sequence[str], taker: str, limit: int) -> list[Handoff]:
+    async def take_handoffs(self, leases: Sequence[str], limit: int) -> list[Handoff]:
         if not leases:
             return []
         oldest = (
@@ -173,12 +182,13 @@ class ClusterRows:
         statement = (
             update(HANDOFFS)
             .where(HANDOFFS.c.id.in_(oldest.scalar_subquery()))
-            .values(taken_by=taker[:64], taken_at=utcnow())
+            .values(taken_by=self._owner, taken_at=utcnow())
             .returning(
                 HANDOFFS.c.id,
                 HANDOFFS.c.lease,
                 HANDOFFS.c.platform,
                 HANDOFFS.c.event_id,
+                HANDOFFS.c.chat,
                 HANDOFFS.c.payload,
             )
         )
@@ -186,26 +196,55 @@ class ClusterRows:
             rows = list(await conn.execute(statement))
         if rows:
             self._writes += 1
-        taken = [Handoff(r.id, r.lease, r.platform, r.event_id, dict(r.payload)) for r in rows]
+        taken = [
+            # A payload that is not an object is handed on empty: the adapter refuses it, logged.
+            Handoff(r.id, r.lease, r.platform, r.event_id, r.chat,
+                    dict(r.payload) if isinstance(r.payload, dict) else {})  # fmt: skip
+            for r in rows
+        ]
         return sorted(taken, key=lambda handoff: handoff.id)  # RETURNING keeps no order
 
     async def finish_handoff(self, handoff_id: int) -> None:
+        statement = delete(HANDOFFS).where(
+            HANDOFFS.c.id == handoff_id, HANDOFFS.c.taken_by == self._owner
+        )
         async with self._begin() as conn:
-            await conn.execute(delete(HANDOFFS).where(HANDOFFS.c.id == handoff_id))
+            await conn.execute(statement)
         self._writes += 1
 
-    async def reopen_handoffs(self, lease: str, taker: str) -> int:
+    async def return_handoff(self, handoff_id: int) -> None:
+        statement = (
+            update(HANDOFFS)
+            .where(HANDOFFS.c.id == handoff_id, HANDOFFS.c.taken_by == self._owner)
+            .values(taken_by=None, taken_at=None)
+        )
+        async with self._begin() as conn:
+            await conn.execute(statement)
+        self._writes += 1
+
+    async def reopen_handoffs(self, leases: Sequence[str]) -> int:
+        if not leases:
+            return 0
         statement = (
             update(HANDOFFS)
             .where(
-                HANDOFFS.c.lease == lease,
+                HANDOFFS.c.lease.in_(list(leases)),
                 HANDOFFS.c.taken_by.is_not(None),
-                HANDOFFS.c.taken_by != taker[:64],
+                HANDOFFS.c.taken_by != self._owner,
             )
             .values(taken_by=None, taken_at=None)
         )
         async with self._begin() as conn:
             result = await conn.execute(statement)
+        self._writes += 1
+        return int(getattr(result, "rowcount", 0) or 0)
+
+    async def prune_handoffs(self, older_than_seconds: float) -> int:
+        """Events queued longer than the events' retention for a lease nobody took (a lease no
+        instance serves any more): their text is not kept for ever."""
+        cutoff = utcnow() - timedelta(seconds=older_than_seconds)
+        async with self._begin() as conn:
+            result = await conn.execute(delete(HANDOFFS).where(HANDOFFS.c.created_at < cutoff))
         self._writes += 1
         return int(getattr(result, "rowcount", 0) or 0)
 

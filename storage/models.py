@@ -191,6 +191,7 @@ class HandoffRow(Base):
     lease: Mapped[str] = mapped_column(String(100))
     platform: Mapped[str] = mapped_column(String(32))
     event_id: Mapped[str] = mapped_column(String(128))
+    chat: Mapped[str] = mapped_column(String(200))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     taken_by: Mapped[str | None] = mapped_column(String(64))

@@ -406,8 +406,10 @@ class SqlChatStore(PolicyStore, ClusterRows):
         self._writes += 1
 
     async def heartbeat(self) -> None:
+        # PostgreSQL's clock: instances on several hosts are judged alive by one clock.
+        beat = func.now() if self._dialect == "postgresql" else utcnow()
         await self._write(
-            update(OWNERS).where(OWNERS.c.id == self._owner).values(heartbeat_at=utcnow())
+            update(OWNERS).where(OWNERS.c.id == self._owner).values(heartbeat_at=beat)
         )
 
     async def release_owner(self) -> None:
@@ -513,7 +515,9 @@ class SqlChatStore(PolicyStore, ClusterRows):
                 delete(ProcessedEventRow).where(ProcessedEventRow.claimed_at < cutoff)
             )
             self._writes += 1
-        return int(getattr(result, "rowcount", 0) or 0)
+        # Events queued for a lease that nobody took in all that time go too (their text).
+        stale = await self.prune_handoffs(older_than_seconds)
+        return int(getattr(result, "rowcount", 0) or 0) + stale
 
     async def prune_messages(self, older_than_seconds: float) -> int:
         """Finished messages older than the cutoff go, and chats left with none (their settings

@@ -39,6 +39,7 @@ from adapters.discord.ratelimits import RateHeaderCapture
 from adapters.discord.shards import ShardPlan
 from adapters.discord.surface import GLOBAL_LIMIT, DiscordReplySurface, global_bucket
 from bridge.admin import AdminCommands
+from bridge.cluster.handoffs import NotReady
 from bridge.cluster.router import shard_lease
 from bridge.config import DiscordSettings
 from bridge.domain import ChatKey, StoredMessage
@@ -345,7 +346,8 @@ class DiscordAdapter:
     # --- several instances ([cluster]) ---------------------------------------------------------
 
     def leases_served(self) -> list[str]:
-        """This process's shards, once it has connected (a reconnect keeps them)."""
+        """This process's shards, once it has connected: a gateway reconnect keeps them (its
+        replies still go out over REST, and the events it missed are replayed on resume)."""
         if self._view is None:
             return []
         return [shard_lease(shard) for shard in self.shard_ids]
@@ -355,7 +357,7 @@ class DiscordAdapter:
         handed = from_payload(payload)
         view, client = self._view, self._client
         if view is None or client is None:
-            raise RuntimeError("discord is not connected")
+            raise NotReady("discord is not connected")
         channel = client.get_partial_messageable(handed.channel_id, guild_id=handed.guild_id)
         source = channel.get_partial_message(handed.message_id)
         trigger = Trigger(handed.inbound, handed.origin, handed.open_thread)
@@ -373,7 +375,9 @@ class DiscordAdapter:
                 global_budget=self._global,
             )
 
-        await self._answer(trigger, surface, functools.partial(to_payload, handed))
+        # Answered here (not handed on again, even if the lease moved meanwhile: its stored
+        # claim keeps it from being answered twice); failures reach the consumer, which retries.
+        await self._intake.receive(trigger.inbound, trigger.origin, surface)
 
     async def _answer(
         self,

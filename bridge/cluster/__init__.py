@@ -12,14 +12,24 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
-from bridge.cluster.handoffs import HandoffConsumer, HandoffPlace
+from bridge.cluster.handoffs import HandoffConsumer, HandoffPlace, NotReady
 from bridge.cluster.leases import MAINTENANCE, LeaseKeeper, LeaseTiming
 from bridge.cluster.router import Router, lease_name, shard_lease
 from bridge.ports import ClusterStore, Subscription
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Cluster", "HandoffPlace", "LeaseTiming", "Router", "lease_name", "shard_lease"]
+OVERRIDES_REFRESH_SECONDS = 60.0
+
+__all__ = [
+    "Cluster",
+    "HandoffPlace",
+    "LeaseTiming",
+    "NotReady",
+    "Router",
+    "lease_name",
+    "shard_lease",
+]
 
 
 class Cluster:
@@ -32,22 +42,22 @@ class Cluster:
         places: Sequence[HandoffPlace],
         heartbeat: Callable[[], Awaitable[None]],
         discord_shards: int = 1,
+        known_dead: Callable[[str], Awaitable[bool]] | None = None,
     ) -> None:
+        """`known_dead`: whether a process run is known to be dead (see LeaseKeeper)."""
         self.name = "cluster"
         self._store = store
         self._places = {place.platform: place for place in places}
         self._timing = timing
         self._heartbeat = heartbeat
-        self.keeper = LeaseKeeper(store, instance=instance, timing=timing, serves=self._serves)
-        self.router = Router(self.keeper, store, discord_shards=discord_shards)
-        self._taker = instance
-        self.consumer = HandoffConsumer(
-            store,
-            self._places,
-            taker=instance,
-            held=lambda: self.keeper.held,
-            poll=timing.lease_seconds,
+        self.keeper = LeaseKeeper(
+            store, instance=instance, timing=timing, serves=self._serves, known_dead=known_dead
         )
+        self.router = Router(self.keeper, store, discord_shards=discord_shards)
+        self.consumer = HandoffConsumer(
+            store, self._places, held=lambda: self.keeper.held, poll=timing.lease_seconds
+        )
+        self._refreshing = asyncio.Lock()
         self.keeper.on_gained(self._gained)
         self._on_gain: list[Callable[[str], Awaitable[None]]] = []
         self._on_overrides: list[Callable[[], Awaitable[None]]] = []
@@ -82,10 +92,13 @@ class Cluster:
         self._tick_now.set()
 
     async def stop_intake(self) -> None:
+        """The bridge drains: no new lease, no new queued event; the leases held are renewed
+        until `stop`, after the drain."""
+        self.keeper.stop_acquiring()
         await self.consumer.stop_taking()
 
     async def stop(self) -> None:
-        await self.consumer.wait(10.0)
+        await self.consumer.stop(10.0)
         if self._ticks is not None:
             self._ticks.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -95,7 +108,9 @@ class Cluster:
         await asyncio.gather(*self._background, return_exceptions=True)
         await self.keeper.release_all()
         if self._subscription is not None:
-            await self._subscription.close()
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(5):
+                    await self._subscription.close()
 
     # --- inside --------------------------------------------------------------------------------
 
@@ -103,6 +118,10 @@ class Cluster:
         return [lease for place in self._places.values() for lease in place.leases_served()]
 
     async def _run_ticks(self) -> None:
+        ticks = 0
+        # Runtime overrides are read again now and then even without a wake-up: one sent while
+        # the listening connection was down is lost.
+        refresh_every = max(1, round(OVERRIDES_REFRESH_SECONDS / self._timing.tick))
         while True:
             try:
                 await self._heartbeat()
@@ -112,6 +131,9 @@ class Cluster:
                 await self.keeper.tick()
             except Exception:
                 log.exception("cluster: a lease tick failed")
+            ticks += 1
+            if ticks % refresh_every == 0:
+                self._refresh_overrides()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._tick_now.wait(), self._timing.tick)
             self._tick_now.clear()
@@ -124,14 +146,26 @@ class Cluster:
         elif topic == "reconnected":
             self._tick_now.set()
             self.consumer.wake()
+            self._refresh_overrides()
         elif topic == "overrides":
-            for callback in self._on_overrides:
-                self._spawn(callback())
+            self._refresh_overrides()
+
+    def _refresh_overrides(self) -> None:
+        async def refresh() -> None:
+            async with self._refreshing:  # one at a time: an older read never lands last
+                for callback in self._on_overrides:
+                    await callback()
+
+        self._spawn(refresh())
 
     async def _gained(self, lease: str) -> None:
-        reopened = await self._store.reopen_handoffs(lease, self._taker)
-        if reopened:
-            log.info("cluster: %d events queued for %s are taken again", reopened, lease)
+        try:
+            reopened = await self._store.reopen_handoffs([lease])
+        except Exception as exc:  # the next tick reopens them
+            log.warning("cluster: queued events of %s not reopened yet: %s", lease, exc)
+        else:
+            if reopened:
+                log.info("cluster: %d events queued for %s are taken again", reopened, lease)
         self.consumer.wake()
         for callback in self._on_gain:
             self._spawn(callback(lease))

@@ -1,37 +1,48 @@
 """`LeaseKeeper`: which Slack workspaces and Discord shards this instance answers for.
 
-Each tick renews the leases it holds, takes free or expired ones it can serve (up to its fair
-share: the leases it can serve over the live instances), and gives one back gracefully when it
-holds more than its share while others are alive: new events for that lease go to the queue at
-once, the replies it is producing finish, then the lease is released and the next holder woken.
+Each tick renews the leases it holds and takes the ones it can serve that nobody holds: free
+ones (never held, or released by a planned stop) at once, expired ones only once this instance
+has reached the database for a whole lease term, so that after a database outage the holder,
+which comes back at the same time, renews its lease before anyone takes it. The first live
+instance that serves a lease keeps it while it lives; another takes it when it stops or dies.
+
 A lease counts as held only until its last renewal's term runs out by this process's clock, so a
 holder cut off from the database stops taking new work before another instance can take over.
+The process run a lease was taken from (it did not renew it for a term) counts as dead for
+crash recovery, which then finishes its replies and answers what it had queued.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
-from bridge.ports import ClusterStore, StoreUnavailable
+from bridge.ports import ClusterStore, Lease, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
-# The lease whose holder runs the maintenance jobs (retention); not counted in the fair share.
+# The lease whose holder runs the maintenance jobs (retention).
 MAINTENANCE = "maintenance"
-# A renewal's term counts from before its request left, less this margin for clock drift.
-MARGIN_SECONDS = 0.5
+# A renewal's term counts from before its request left, less this share of it for clock drift
+# (at most half a second).
+MARGIN_SHARE = 0.1
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
 class LeaseTiming:
     lease_seconds: float
     takeover_seconds: float
+
+    @property
+    def term(self) -> float:
+        """How long a renewal counts here: the lease, less a margin for clock drift."""
+        return self.lease_seconds - min(0.5, self.lease_seconds * MARGIN_SHARE)
 
     @property
     def tick(self) -> float:
@@ -49,8 +60,12 @@ class LeaseKeeper:
         timing: LeaseTiming,
         serves: Callable[[], Iterable[str]],
         clock: Callable[[], float] = time.monotonic,
+        known_dead: Callable[[str], Awaitable[bool]] | None = None,
     ) -> None:
-        """`serves`: the leases this instance can answer for now (its connected platforms')."""
+        """`serves`: the leases this instance can answer for now (its connected platforms');
+        `known_dead`: whether a process run is known to be dead (it said it stopped, or its pid
+        is gone on this host), so its expired leases are taken without waiting."""
+        self._known_dead = known_dead
         self._store = store
         self.instance = instance
         self._timing = timing
@@ -58,9 +73,13 @@ class LeaseKeeper:
         self._clock = clock
         self._valid_until: dict[str, float] = {}
         self._releasing: set[str] = set()
-        self._busy: Counter[str] = Counter()  # replies being produced here, per lease
+        self._busy: Counter[str] = Counter()  # messages being handled here, per lease
         self._live_elsewhere: set[str] = set()
         self._gained: list[Callable[[str], object]] = []
+        self._reached_since: float | None = clock()  # None while the database is away
+        self._acquiring = True
+        # Process runs whose leases this instance took after they stopped renewing them.
+        self.taken_from: set[str] = set()
 
     # --- what the rest of the process asks -----------------------------------------------------
 
@@ -75,6 +94,9 @@ class LeaseKeeper:
     def held(self) -> list[str]:
         return sorted(lease for lease in self._valid_until if self.holds(lease))
 
+    def serves(self, lease: str) -> bool:
+        return lease in set(self._serves())
+
     def held_by_another(self, lease: str) -> bool:
         """Another live instance held `lease` at the last look."""
         return lease in self._live_elsewhere
@@ -84,50 +106,65 @@ class LeaseKeeper:
         self._gained.append(callback)
 
     def working(self, lease: str) -> _Work:
-        """Count a reply being produced for `lease` (a lease being given back waits for it)."""
+        """Count a message being handled for `lease` (a lease being given up waits for it)."""
         return _Work(self._busy, lease)
+
+    def stop_acquiring(self) -> None:
+        """The bridge drains: keep renewing what it holds, take nothing more."""
+        self._acquiring = False
 
     # --- the ticks -----------------------------------------------------------------------------
 
     async def tick(self) -> None:
         await self._renew()
         await self._finish_releases()
-        try:
-            leases = await self._store.leases()
-            live = await self._store.live_instances(self._timing.takeover_seconds)
-        except (StoreUnavailable, OSError) as exc:
-            log.warning("cluster: leases not read: %s", exc)
+        leases = await self._call(self._store.leases(), "leases not read")
+        if leases is None:
             return
         mine = set(self._valid_until)
         self._live_elsewhere = {
             lease.name for lease in leases if lease.live and lease.name not in mine
         }
         serves = set(self._serves())
-        held_elsewhere = {lease.name: lease.holder for lease in leases if lease.live}
-        fair = math.ceil(len(serves) / max(1, live)) if serves else 0
-        counted = len(mine - {MAINTENANCE})
-        for name in sorted(serves | {MAINTENANCE}):
-            if name in mine or name in held_elsewhere:
-                continue
-            if name != MAINTENANCE and counted >= fair:
-                continue
-            if await self._acquire(name):
-                counted += name != MAINTENANCE
-        if counted > fair and live > 1 and not self._releasing:
-            # One at a time, the newest first: the others keep their place.
-            extra = max(mine - {MAINTENANCE} - self._releasing)
-            log.info("cluster: giving %s back (holding %d, fair share %d of %d instances)",
-                     extra, counted, fair, live)  # fmt: skip
-            self._releasing.add(extra)
+        if self._acquiring:
+            known = {lease.name: lease for lease in leases}
+            for name in sorted((serves | {MAINTENANCE}) - mine - self._live_elsewhere):
+                if await self._may_take(known.get(name)):
+                    await self._acquire(name)
         for lost in mine - serves - {MAINTENANCE}:
-            self._releasing.add(lost)  # its platform went away here
+            self._releasing.add(lost)  # its platform went away here: given up once idle
+        held = self.held
+        if held:  # events a previous holder took and never finished become takeable again
+            await self._call(self._store.reopen_handoffs(held), "queued events not reopened")
+
+    async def _may_take(self, lease: Lease | None) -> bool:
+        if lease is None or lease.holder is None:
+            return True  # never held, or released by a planned stop
+        reached = self._reached_since
+        # Expired: only once this instance has reached the database for a whole term, so a
+        # holder that lost the database with everyone else renews first when it comes back;
+        # at once when its holder is known to be dead.
+        if reached is not None and self._clock() - reached >= self._timing.lease_seconds:
+            return True
+        if self._known_dead is None or lease.owner is None or reached is None:
+            return False
+        dead = await self._call(self._known_dead(lease.owner), "owners not read")
+        return bool(dead)
 
     async def try_acquire(self, lease: str) -> bool:
         """Take `lease` now if nobody holds it (an event for a workspace not seen before)."""
         if self.holds(lease):
             return True
-        if lease in self._live_elsewhere or lease not in set(self._serves()):
+        if (
+            not self._acquiring
+            or lease in self._releasing
+            or lease in self._live_elsewhere
+            or not self.serves(lease)
+            or self._reached_since is None
+        ):
             return False
+        if self._clock() - self._reached_since < self._timing.lease_seconds:
+            return False  # the ticks decide, once the holder had its chance to renew
         return await self._acquire(lease)
 
     async def release_all(self) -> None:
@@ -135,7 +172,8 @@ class LeaseKeeper:
         held = list(self._valid_until)
         self._valid_until.clear()
         try:
-            await self._store.release_leases(held, self.instance)
+            async with asyncio.timeout(self._timing.lease_seconds):
+                await self._store.release_leases(held, self.instance)
         except Exception as exc:  # they expire instead
             log.warning("cluster: leases not released (%s); they expire in %gs", exc,
                         self._timing.lease_seconds)  # fmt: skip
@@ -145,18 +183,20 @@ class LeaseKeeper:
 
     async def _acquire(self, lease: str) -> bool:
         started = self._clock()
-        try:
-            taken = await self._store.acquire_lease(
-                lease, self.instance, self._timing.lease_seconds
-            )
-        except (StoreUnavailable, OSError) as exc:
-            log.warning("cluster: lease %s not taken: %s", lease, exc)
-            return False
-        if not taken:
+        acquired = await self._call(
+            self._store.acquire_lease(lease, self.instance, self._timing.lease_seconds),
+            f"lease {lease} not taken",
+        )
+        if acquired is None:
             self._live_elsewhere.add(lease)
             return False
-        self._valid_until[lease] = started + self._timing.lease_seconds - MARGIN_SECONDS
+        new = lease not in self._valid_until
+        self._valid_until[lease] = started + self._timing.term
         self._live_elsewhere.discard(lease)
+        if not new:
+            return True
+        if acquired.previous_owner is not None:
+            self.taken_from.add(acquired.previous_owner)
         log.info("cluster: %s holds %s", self.instance, lease)
         for callback in self._gained:
             try:
@@ -172,14 +212,15 @@ class LeaseKeeper:
         if not names:
             return
         started = self._clock()
-        try:
-            kept = await self._store.renew_leases(names, self.instance, self._timing.lease_seconds)
-        except (StoreUnavailable, OSError) as exc:
-            log.warning("cluster: leases not renewed: %s", exc)
+        kept = await self._call(
+            self._store.renew_leases(names, self.instance, self._timing.lease_seconds),
+            "leases not renewed",
+        )
+        if kept is None:
             return
         for name in names:
             if name in kept:
-                self._valid_until[name] = started + self._timing.lease_seconds - MARGIN_SECONDS
+                self._valid_until[name] = started + self._timing.term
             else:
                 log.warning("cluster: lease %s was taken by another instance", name)
                 del self._valid_until[name]
@@ -193,10 +234,21 @@ class LeaseKeeper:
         for lease in done:
             self._releasing.discard(lease)
             self._valid_until.pop(lease, None)
+        await self._call(self._store.release_leases(ours, self.instance), f"{ours} not released")
+
+    async def _call(self, call: Awaitable[T], failed: str) -> T | None:
+        """A store call bounded by a third of a term (a renewal stuck behind a busy pool must
+        not outlive the lease); None when the database could not answer."""
         try:
-            await self._store.release_leases(ours, self.instance)
-        except (StoreUnavailable, OSError) as exc:
-            log.warning("cluster: %s not released (%s); it expires instead", ours, exc)
+            async with asyncio.timeout(self._timing.lease_seconds / 3):
+                result = await call
+        except (StoreUnavailable, OSError, TimeoutError) as exc:
+            log.warning("cluster: %s: %s", failed, exc or type(exc).__name__)
+            self._reached_since = None
+            return None
+        if self._reached_since is None:
+            self._reached_since = self._clock()
+        return result
 
 
 class _Work:

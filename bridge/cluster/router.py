@@ -50,9 +50,12 @@ class Router:
         return self._keeper.holds(lease) or await self._keeper.try_acquire(lease)
 
     def may_settle(self, platform: str, workspace: str) -> bool:
-        """Crash recovery of a chat here: its lease is ours, or no live instance holds it."""
+        """Crash recovery of a chat here: its lease is ours, or this instance serves it and no
+        live instance holds it."""
         lease = self.lease_of(platform, workspace)
-        return self._keeper.holds(lease) or not self._keeper.held_by_another(lease)
+        if self._keeper.holds(lease):
+            return True
+        return self._keeper.serves(lease) and not self._keeper.held_by_another(lease)
 
     def working(self, platform: str, workspace: str) -> _Work:
         return self._keeper.working(self.lease_of(platform, workspace))
@@ -62,6 +65,7 @@ class Router:
         platform: str,
         workspace: str,
         event_id: str,
+        chat: str,
         payload: Callable[[], Mapping[str, Any]],
         where: Mapping[str, object],
     ) -> None:
@@ -71,7 +75,7 @@ class Router:
         body = dict(payload())
         for attempt, pause in enumerate((*RETRY_SECONDS, None)):
             try:
-                queued = await self._store.hand_over(lease, platform, event_id, body)
+                queued = await self._store.hand_over(lease, platform, event_id, chat, body)
             except (StoreUnavailable, OSError) as exc:
                 if pause is None:
                     raise StoreUnavailable(str(exc)) from exc

@@ -37,6 +37,7 @@ def upgrade() -> None:
         sa.Column("lease", sa.String(100), nullable=False),
         sa.Column("platform", sa.String(32), nullable=False),
         sa.Column("event_id", sa.String(128), nullable=False),
+        sa.Column("chat", sa.String(200), nullable=False),
         sa.Column("payload", sa.JSON(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("taken_by", sa.String(64), nullable=True),
