@@ -27,6 +27,11 @@ _OWNERS = cast(Table, OwnerRow.__table__)
 CHANNEL = "chat_bridge"
 # A listener that lost its connection tries again after these many seconds (then every last).
 _RECONNECT = (0.5, 1.0, 2.0, 5.0)
+_PING_SECONDS = 30.0
+_LIBPQ_OPTIONS = frozenset(
+    {"ssl", "sslmode", "sslrootcert", "sslcert", "sslkey", "sslpassword", "application_name",
+     "connect_timeout", "target_session_attrs", "passfile", "service"}
+)  # fmt: skip
 
 
 class ClusterRows:
@@ -198,8 +203,14 @@ class ClusterRows:
             self._writes += 1
         taken = [
             # A payload that is not an object is handed on empty: the adapter refuses it, logged.
-            Handoff(r.id, r.lease, r.platform, r.event_id, r.chat,
-                    dict(r.payload) if isinstance(r.payload, dict) else {})  # fmt: skip
+            Handoff(
+                r.id,
+                r.lease,
+                r.platform,
+                r.event_id,
+                r.chat,
+                dict(r.payload) if isinstance(r.payload, dict) else {},
+            )  # fmt: skip
             for r in rows
         ]
         return sorted(taken, key=lambda handoff: handoff.id)  # RETURNING keeps no order
@@ -267,7 +278,10 @@ class ClusterRows:
     async def subscribe(self, on_wake: Callable[[str, str], None]) -> Subscription | None:
         if self._dialect != "postgresql":
             return None
-        url = self._engine.url.set(drivername="postgresql")
+        # asyncpg reads libpq's URL: the TLS and naming options pass, SQLAlchemy's own do not.
+        url = self._engine.url
+        query = {k: v for k, v in url.query.items() if k in _LIBPQ_OPTIONS}
+        url = url.set(drivername="postgresql", query=query)
         listener = _Listener(url.render_as_string(hide_password=False), on_wake)
         await listener.start()
         return listener
@@ -301,8 +315,12 @@ class _Listener:
 
         self._lost.clear()
         connection = await asyncpg.connect(self._dsn, timeout=10)
-        connection.add_termination_listener(lambda _: self._lost.set())
-        await connection.add_listener(CHANNEL, self._received)
+        try:
+            connection.add_termination_listener(lambda _: self._lost.set())
+            await connection.add_listener(CHANNEL, self._received)
+        except BaseException:
+            await connection.close()
+            raise
         self._connection = connection
 
     async def _disconnect(self) -> None:
@@ -320,7 +338,15 @@ class _Listener:
 
     async def _watch(self) -> None:
         while True:
-            await self._lost.wait()
+            try:
+                # A connection that died without a word (no RST) is found by asking it.
+                await asyncio.wait_for(self._lost.wait(), _PING_SECONDS)
+            except TimeoutError:
+                try:
+                    await asyncio.wait_for(self._connection.execute("SELECT 1"), 5)
+                    continue
+                except Exception:
+                    self._lost.set()
             await self._disconnect()
             log.warning("cluster: the LISTEN connection was lost; reconnecting")
             for attempt in range(1_000_000):
