@@ -103,6 +103,7 @@ def figures(run: RunRecord) -> dict[str, Any]:
         "approach": run.approach,
         "replies": count,
         "replies_complete": complete,
+        "replies_incomplete": count - complete,
         "finished_before_deadline": run.finished,
         "wall_s": round(run.wall_s, 2),
         "placeholder_p50_s": _round(percentile(placeholder_s, 0.5)),

@@ -175,7 +175,10 @@ async def _measure(
         finished=finished,
         helpers_cpu_s=helpers,
     )
-    return figures(record)
+    result = figures(record)
+    if isinstance(world, SlackWorld):
+        result["auth_test_calls"] = world.identity_calls()
+    return result
 
 
 async def _wait_finished(db: Path, sql: str, expected: int, deadline: float, world: World) -> bool:

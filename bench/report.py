@@ -39,6 +39,7 @@ ROWS = (
     ("cpu_startup_s", "CPU to start and connect (s)"),
     ("peak_rss_mb", "peak RSS (MB)"),
     ("replies_complete", "replies complete"),
+    ("auth_test_calls", "auth.test calls, start included"),
     ("wall_s", "first msg -> last update (s)"),
 )
 

@@ -36,6 +36,9 @@ class Scenario:
     edit_interval: float = 1.0
     native_streaming: Literal["auto", "never"] = "auto"  # Slack only
     slack_channels: int = 0  # Slack: channels the threads are spread over (0: one per thread)
+    # Slack: chat.postMessage per channel in the emulator: Slack's short burst, then one a second
+    # ("burst"), or strictly one a second, a 429 for anything closer ("strict").
+    post_limit: Literal["burst", "strict"] = "burst"
     # The seed cannot finish some scenarios in any reasonable time (it edits once per delta at
     # the platform's pace); it is stopped this long after the streams should have ended.
     seed_grace: float = 150.0
@@ -64,6 +67,13 @@ _SLACK_TARGETS = (
     Target("rate_limited", 0, "-", "429s received"),
     Target("cpu_replies_s", 1.3, "6.6 to 9.1 s", "bridge CPU for the replies"),
     Target("peak_rss_mb", 120, "95 MB", "bridge peak RSS"),
+)
+
+_CHANNEL_TARGETS = (
+    Target("first_text_p50_s", 0.5, "-", "user message to first text, median"),
+    Target("first_text_max_s", 2.0, "-", "user message to first text, slowest reply"),
+    Target("replies_incomplete", 0, "-", "replies not complete and exact"),
+    Target("auth_test_calls", 1, "-", "auth.test calls, the start included"),
 )
 
 SCENARIOS: dict[str, Scenario] = {
@@ -132,6 +142,34 @@ SCENARIOS: dict[str, Scenario] = {
                 *_SLACK_TARGETS,
                 Target("max_60s.chat.update", 50, "~740 / min", "chat.update in any 60 s"),
             ),
+        ),
+        # Twenty people mention the bot at the same moment, each in a new thread of one channel.
+        Scenario(
+            "slack-channel-20",
+            "slack",
+            "20 new threads in one Slack channel at once, native streaming (Slack's post burst)",
+            conversations=20,
+            slack_channels=1,
+            targets=_CHANNEL_TARGETS,
+        ),
+        Scenario(
+            "slack-channel-20-edits",
+            "slack",
+            "20 new threads in one Slack channel at once, chat.update only (Slack's post burst)",
+            conversations=20,
+            slack_channels=1,
+            native_streaming="never",
+            targets=_CHANNEL_TARGETS,
+        ),
+        Scenario(
+            "slack-channel-20-strict",
+            "slack",
+            "20 new threads in one Slack channel at once, chat.update only, strictly 1 post/s",
+            conversations=20,
+            slack_channels=1,
+            native_streaming="never",
+            post_limit="strict",
+            targets=(Target("replies_incomplete", 0, "-", "replies not complete and exact"),),
         ),
         Scenario(
             "slack-50-native",

@@ -34,8 +34,11 @@ class SlackWorld:
     async def start(self) -> None:
         await self.emu.start()
         # Every method limited as in a real workspace: chat.update 50/min shared by the whole
-        # workspace, chat.postMessage 60/min per channel, chat.stopStream 20/min...
+        # workspace, chat.postMessage one a second per channel after a short burst, chat.stopStream
+        # 20/min...
         self.emu.apply_slack_tiers()
+        if self.scenario.post_limit == "strict":
+            self.emu.limit_posts(burst=1)
         self.emu.subscribe(self._record)
 
     async def stop(self) -> None:
@@ -87,6 +90,10 @@ class SlackWorld:
         ts = await self.emu.user_message(channel, text, user="U0ALICE")
         self.places[f"{channel}/{ts}"] = conversation
         return at
+
+    def identity_calls(self) -> int:
+        """auth.test calls since the emulator started: the bridge's start included."""
+        return self.emu.call_counts["auth.test"]
 
     def calls(self, since: float) -> list[PlatformCall]:
         calls = self.emu.calls

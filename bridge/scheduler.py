@@ -4,10 +4,13 @@ Two limits apply to each write: the reply's own minimum interval between visible
 budget of the rate bucket the platform declared for it (a Slack workspace's chat.update tier, a
 Discord channel's edit bucket, and, through `RateBucket.within`, a wider budget it also draws from,
 such as Discord's per-bot global limit). A bucket is a sliding window of `limit` grants per
-`period`, which can also be blocked outright by a 429's Retry-After or by headers that say nothing
-remains. When a bucket is short, waiting writes are served by need: a reply that shows no text yet
-first, then a finished reply's final text, then whichever reply has gone longest without an update,
-then cosmetic requests (a typing indicator).
+`period`, or, when it declares a `burst`, a bucket that holds that many grants and refills at
+`limit` per `period` (Slack's posts in a channel: a short burst, then one a second). Either can
+also be blocked outright by a 429's Retry-After or by headers that say nothing remains. A 429 in a
+burst bucket also teaches it that it holds one grant less than assumed (see `_Bucket.refused`).
+When a bucket is short, waiting writes are served by need: a reply that shows no text yet first,
+then a finished reply's final text, then whichever reply has gone longest without an update, then
+cosmetic requests (a typing indicator).
 
 While several replies share a bucket, progress updates are spaced by the window's average
 (`period / limit`) instead of taking every slot the moment it frees: slots then free one at a
@@ -39,6 +42,10 @@ SWEEP_EVERY = 10.0
 SWEEP_BATCH = 500
 # Learned limits kept for dropped buckets (least recently dropped forgotten first).
 LEARNED_KEYS = 4096
+# Once a platform refused a burst bucket's write, the bucket keeps its pace this much slower than
+# declared: the platform counts when writes arrive, and two sent exactly one spacing apart may
+# arrive closer than that (network jitter), which would cost the same write a second 429.
+PACE_MARGIN = 0.05
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -61,7 +68,18 @@ _Waiter = tuple[tuple[int, float, int], asyncio.Future[None], int]
 class _Bucket:
     limit: int
     period: float
-    declared: tuple[int, float]  # the spec's (limit, period), before headers corrected them
+    # The spec's (limit, period, burst), before the platform's headers or 429s corrected them.
+    declared: tuple[int, float, int]
+    # 0: a sliding window of `limit` per `period`. Above 0: the grants it holds when full; it
+    # refills one every `period / limit` (a token bucket).
+    burst: int = 0
+    # A burst bucket's state in one number (GCRA's "theoretical arrival time"): when it will be
+    # full again. Each grant adds one spacing from max(now, full_at); a grant fits while at most
+    # burst - 1 spacings are owed.
+    full_at: float = 0.0
+    # Grants and refusals since the burst bucket was last full: what the platform took of them.
+    since_full: int = 0
+    refused_since_full: int = 0
     last_used: float = 0.0  # when a write last asked for it: the sweep's order
     grants: deque[float] = field(default_factory=deque)
     blocked_until: float = 0.0
@@ -99,9 +117,45 @@ class _Bucket:
             # Its sharers want more than it holds: progress grants keep the window's average
             # spacing instead of a burst whenever slots free.
             start = max(start, self.grants[-1] + self.period / self.limit)
+        if self.burst:
+            # The same eighth for cosmetic requests: only while the bucket is nearly full.
+            room = max(self.burst // 8, 1) if urgency == Urgency.BACKGROUND else self.burst
+            return max(start, self.full_at - (room - 1) * self.spacing)
         if used + keep < self.limit:
             return start
         return max(start, self.grants[used - (self.limit - keep)] + self.period)
+
+    @property
+    def spacing(self) -> float:
+        """The sustained pace: one grant per this many seconds."""
+        return self.period / self.limit
+
+    def take(self, now: float) -> None:
+        """Count a grant made at `now`."""
+        self.grants.append(now)
+        if self.burst:
+            if self.full_at <= now:
+                self.since_full = self.refused_since_full = 0
+            self.since_full += 1
+            self.full_at = max(self.full_at, now) + self.spacing
+
+    def refused(self, now: float, retry_after: float) -> None:
+        """A burst bucket's grant was refused with a 429: the platform's bucket was empty where
+        this one had room. The refused write took nothing, so its spacing is given back. And the
+        bucket holds less than assumed: no more than the platform took since the bucket was last
+        full (what it took of a burst sent at once is its size), and in any case one less than
+        before (a 429 the first write after a quiet spell met: others wrote there too). A burst
+        of n that the platform cut after k leaves it holding k, after n - k refusals, each
+        retried once. Until Retry-After it holds nothing, then it refills at its pace, kept
+        PACE_MARGIN slower than declared from now on."""
+        self.refused_since_full += 1
+        taken = self.since_full - self.refused_since_full
+        smaller = self.burst - 1 if taken < 1 else min(self.burst - 1, taken)
+        self.burst = max(smaller, 1)
+        self.period = max(self.period, self.declared[1] * (1 + PACE_MARGIN))
+        refilled_from = now + max(retry_after, 0.0)  # when it holds one again
+        given_back = self.full_at - self.spacing
+        self.full_at = max(given_back, refilled_from + (self.burst - 1) * self.spacing)
 
     def _oversubscribed(self, holder: int, interval: float) -> bool:
         sharers = len(self.holders) + (holder not in self.holders)
@@ -113,6 +167,8 @@ class _Bucket:
         if self.blocked_until > now or _live_head(self) is not None:
             return False
         if self.timer is not None and not self.timer.done():
+            return False
+        if self.full_at > now:  # a burst bucket still refilling
             return False
         self._forget(now)
         return not self.grants
@@ -141,8 +197,8 @@ class EditScheduler:
         self._sleep = sleep or asyncio.sleep
         # Least recently used first, so a sweep stops at the first bucket used lately.
         self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
-        # Limits and periods the headers taught for buckets since dropped, see `_drop`.
-        self._learned: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        # Limits, periods and bursts the platform taught for buckets since dropped, see `_drop`.
+        self._learned: OrderedDict[str, tuple[int, float, int]] = OrderedDict()
         self._next_sweep = float("-inf")
         self._seq = itertools.count()
         # Lanes waiting in a bucket now: where, and their place, so `promote` can move them up.
@@ -157,8 +213,9 @@ class EditScheduler:
         now = self.now()
         bucket = self._buckets.get(spec.key)
         if bucket is None:
-            limit, period = self._learned.pop(spec.key, (spec.limit, spec.period))
-            bucket = _Bucket(limit, period, declared=(spec.limit, spec.period))
+            declared = (spec.limit, spec.period, spec.burst)
+            limit, period, burst = self._learned.pop(spec.key, declared)
+            bucket = _Bucket(limit, period, declared=declared, burst=burst)
             self._buckets[spec.key] = bucket
         else:
             self._buckets.move_to_end(spec.key)
@@ -191,22 +248,26 @@ class EditScheduler:
 
     def _drop(self, key: str, bucket: _Bucket) -> None:
         del self._buckets[key]
-        if (bucket.limit, bucket.period) != bucket.declared:
-            # What the headers taught is kept apart: a channel whose real limit is below the
+        if (bucket.limit, bucket.period, bucket.burst) != bucket.declared:
+            # What the platform taught is kept apart: a channel whose real limit is below the
             # platform's guess would otherwise take a burst of concurrent first writes (several
             # replies starting at once) over it before the first response corrects the guess,
-            # and one above it would be slower than it may be. Two numbers a key, and at most
+            # and one above it would be slower than it may be. Three numbers a key, and at most
             # LEARNED_KEYS of them, where a whole bucket per channel is what grew without bound.
-            self._learned[key] = (bucket.limit, bucket.period)
+            self._learned[key] = (bucket.limit, bucket.period, bucket.burst)
             self._learned.move_to_end(key)
             if len(self._learned) > LEARNED_KEYS:
                 self._learned.popitem(last=False)
 
     def penalize(self, spec: RateBucket, retry_after: float) -> None:
-        """A write in this bucket got a 429: nobody writes to it until Retry-After has passed."""
+        """A write in this bucket got a 429: nobody writes to it until Retry-After has passed,
+        and a burst bucket learns that it holds one write less (`_Bucket.refused`)."""
         bucket = self._bucket(spec)
         bucket.throttled += 1
-        bucket.blocked_until = max(bucket.blocked_until, self.now() + max(retry_after, 0.0))
+        now = self.now()
+        bucket.blocked_until = max(bucket.blocked_until, now + max(retry_after, 0.0))
+        if bucket.burst:
+            bucket.refused(now, retry_after)
 
     def observe(self, spec: RateBucket, seen: RateObservation) -> None:
         """Adopt what the platform's headers said about the bucket (never a guess alone)."""
@@ -260,6 +321,8 @@ class EditScheduler:
                 if granted_at in bucket.grants:
                     bucket.grants.remove(granted_at)
                 bucket.grants.append(now)
+                if bucket.burst:
+                    bucket.full_at = max(bucket.full_at, now + bucket.spacing)
 
     def try_acquire(self, spec: RateBucket, urgency: Urgency) -> bool:
         """Take one write in `spec`'s bucket (and every bucket it lies `within`) if all have room
@@ -338,7 +401,7 @@ class EditScheduler:
         lane.last_write = self.now()
 
     def _grant(self, bucket: _Bucket, now: float, key: int) -> None:
-        bucket.grants.append(now)
+        bucket.take(now)
         bucket.granted += 1
         if key:
             bucket.holders[key] = now

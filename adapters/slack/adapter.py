@@ -9,7 +9,7 @@ import asyncio
 import functools
 import logging
 import re
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any
 
 import aiohttp
@@ -28,13 +28,16 @@ from adapters.slack.events import (
     parse_message,
 )
 from adapters.slack.formatting import escaped_text, prompt_title
+from adapters.slack.handoff import from_payload, to_payload
 from adapters.slack.history import thread_history
-from adapters.slack.ingress import HttpIngress, Ingress, SocketModeIngress
+from adapters.slack.ingress import HttpIngress, Identity, Ingress, SocketModeIngress
 from adapters.slack.surface import SlackReplySurface, StreamingSupport
 from bridge.admin import AdminCommands
+from bridge.cluster.handoffs import NotReady
+from bridge.cluster.router import lease_name
 from bridge.config import SlackSettings
 from bridge.domain import ChatKey, Role, StoredMessage
-from bridge.intake import Intake, MayRead
+from bridge.intake import Handoff, Intake, MayRead
 from bridge.lifecycle import AccessRevoked, Lifecycle
 from bridge.policy.effective import EffectiveSettings
 from bridge.policy.origin import Origin
@@ -87,11 +90,11 @@ class SlackAdapter:
         self._intake = intake
         self._commands = commands
         self._client = AsyncWebClient(
-            token=settings.bot_token.get_secret_value(),
             base_url=settings.api_base_url,
             # Not the SDK's default: that one re-sends a post whose connection broke, doubling it.
             retry_handlers=[ReplaySafeRetryHandler()],
         )
+        self._identity = Identity(self._client)
         secret = settings.signing_secret.get_secret_value() if settings.signing_secret else ""
         self._app = AsyncApp(
             name="chat-bridge",
@@ -100,7 +103,12 @@ class SlackAdapter:
             signing_secret=secret,
             # Socket Mode has no signature to check; over HTTP every request must carry one.
             request_verification_enabled=settings.mode == "http",
+            # Who the bot is, asked of Slack once (see Identity), not per event.
+            authorize=self._identity.authorize(),
         )
+        # The token after Bolt is built: given a client with one, Bolt would warn that `authorize`
+        # makes it ignore the token. Each request's client gets it from `authorize`.
+        self._client.token = settings.bot_token.get_secret_value()
         self._register_listeners()
         self._ingress: Ingress
         if settings.mode == "socket":
@@ -127,10 +135,10 @@ class SlackAdapter:
         self._client.session = aiohttp.ClientSession()
         try:
             try:
-                auth = await call("auth.test", "start", self._client.auth_test())
+                auth = await self._identity.result()
             except SlackCallFailed as exc:
                 raise _refused(exc, "slack.bot_token (the Bot User OAuth Token)") from None
-            self._bot = BotIdentity(str(auth["user_id"]), str(auth["bot_id"]), str(auth["team_id"]))
+            self._bot = BotIdentity(str(auth.bot_user_id), str(auth.bot_id), str(auth.team_id))
             log.info("slack: signed in as %s in workspace %s", self._bot.user_id, self._bot.team_id)
             try:
                 await self._ingress.start()
@@ -229,36 +237,55 @@ class SlackAdapter:
     # --- routing -----------------------------------------------------------------------------
 
     async def _answer(self, message: SlackMessage) -> None:
+        where = f"{message.channel}/{message.thread_ts}"
+        try:
+            await self._route(message, handoff=functools.partial(to_payload, message))
+        except Exception:
+            log.exception("slack: answering message %s in %s failed", message.ts, where)
+
+    async def _route(self, message: SlackMessage, *, handoff: Handoff | None) -> None:
         """Hand the message to the core with the facts its policy decides on. Whether the bot
         takes part in a thread costs a read, so only messages in threads pay it."""
         where = f"{message.channel}/{message.thread_ts}"
-        try:
-            addressed = message.is_dm or message.mentions_bot
-            chat = None
-            if message.in_existing_thread:
-                chat = await self._store.get_chat(message.inbound.chat_key)
-                addressed = addressed or chat is not None
-            origin = Origin(
-                PLATFORM,
-                message.inbound.author_id,
-                workspace=message.team,
-                channel=message.channel,
-                thread=where if message.in_existing_thread else "",
-                is_dm=message.is_dm,
-                addressed=addressed,
-            )
-            # Called into the middle of a thread: its earlier messages, once the core admits it.
-            prepare = None
-            if message.in_existing_thread and chat is None:
-                prepare = functools.partial(self._import_thread, message)
-            await self._intake.receive(
-                message.inbound,
-                origin,
-                functools.partial(self._surface, message),
-                prepare=prepare,
-            )
-        except Exception:
-            log.exception("slack: answering message %s in %s failed", message.ts, where)
+        addressed = message.is_dm or message.mentions_bot
+        chat = None
+        if message.in_existing_thread:
+            chat = await self._store.get_chat(message.inbound.chat_key)
+            addressed = addressed or chat is not None
+        origin = Origin(
+            PLATFORM,
+            message.inbound.author_id,
+            workspace=message.team,
+            channel=message.channel,
+            thread=where if message.in_existing_thread else "",
+            is_dm=message.is_dm,
+            addressed=addressed,
+        )
+        # Called into the middle of a thread: its earlier messages, once the core admits it.
+        prepare = None
+        if message.in_existing_thread and chat is None:
+            prepare = functools.partial(self._import_thread, message)
+        await self._intake.receive(
+            message.inbound,
+            origin,
+            functools.partial(self._surface, message),
+            prepare=prepare,
+            handoff=handoff,
+        )
+
+    # --- several instances ([cluster]) ---------------------------------------------------------
+
+    def leases_served(self) -> list[str]:
+        """The workspace this app is installed in, once connected."""
+        return [] if self._bot is None else [lease_name(PLATFORM, self._bot.team_id)]
+
+    async def take_handoff(self, payload: Mapping[str, Any]) -> None:
+        """A message another instance received for this instance's workspace: answered here
+        (not handed on again, even if the lease moved meanwhile: its stored claim keeps it
+        from being answered twice). Failures reach the cluster's consumer, which retries."""
+        if self._bot is None:
+            raise NotReady("slack is not connected")
+        await self._route(from_payload(payload), handoff=None)
 
     async def _run_command(self, call: CommandCall, respond: AsyncRespond) -> None:
         where = f"{call.origin.channel} ({call.name})"

@@ -1,5 +1,6 @@
 """How events reach the Bolt app: Socket Mode (an outbound WebSocket, the default) or HTTP (Bolt's
-aiohttp app on http_host:http_port/slack/events, every request's signature checked by Bolt).
+aiohttp app on http_host:http_port/slack/events, every request's signature checked by Bolt), and
+who they reach: the bot's identity, which Bolt attaches to every request (`Identity`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Protocol
 from aiohttp import web
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.authorization import AuthorizeResult
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.api import call
@@ -21,6 +23,49 @@ log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
 CONNECT_TIMEOUT = 30.0
+
+
+class Identity:
+    """Who the bot is in its workspace (auth.test), asked of Slack once and kept: the adapter's
+    start asks, and Bolt's `authorize` for every event and command reads the answer.
+
+    Not Bolt's own authorization for a token it is given: that one keeps auth.test's answer only
+    once a call has returned, so every event arriving while the first call is out makes its own.
+    Twenty people mentioning the bot at once are forty events (each mention is also a `message`),
+    and were forty calls. Here everyone who asks before the answer is in waits for the same call.
+    One bot token belongs to one workspace (an org-wide install's token too: one identity).
+    """
+
+    def __init__(self, client: AsyncWebClient) -> None:
+        self._client = client
+        self._answer: asyncio.Future[AuthorizeResult] | None = None
+
+    async def result(self) -> AuthorizeResult:
+        """The identity; the first call (and the first after a failed one) asks Slack.
+
+        Raises what `call` raises for auth.test (SlackCallFailed, RateLimited)."""
+        answer = self._answer
+        if answer is None or (answer.done() and (answer.cancelled() or answer.exception())):
+            answer = self._answer = asyncio.ensure_future(self._ask())
+        # Shielded: a caller that is cancelled (an event dropped) leaves the call to the others.
+        return await asyncio.shield(answer)
+
+    async def _ask(self) -> AuthorizeResult:
+        auth = await call("auth.test", "identity", self._client.auth_test())
+        return AuthorizeResult.from_auth_test_response(
+            auth_test_response=auth,
+            bot_token=self._client.token,
+            bot_scopes=auth.headers.get("x-oauth-scopes"),
+        )
+
+    def authorize(self) -> Callable[[], Awaitable[AuthorizeResult]]:
+        """`AsyncApp(authorize=...)`: Bolt passes a function the arguments it names (a bound
+        method would be asked for `self`), so this one is a closure that names none."""
+
+        async def authorize() -> AuthorizeResult:
+            return await self.result()
+
+        return authorize
 
 
 class Ingress(Protocol):

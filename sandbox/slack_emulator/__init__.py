@@ -9,12 +9,13 @@ from sandbox.slack_emulator.commands import SlashCommand
 from sandbox.slack_emulator.delivery import Attempt, Delivery, slack_signature
 from sandbox.slack_emulator.emulator import EmulatorStats, SlackEmulator
 from sandbox.slack_emulator.model import Change, Ephemeral, Message, User
-from sandbox.slack_emulator.rate_limits import SLACK_TIERS
+from sandbox.slack_emulator.rate_limits import SLACK_POST_BURST, SLACK_TIERS
 from sandbox.slack_emulator.rendering import ShownMessage, render_blocks
 from sandbox.slack_emulator.socket_mode import SocketAck
 from sandbox.slack_emulator.web_api import ApiCall
 
 __all__ = [
+    "SLACK_POST_BURST",
     "SLACK_TIERS",
     "ApiCall",
     "ApiError",

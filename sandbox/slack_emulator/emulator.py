@@ -22,7 +22,12 @@ from sandbox.slack_emulator.commands import RESPONSE_PATH, SlashCommands
 from sandbox.slack_emulator.delivery import Delivery, DeliveryMode, EventDelivery
 from sandbox.slack_emulator.model import AppIdentity, Change, Ephemeral, User, Workspace
 from sandbox.slack_emulator.people import PeopleActions
-from sandbox.slack_emulator.rate_limits import SLACK_TIERS, RateLimiter
+from sandbox.slack_emulator.rate_limits import (
+    SLACK_BURSTS,
+    SLACK_POST_BURST,
+    SLACK_TIERS,
+    RateLimiter,
+)
 from sandbox.slack_emulator.rendering import ShownMessage, show
 from sandbox.slack_emulator.socket_mode import LINK_PATH, SocketAck, SocketHub
 from sandbox.slack_emulator.web_api import ApiCall, WebApi
@@ -290,13 +295,24 @@ class SlackEmulator(PeopleActions):
 
     # ---- knobs -------------------------------------------------------------------------------
 
-    def rate_limit(self, method: str, per_minute: int | None, *, per_channel: bool = False) -> None:
-        self.limiter.limit(method, per_minute, per_channel=per_channel)
+    def rate_limit(
+        self, method: str, per_minute: int | None, *, per_channel: bool = False, burst: int = 0
+    ) -> None:
+        """`per_minute` calls in any minute; with `burst`, a bucket of that many calls refilled at
+        the per-minute pace instead (1: strictly evenly spaced)."""
+        self.limiter.limit(method, per_minute, per_channel=per_channel, burst=burst)
+
+    def limit_posts(self, burst: int = SLACK_POST_BURST) -> None:
+        """chat.postMessage in each channel: one a second after a burst of `burst` (Slack's "short
+        bursts >1 allowed"); `burst=1`: strictly one a second, a 429 for anything closer."""
+        self.limiter.limit("chat.postMessage", 60, per_channel=True, burst=burst)
 
     def apply_slack_tiers(self) -> None:
-        """Limit every method like a real workspace would (see rate_limits.SLACK_TIERS)."""
+        """Limit every method like a real workspace would (see rate_limits.SLACK_TIERS and
+        SLACK_BURSTS)."""
         for method, (per_minute, per_channel) in SLACK_TIERS.items():
-            self.limiter.limit(method, per_minute, per_channel=per_channel)
+            burst = SLACK_BURSTS.get(method, 0)
+            self.limiter.limit(method, per_minute, per_channel=per_channel, burst=burst)
 
     def inject_429(self, method: str, count: int, retry_after: int = 1) -> None:
         self.limiter.inject(method, count, retry_after)

@@ -1,6 +1,9 @@
-"""Per-method rate limits (sliding one-minute window per workspace) and injected 429 answers.
+"""Per-method rate limits and injected 429 answers.
 
-Nothing is limited until a test or benchmark asks for it; `SLACK_TIERS` holds the usual values.
+A limit is a sliding one-minute window (per workspace, or per channel), or, with a `burst`, a
+bucket that holds `burst` calls and refills at the per-minute pace: Slack's posts in a channel,
+"1 per second, short bursts >1 allowed". Nothing is limited until a test or benchmark asks for
+it; `SLACK_TIERS` and `SLACK_BURSTS` hold the usual values.
 """
 
 from __future__ import annotations
@@ -27,11 +30,22 @@ SLACK_TIERS: dict[str, tuple[int, bool]] = {
     "apps.connections.open": (1, False),
 }
 
+# Slack publishes no figure for chat.postMessage's burst in a channel. 25: what one public
+# measurement found (RamblingCookieMonster/PSSlack#52: about 25 at once, then one a second).
+# Strictly one a second, no burst, is `burst=1`.
+SLACK_POST_BURST = 25
+SLACK_BURSTS: dict[str, int] = {"chat.postMessage": SLACK_POST_BURST}
+
 
 @dataclass(slots=True)
 class _Limit:
     per_minute: int
     per_channel: bool
+    burst: int = 0  # 0: a one-minute window; else a bucket of `burst`, refilled per_minute/60 a s
+
+    @property
+    def spacing(self) -> float:
+        return WINDOW_SECONDS / self.per_minute
 
 
 @dataclass(slots=True)
@@ -47,15 +61,23 @@ class RateLimiter:
         self._clock = clock
         self._limits: dict[str, _Limit] = {}
         self._windows: dict[tuple[str, str], deque[float]] = {}
+        # Burst limits: when each bucket is full again (one spacing added per accepted call).
+        self._full_at: dict[tuple[str, str], float] = {}
         self._injected: dict[str, _Injected] = {}
 
-    def limit(self, method: str, per_minute: int | None, *, per_channel: bool = False) -> None:
-        """Enforce `per_minute` calls of `method`; None removes the limit."""
+    def limit(
+        self, method: str, per_minute: int | None, *, per_channel: bool = False, burst: int = 0
+    ) -> None:
+        """Enforce `per_minute` calls of `method` (with `burst`: after a burst of that many);
+        None removes the limit."""
+        if burst < 0:
+            raise ValueError("burst must be 0 (a one-minute window) or more")
         if per_minute is None:
             self._limits.pop(method, None)
         else:
-            self._limits[method] = _Limit(per_minute, per_channel)
+            self._limits[method] = _Limit(per_minute, per_channel, burst)
         self._windows = {key: calls for key, calls in self._windows.items() if key[0] != method}
+        self._full_at = {key: at for key, at in self._full_at.items() if key[0] != method}
 
     def inject(self, method: str, count: int, retry_after: int = 1) -> None:
         """The next `count` calls of `method` get a 429 regardless of the window."""
@@ -71,6 +93,8 @@ class RateLimiter:
         if limit is None:
             return None
         key = (method, channel if limit.per_channel else "")
+        if limit.burst:
+            return self._take_from_bucket(key, limit)
         calls = self._windows.get(key)
         if calls is None:
             calls = self._windows[key] = deque()
@@ -80,4 +104,14 @@ class RateLimiter:
         if len(calls) >= limit.per_minute:
             return max(1, math.ceil(calls[0] + WINDOW_SECONDS - now))
         calls.append(now)
+        return None
+
+    def _take_from_bucket(self, key: tuple[str, str], limit: _Limit) -> int | None:
+        now = self._clock()
+        full_at = self._full_at.get(key, now)
+        # A call fits while the bucket holds one: at most burst - 1 spacings owed.
+        fits_at = full_at - (limit.burst - 1) * limit.spacing
+        if now < fits_at:
+            return max(1, math.ceil(fits_at - now))
+        self._full_at[key] = max(full_at, now) + limit.spacing
         return None

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import math
 
 import pytest
 
 from bridge.ports import RateBucket, RateObservation
-from bridge.scheduler import LEARNED_KEYS, EditScheduler, Lane, Urgency
+from bridge.scheduler import LEARNED_KEYS, PACE_MARGIN, EditScheduler, Lane, Urgency
 from tests.virtual_time import run_virtual
 
 
@@ -369,3 +370,122 @@ def test_a_bucket_in_use_is_never_dropped_and_a_learned_limit_outlives_its_bucke
     assert times["blocked"] == pytest.approx([120.0])
     # The waiting writer gets the next slot of the window, the later one the slot after it.
     assert times["slow"] == pytest.approx([0.0, 300.0, 600.0])
+
+
+class BurstPlatform:
+    """A platform's bucket as Slack keeps a channel's posts: it holds `capacity` writes and
+    refills one a second; beyond it, a 429 whose Retry-After is whole seconds, rounded up."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.full_at = float("-inf")
+        self.refused = 0
+
+    def write(self, now: float) -> float | None:
+        """None if accepted, else the Retry-After."""
+        fits_at = self.full_at - (self.capacity - 1)
+        if now < fits_at - 1e-9:
+            self.refused += 1
+            return float(max(1, math.ceil(fits_at - now - 1e-9)))
+        self.full_at = max(self.full_at, now) + 1.0
+        return None
+
+
+LATENCY = 0.05  # each way: a burst is all on its way before the first 429 is back
+
+
+async def post_until_accepted(
+    scheduler: EditScheduler, bucket: RateBucket, platform: BurstPlatform
+) -> tuple[float, int]:
+    """One reply's first post, as the writer makes it: (when it was accepted, 429s it got)."""
+    refused = 0
+    while True:
+        await scheduler.acquire(bucket, Urgency.FIRST_TEXT, scheduler.now())
+        await asyncio.sleep(LATENCY)
+        arrived = scheduler.now()
+        retry_after = platform.write(arrived)
+        await asyncio.sleep(LATENCY)
+        if retry_after is None:
+            return arrived, refused
+        refused += 1
+        scheduler.penalize(bucket, retry_after)
+
+
+def test_a_burst_bucket_takes_its_burst_at_once_then_one_per_period() -> None:
+    bucket = RateBucket("channel", 1, 1.0, burst=5)
+
+    async def scenario() -> tuple[list[float], list[float]]:
+        scheduler = EditScheduler(interval=0.0)
+        start = scheduler.now()
+        first: list[float] = []
+        later: list[float] = []
+
+        async def write(into: list[float]) -> None:
+            await scheduler.acquire(bucket, Urgency.FIRST_TEXT, scheduler.now())
+            into.append(scheduler.now() - start)
+
+        await asyncio.gather(*(write(first) for _ in range(8)))
+        await asyncio.sleep(7.5)  # quiet: it refills one a second, up to five
+        await asyncio.gather(*(write(later) for _ in range(7)))
+        return first, later
+
+    first, later = run_virtual(scenario())
+    # Five at once, then one a second: not one a second from the start, not five every 5 s.
+    assert first == pytest.approx([0, 0, 0, 0, 0, 1, 2, 3])
+    # Refilled one a second while quiet: a whole burst again, then the same pace.
+    quiet = later[0]
+    assert later == pytest.approx([quiet] * 5 + [quiet + 1, quiet + 2])
+
+
+@pytest.mark.parametrize("capacity", [1, 7])
+@pytest.mark.parametrize("stagger", [0.0, 0.01])
+def test_a_burst_the_platform_cuts_costs_each_refused_write_one_retry_and_is_learned(
+    capacity: int, stagger: float
+) -> None:
+    """Twenty replies start in one channel at once (or 10 ms apart: then the first 429 is back
+    before the last of them posts); the scheduler assumes a burst of 20, the platform holds
+    `capacity` (1: strictly one a second). Each refused post is retried once, after its
+    Retry-After, and the next burst in that channel keeps to what was learned, even once the
+    channel went quiet and its bucket was dropped."""
+    bucket = RateBucket("slack:post:C1", 1, 1.0, burst=20)
+
+    async def scenario() -> tuple[list[tuple[float, int]], list[tuple[float, int]], bool, int]:
+        scheduler = EditScheduler(interval=0.0)
+        platform = BurstPlatform(capacity)
+        start = scheduler.now()
+
+        async def reply(i: int) -> tuple[float, int]:
+            await asyncio.sleep(i * stagger)
+            return await post_until_accepted(scheduler, bucket, platform)
+
+        first = await asyncio.gather(*(reply(i) for i in range(20)))
+        refused_first = platform.refused
+        await asyncio.sleep(120.0)
+        # Another channel's write sweeps the quiet one away; what it learned is kept.
+        await scheduler.acquire(RateBucket("elsewhere", 5, 5.0), Urgency.FIRST_TEXT, 0.0)
+        dropped = bucket.key not in scheduler._buckets
+        again = scheduler.now()
+        second = await asyncio.gather(
+            *(post_until_accepted(scheduler, bucket, platform) for _ in range(10))
+        )
+        return (
+            [(at - start, n) for at, n in first],
+            [(at - again, n) for at, n in second],
+            dropped,
+            platform.refused - refused_first,
+        )
+
+    first, second, dropped, refused_later = run_virtual(scenario())
+    assert max(n for _, n in first) == 1  # one retry at most, never a second 429
+    pace = 1.0 + PACE_MARGIN
+    if not stagger:
+        assert sum(n for _, n in first) == 20 - capacity
+        # The cut-off posts go out from Retry-After (1 s after their 429 came back) at the pace
+        # of one a second, kept a margin slower, and arrive a latency later.
+        retried = [2 * LATENCY + 1.0 + LATENCY + s * pace for s in range(20 - capacity)]
+        assert sorted(at for at, _ in first) == pytest.approx([LATENCY] * capacity + retried)
+    assert dropped
+    # Learned: the next burst takes the platform's `capacity` at once, then that pace, no 429.
+    assert refused_later == 0
+    paced = [LATENCY + s * pace for s in range(1, 11 - capacity)]
+    assert sorted(at for at, _ in second) == pytest.approx([LATENCY] * capacity + paced)

@@ -19,7 +19,7 @@ from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetry
 from slack_sdk.web.async_client import AsyncWebClient
 
 from sandbox.local_server import LocalServer
-from sandbox.slack_emulator import SLACK_TIERS, SlackEmulator, slack_signature
+from sandbox.slack_emulator import SLACK_POST_BURST, SLACK_TIERS, SlackEmulator, slack_signature
 from tests.sandbox.slack_emulator_helpers import EventsEndpoint, FakeClock, RawSocketApp
 
 GENERAL = "C0GENERAL"
@@ -438,6 +438,39 @@ async def test_sliding_window_limit_per_workspace_and_per_channel() -> None:
         error = await api_error(client.chat_postMessage(channel=GENERAL, text="x"))
         assert error.response.status_code == 429
         assert emu.stats.rate_limited == {"chat.update": 1, "chat.postMessage": 1}
+
+
+async def test_posts_in_a_channel_take_a_burst_then_one_a_second_or_strictly_one_a_second() -> None:
+    clock = FakeClock()
+    async with SlackEmulator(clock=clock) as emu:
+        client = AsyncWebClient(token="xoxb-test", base_url=emu.api_base_url)
+
+        async def post(channel: str = GENERAL) -> str | None:
+            """None if posted, else the 429's Retry-After."""
+            try:
+                await client.chat_postMessage(channel=channel, text="x")
+            except SlackApiError as error:
+                assert error.response.status_code == 429
+                assert error.response["error"] == "ratelimited"
+                return str(error.response.headers["Retry-After"])
+            return None
+
+        emu.apply_slack_tiers()  # Slack-like: a burst of SLACK_POST_BURST, then one a second
+        assert [await post() for _ in range(SLACK_POST_BURST)] == [None] * SLACK_POST_BURST
+        assert await post() == "1"
+        assert await post("C0RANDOM") is None  # per channel
+        clock.advance(1.0)
+        assert [await post(), await post()] == [None, "1"]
+        clock.advance(3.0)  # refilled one a second while quiet
+        assert [await post() for _ in range(4)] == [None, None, None, "1"]
+
+        emu.limit_posts(burst=1)  # strictly one a second
+        assert [await post(), await post()] == [None, "1"]
+        clock.advance(0.5)
+        assert await post() == "1"  # half a second left: whole seconds, rounded up
+        clock.advance(0.5)
+        assert [await post(), await post()] == [None, "1"]
+        assert emu.stats.rate_limited == {"chat.postMessage": 6}
 
 
 # ---- Web API: how arguments arrive ----------------------------------------------------------

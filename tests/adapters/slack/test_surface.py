@@ -6,7 +6,7 @@ import pytest
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.events import ReplyPlace
-from adapters.slack.surface import SlackReplySurface, StreamingSupport
+from adapters.slack.surface import POST_BURST, SlackReplySurface, StreamingSupport
 from bridge.config import SlackSettings
 from bridge.ports import (
     MessageLimit,
@@ -45,8 +45,11 @@ def test_the_status_line_has_a_budget_per_workspace() -> None:
     assert two.status_bucket() == one.status_bucket() != elsewhere.status_bucket()
 
 
-def test_new_messages_are_budgeted_per_channel() -> None:
-    assert surface().post_bucket() == RateBucket("slack:chat.postMessage:T0TEAM:C0GENERAL", 1, 1.0)
+def test_new_messages_are_budgeted_per_channel_one_a_second_after_a_burst() -> None:
+    assert surface().post_bucket() == RateBucket(
+        "slack:chat.postMessage:T0TEAM:C0GENERAL", 1, 1.0, burst=POST_BURST
+    )
+    assert POST_BURST == 20  # twenty threads of one channel start at once (see surface.py)
     assert surface(channel="C0OTHER").post_bucket() != surface().post_bucket()
 
 
