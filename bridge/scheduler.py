@@ -259,13 +259,16 @@ class EditScheduler:
             if len(self._learned) > LEARNED_KEYS:
                 self._learned.popitem(last=False)
 
-    def penalize(self, spec: RateBucket, retry_after: float) -> None:
+    def penalize(self, spec: RateBucket, retry_after: float, *, learn: bool = True) -> None:
         """A write in this bucket got a 429: nobody writes to it until Retry-After has passed,
-        and a burst bucket learns that it holds one write less (`_Bucket.refused`)."""
+        and a burst bucket learns that it holds one write less (`_Bucket.refused`). With
+        `learn` false (a back-off after a server error, not a 429) only the pause applies."""
         bucket = self._bucket(spec)
-        bucket.throttled += 1
         now = self.now()
         bucket.blocked_until = max(bucket.blocked_until, now + max(retry_after, 0.0))
+        if not learn:
+            return
+        bucket.throttled += 1
         if bucket.burst:
             bucket.refused(now, retry_after)
 

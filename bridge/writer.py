@@ -338,7 +338,9 @@ class ReplyWriter:
                 exc,
                 extra=self._log_extra,
             )
-            self.scheduler.penalize(self.surface.edit_bucket(), 2.0**self._failed_writes)
+            self.scheduler.penalize(
+                self.surface.edit_bucket(), 2.0**self._failed_writes, learn=False
+            )
             return True
         except PlatformError as exc:
             self._failed_writes += 1
@@ -399,7 +401,7 @@ class ReplyWriter:
                     raise
                 log.warning("reply %s: post failed (%s); posting again",
                             self.response_number, exc, extra=self._log_extra)  # fmt: skip
-                self.scheduler.penalize(bucket, 2.0**self._failed_writes)
+                self.scheduler.penalize(bucket, 2.0**self._failed_writes, learn=False)
                 continue
             finally:
                 self._observe(bucket_of_post=True)

@@ -489,3 +489,23 @@ def test_a_burst_the_platform_cuts_costs_each_refused_write_one_retry_and_is_lea
     assert refused_later == 0
     paced = [LATENCY + s * pace for s in range(1, 11 - capacity)]
     assert sorted(at for at, _ in second) == pytest.approx([LATENCY] * capacity + paced)
+
+
+def test_a_back_off_after_a_server_error_pauses_a_burst_bucket_without_shrinking_it() -> None:
+    bucket = RateBucket("channel", 1, 1.0, burst=5)
+
+    async def scenario() -> list[float]:
+        scheduler = EditScheduler(interval=0.0)
+        start = scheduler.now()
+        scheduler.penalize(bucket, 2.0, learn=False)  # a 5xx: wait, but it is no 429
+        times: list[float] = []
+
+        async def write() -> None:
+            await scheduler.acquire(bucket, Urgency.FIRST_TEXT, scheduler.now())
+            times.append(scheduler.now() - start)
+
+        await asyncio.gather(*(write() for _ in range(5)))
+        assert scheduler.stats(bucket.key)[1] == 0  # not counted as rate-limited
+        return times
+
+    assert run_virtual(scenario()) == pytest.approx([2.0] * 5)  # the whole burst, after the pause
