@@ -11,13 +11,14 @@ import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from sqlalchemy import Table, and_, delete, func, literal, or_, select, text, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge.ports import Acquired, Handoff, Lease, Subscription
 from storage.models import HandoffRow, LeaseRow, OwnerRow, as_utc, utcnow
+from storage.parts import StoreParts
 
 log = logging.getLogger(__name__)
 
@@ -34,24 +35,9 @@ _LIBPQ_OPTIONS = frozenset(
 )  # fmt: skip
 
 
-class ClusterRows:
+class ClusterRows(StoreParts):
     """Leases, handoffs and wake-ups; the lease checks compare the process run (`owner`), so a
     restarted instance with the same name waits for its previous run's leases to expire."""
-
-    _dialect: str
-    _engine: AsyncEngine
-    _owner: str
-    _writes: int
-
-    if TYPE_CHECKING:  # provided by SqlChatStore
-
-        def _begin(
-            self, *, priority: bool = False
-        ) -> contextlib.AbstractAsyncContextManager[AsyncConnection]: ...
-
-        def _read(self) -> contextlib.AbstractAsyncContextManager[AsyncConnection]: ...
-
-        def _insert(self, table: Table) -> Any: ...
 
     def _now(self) -> Any:
         # The database's clock: instances on different hosts agree on when a lease expires.

@@ -4,9 +4,8 @@ token counters the quotas read. Mixed into `SqlChatStore`, whose connections and
 
 from __future__ import annotations
 
-import contextlib
 from datetime import date
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from sqlalchemy import JSON, Table, and_, delete, func, or_, select
 from sqlalchemy import cast as sql_cast
@@ -15,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge.ports import RuntimeOverride, UsageLine, UsageReport
 from storage.models import RuntimeOverrideRow, TokenUsageRow, as_utc, utcnow
+from storage.parts import StoreParts
 
 OVERRIDES = cast(Table, RuntimeOverrideRow.__table__)
 USAGE = cast(Table, TokenUsageRow.__table__)
@@ -22,23 +22,8 @@ USAGE = cast(Table, TokenUsageRow.__table__)
 _VALUES = OVERRIDES.c["values"]
 
 
-class PolicyStore:
+class PolicyStore(StoreParts):
     """Runtime overrides and token usage; every write is one statement, atomic across instances."""
-
-    _dialect: str
-    _writes: int
-
-    if TYPE_CHECKING:  # provided by SqlChatStore
-
-        def _begin(
-            self, *, priority: bool = False
-        ) -> contextlib.AbstractAsyncContextManager[AsyncConnection]: ...
-
-        def _read(self) -> contextlib.AbstractAsyncContextManager[AsyncConnection]: ...
-
-        def _insert(self, table: Table) -> Any: ...
-
-        async def _notify(self, conn: AsyncConnection, topic: str, detail: str) -> None: ...
 
     # --- runtime overrides ---------------------------------------------------------------------
 

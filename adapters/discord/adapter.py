@@ -315,20 +315,7 @@ class DiscordAdapter:
         if trigger is None:
             return None
 
-        def surface(effective: EffectiveSettings) -> DiscordReplySurface:
-            # Nothing of `effective` concerns Discord's side (native streaming is Slack's).
-            return DiscordReplySurface(
-                message,
-                client=client,
-                bot_user_id=view.user_id,
-                capture=self._capture,
-                typing=self._typing,
-                scheduler=self._responder.scheduler,
-                open_thread=trigger.open_thread,
-                thread_name=_provisional_thread_name(trigger.inbound.text),
-                global_budget=self._global,
-            )
-
+        surface = self._surfaces(message, trigger, client, view)
         handed = HandedMessage(
             trigger.inbound,
             trigger.origin,
@@ -361,8 +348,22 @@ class DiscordAdapter:
         channel = client.get_partial_messageable(handed.channel_id, guild_id=handed.guild_id)
         source = channel.get_partial_message(handed.message_id)
         trigger = Trigger(handed.inbound, handed.origin, handed.open_thread)
+        surface = self._surfaces(source, trigger, client, view)
+        # Answered here (not handed on again, even if the lease moved meanwhile: its stored
+        # claim keeps it from being answered twice); failures reach the consumer, which retries.
+        await self._intake.receive(trigger.inbound, trigger.origin, surface)
+
+    def _surfaces(
+        self,
+        source: discord.Message | discord.PartialMessage,
+        trigger: Trigger,
+        client: GatewayClient,
+        view: BotView,
+    ) -> Callable[[EffectiveSettings], DiscordReplySurface]:
+        """The reply's surface: under `source`, or in the thread it opens."""
 
         def surface(effective: EffectiveSettings) -> DiscordReplySurface:
+            # Nothing of `effective` concerns Discord's side (native streaming is Slack's).
             return DiscordReplySurface(
                 source,
                 client=client,
@@ -375,9 +376,7 @@ class DiscordAdapter:
                 global_budget=self._global,
             )
 
-        # Answered here (not handed on again, even if the lease moved meanwhile: its stored
-        # claim keeps it from being answered twice); failures reach the consumer, which retries.
-        await self._intake.receive(trigger.inbound, trigger.origin, surface)
+        return surface
 
     async def _answer(
         self,
