@@ -194,3 +194,43 @@ async def _post(http: aiohttp.ClientSession, world: ClusterWorld, body: dict[str
     headers = world.emu.events.signed_headers(raw)
     async with http.post(f"http://127.0.0.1:{port}/slack/events", data=raw, headers=headers) as r:
         return r.status
+
+
+async def test_a_refused_message_is_not_handed_over_and_an_allowed_one_is(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    import asyncpg
+
+    async with cluster_world(postgres_url, tmp_path) as world:
+        world.llm.script("For Alice.")
+        access = '[access]\ndenied_users = ["U0EVE"]\n'
+        ports = [_free_port(), _free_port()]
+        holder = await world.start("holder", http_port=ports[0], extra=access)
+        await world.holder()
+        other = await world.start("other", http_port=ports[1], extra=access)
+        await world.wait_running(other)
+        world.emu.delivery = "http"
+        world.emu.event_url = f"http://127.0.0.1:{ports[1]}/slack/events"  # the one without it
+        world.emu.add_user("U0EVE", "eve")
+        refused = await world.emu.user_message(CHANNEL, "<@U0BOT> secret plans", user="U0EVE")
+        allowed = await world.emu.user_message(CHANNEL, "<@U0BOT> hello")
+        await world.emu.wait_for(lambda: world.bot_replies(CHANNEL, allowed), timeout=30)
+        await world.emu.wait_for(
+            lambda: "For Alice." in world.bot_replies(CHANNEL, allowed)[0], timeout=30
+        )
+        assert world.bot_replies(CHANNEL, refused) == []
+        assert other.said("handed to the holder")
+        conn = await asyncpg.connect(postgres_url.replace("postgresql+asyncpg", "postgresql"))
+        try:
+            # The allowed message's two events (app_mention and message) were queued, handled
+            # and deleted; nothing of the refused one was ever written.
+            async with asyncio.timeout(15):
+                while await conn.fetchval("SELECT count(*) FROM handoffs"):
+                    await asyncio.sleep(0.1)
+            stored = [r["content"] for r in await conn.fetch("SELECT content FROM messages")]
+        finally:
+            await conn.close()
+        assert not any("secret plans" in text for text in stored)
+        assert other.said("not answering .*: the user is in access.denied_users")
+        for instance in (holder, other):
+            assert await instance.stop() == 0, instance.text
