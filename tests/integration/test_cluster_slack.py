@@ -225,7 +225,7 @@ async def test_a_refused_message_is_not_handed_over_and_an_allowed_one_is(
             # The allowed message's two events (app_mention and message) were queued, handled
             # and deleted; nothing of the refused one was ever written.
             async with asyncio.timeout(15):
-                while await conn.fetchval("SELECT count(*) FROM handoffs"):
+                while await conn.fetchval("SELECT count(*) FROM handoffs"):  # noqa: ASYNC110
                     await asyncio.sleep(0.1)
             stored = [r["content"] for r in await conn.fetch("SELECT content FROM messages")]
         finally:
