@@ -68,9 +68,7 @@ class ClusterWorld:
     instances: list[Instance] = field(default_factory=list)
 
     async def start(self, name: str, *, http_port: int | None = None, extra: str = "") -> Instance:
-        ingress = (
-            f'mode = "http"\nhttp_port = {http_port}\n' if http_port else 'mode = "socket"\n'
-        )
+        ingress = f'mode = "http"\nhttp_port = {http_port}\n' if http_port else 'mode = "socket"\n'
         config = self.tmp_path / f"{name}.toml"
         config.write_text(
             f'[storage]\nurl = "{self.database_url}"\n'
@@ -80,7 +78,7 @@ class ClusterWorld:
             f'[cluster]\nenabled = true\ninstance_id = "{name}"\n'
             f"lease_seconds = {LEASE_SECONDS}\ntakeover_seconds = {TAKEOVER_SECONDS}\n"
             "[recovery]\nheartbeat_interval = 1.0\nsweep_interval = 2.0\n"
-            "[logging]\nlevel = \"INFO\"\n" + extra
+            '[logging]\nlevel = "INFO"\n' + extra
         )
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bridge", "run", "--config", str(config),
