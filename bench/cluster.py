@@ -34,7 +34,7 @@ from sandbox.slack_emulator.model import Change
 
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 VARIANTS = ("single", "single-cluster", "owner", "handover")
-CHANNEL = "C0GENERAL"
+CHANNELS = [f"C0BENCH{n:02d}" for n in range(20)]
 ANSWER = "Answer " + "word " * 20
 SLACK_ENV = {
     "CHAT_BRIDGE_SLACK__BOT_TOKEN": "xoxb-test",
@@ -130,6 +130,9 @@ def config(database: str, emu: SlackEmulator, llm: LLMServer, name: str, port: i
         "[streaming]\nedit_interval = 1.0\n"
         f'[slack]\nenabled = true\nmode = "http"\nhttp_port = {port}\n'
         f'api_base_url = "{emu.api_base_url}"\nnative_streaming = "never"\n'
+        # The emulator enforces no tier here: the workspace's update budget is no bottleneck
+        # of what is measured (the channels take turns, so no channel sees more than 1 post/s).
+        "update_rate_per_minute = 100000\n"
         '[logging]\nlevel = "INFO"\n'
     )
     if cluster:
@@ -166,13 +169,20 @@ async def run_variant(variant: str, round_: int, messages: int, admin: str, work
                 others = [i for i in instances if i is not holder]
                 target = others[0] if variant == "handover" else holder
             emu.event_url = f"http://127.0.0.1:{target.port}/slack/events"
-            await measure(emu, messages, result)
+            try:
+                await measure(emu, messages, result)
+            finally:  # while the emulator still answers their last edits
+                await stop_all(instances)
     finally:
-        for instance in instances:
-            if instance.process is not None:
-                await terminate(instance.process)
+        await stop_all(instances)
         await drop_database(admin, database)
     return result
+
+
+async def stop_all(instances: list[Instance]) -> None:
+    await asyncio.gather(
+        *(terminate(i.process) for i in instances if i.process and i.process.returncode is None)
+    )
 
 
 async def lease_holder(instances: list[Instance], team: str) -> Instance:
@@ -203,7 +213,8 @@ async def measure(emu: SlackEmulator, messages: int, result: Result) -> None:
         for n in range(messages + 10):
             seen.clear()
             started = time.perf_counter()
-            root = await emu.user_message(CHANNEL, f"<@U0BOT> question {n}")
+            channel = CHANNELS[n % len(CHANNELS)]
+            root = await emu.user_message(channel, f"<@U0BOT> question {n}")
             asked[root] = started
             async with asyncio.timeout(30):
                 while root not in shown:
