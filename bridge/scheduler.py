@@ -153,9 +153,11 @@ class _Bucket:
         smaller = self.burst - 1 if taken < 1 else min(self.burst - 1, taken)
         self.burst = max(smaller, 1)
         self.period = max(self.period, self.declared[1] * (1 + PACE_MARGIN))
-        refilled_from = now + max(retry_after, 0.0)  # when it holds one again
-        given_back = self.full_at - self.spacing
-        self.full_at = max(given_back, refilled_from + (self.burst - 1) * self.spacing)
+        # The platform's bucket is empty now and holds one again at Retry-After: what the old,
+        # larger burst still owed is no debt of the smaller one (it held a post 17 s after a
+        # Retry-After of 2 s when a burst of 18 shrank to 1).
+        refilled_from = now + max(retry_after, 0.0)
+        self.full_at = refilled_from + (self.burst - 1) * self.spacing
 
     def _oversubscribed(self, holder: int, interval: float) -> bool:
         sharers = len(self.holders) + (holder not in self.holders)

@@ -509,3 +509,24 @@ def test_a_back_off_after_a_server_error_pauses_a_burst_bucket_without_shrinking
         return times
 
     assert run_virtual(scenario()) == pytest.approx([2.0] * 5)  # the whole burst, after the pause
+
+
+def test_a_burst_cut_to_one_waits_for_retry_after_not_for_the_old_bursts_refill() -> None:
+    """The soak's record of one Slack channel (posts at 10.9, 13.0, 15.0 and 16.6 s; all but the
+    third refused with Retry-After 2 s): the last refusal cuts the learned burst to one, and the
+    next post goes at Retry-After (18.6 s), not when the burst of 20 would have refilled at the
+    new pace (33.9 s, as it did)."""
+    bucket = RateBucket("slack:post:C1", 1, 1.0, burst=20)
+
+    async def scenario() -> float:
+        scheduler = EditScheduler(interval=1.0)
+        start = scheduler.now()
+        for at, taken in [(10.947, False), (12.953, False), (14.956, True), (16.573, False)]:
+            await asyncio.sleep(max(0.0, start + at - scheduler.now()))
+            await scheduler.acquire(bucket, Urgency.FIRST_TEXT, scheduler.now())
+            if not taken:
+                scheduler.penalize(bucket, 2.0)
+        await scheduler.acquire(bucket, Urgency.FIRST_TEXT, scheduler.now())
+        return scheduler.now() - start
+
+    assert run_virtual(scenario()) == pytest.approx(18.573, abs=0.01)
