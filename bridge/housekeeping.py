@@ -7,18 +7,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bridge.config import RecoverySettings
 from bridge.ownership import Liveness
-from bridge.ports import ChatStore
+from bridge.ports import ChatStore, StoreUnavailable
 from bridge.recovery import Recovery
 
 log = logging.getLogger(__name__)
 
 RETENTION_INTERVAL = 3600.0
+SWEEP_RETRY_SECONDS = 2.0
 
 
 class Housekeeping:
@@ -96,6 +97,14 @@ class Housekeeping:
         assert self._recovery is not None
         try:
             await self._recovery.sweep()
+        except (StoreUnavailable, OSError) as exc:
+            # The database is away: try again soon rather than at the next interval, so a
+            # takeover during an outage finishes the dead process's replies once it is back.
+            log.warning("recovery sweep waits for the database (%s); again in %gs", exc,
+                        SWEEP_RETRY_SECONDS)  # fmt: skip
+            if self._scheduler is not None:
+                when = datetime.now(UTC) + timedelta(seconds=SWEEP_RETRY_SECONDS)
+                self._scheduler.add_job(self.sweep, next_run_time=when)
         except Exception:
             log.exception(
                 "recovery sweep failed; trying again in %gs", self._settings.sweep_interval

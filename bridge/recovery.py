@@ -29,6 +29,7 @@ from bridge.ports import (
     ReplyPlaces,
     ReplyProgress,
     ReplySurface,
+    StoreUnavailable,
 )
 from bridge.responder import Responder
 from bridge.writer import ReplyWriter
@@ -69,6 +70,8 @@ class Recovery:
         self._answer_within = answer_within
         self._clock = clock or (lambda: datetime.now(UTC))
         self._settles = settles
+        # Messages taken over whose settling a database outage cut short.
+        self._interrupted: set[int] = set()
         self._answering: set[asyncio.Task[object]] = set()
         self._lock = asyncio.Lock()
         self._stopping = False
@@ -108,7 +111,8 @@ class Recovery:
                 if self._stopping:
                     return
                 after = orphan.user_message.id
-                if owner == self._store.owner and not self._stuck(orphan, now):
+                mine = owner == self._store.owner
+                if mine and not self._stuck(orphan, now) and after not in self._interrupted:
                     continue
                 if owner != self._store.owner and self._settles is not None:
                     if not self._settles(orphan.chat):
@@ -140,10 +144,16 @@ class Recovery:
             return  # not connected right now: the next sweep tries again
         if user.id not in await self._store.take_over(ids, orphan.owner):
             return  # answered meanwhile, or another process was faster
+        self._interrupted.discard(user.id)
         try:
             await self._settle_taken(orphan, place, surface, report, now, where)
         except _NotConnected:
             return  # now this process's own: its sweep settles it once the platform is back
+        except (StoreUnavailable, OSError):
+            # The database went away: the sweep stops and is tried again soon; the message is
+            # this process's now, and the next sweep settles it without waiting to call it stuck.
+            self._interrupted.add(user.id)
+            raise
         except Exception:
             # One message that cannot be settled must not stall the others sweep after sweep:
             # logged once, closed, never tried again.

@@ -8,9 +8,17 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from bridge.domain import ChatKey, MessageStatus, Role, StoredMessage
 from bridge.ownership import Liveness
-from bridge.ports import MessageLimit, OwnerRecord, ReplyProgress, ReplySurface
+from bridge.ports import (
+    MessageLimit,
+    OwnerRecord,
+    ReplyProgress,
+    ReplySurface,
+    StoreUnavailable,
+)
 from bridge.recovery import Recovery
 from bridge.responder import Responder, ResponderSettings
 from bridge.scheduler import EditScheduler
@@ -186,5 +194,38 @@ def test_a_reply_that_ended_but_whose_message_was_not_closed_is_left_as_shown() 
         assert places.adopted == [] and all(not s.writes for s in places.surfaces)
         assert store.rows[asked.id].status is MessageStatus.COMPLETE
         assert store.rows[done.id].status is MessageStatus.COMPLETE and not llm.requests
+
+    run_virtual(scenario())
+
+
+def test_a_database_outage_mid_sweep_leaves_the_message_for_the_next_sweep() -> None:
+    """The database goes away while a dead owner's reply is being finished: the sweep stops
+    (and is tried again soon) instead of closing the message as one that cannot be settled."""
+
+    async def scenario() -> None:
+        store = MemoryStore()
+        store.owner = "dead"
+        asked = await store.accept_inbound("test", inbound("hello", "e1", key=KEY))
+        assert asked is not None
+        cut = await store.add_message(
+            asked.chat_id, Role.ASSISTANT, "", status=MessageStatus.PENDING,
+            reply_to_id=asked.id, platform_message_ids=["m-1"],
+        )  # fmt: skip
+        await store.save_reply(cut.id, ReplyProgress("Half", MessageStatus.STREAMING, ["m-1"]))
+        store.owner_rows["dead"] = OwnerRecord("dead", "host-a", 1, NOW, stopped_at=NOW)
+        recovery, places, _ = recovery_over(store, "unused")
+        real_save = store.save_reply
+
+        async def outage(*args: object, **kwargs: object) -> None:
+            raise StoreUnavailable("connection refused")
+
+        store.save_reply = outage  # type: ignore[method-assign]
+        with pytest.raises(StoreUnavailable):
+            await recovery.sweep()
+        assert store.rows[asked.id].status is not MessageStatus.COMPLETE  # not closed
+        store.save_reply = real_save  # type: ignore[method-assign]
+        report = await recovery.sweep()  # the database is back
+        assert report.finished == 1
+        assert store.rows[cut.id].status is MessageStatus.INTERRUPTED
 
     run_virtual(scenario())
