@@ -51,6 +51,11 @@ Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
 
+# Progress updates that want more than a window holds leave it this share (1 in 4) for first
+# and final texts; a window of fewer than four writes keeps no reserve.
+PROGRESS_RESERVE = 4
+
+
 class Urgency(IntEnum):
     """Lower goes first when a bucket is short."""
 
@@ -114,9 +119,12 @@ class _Bucket:
         # Slots this write must leave unused: cosmetic requests only take a window's first eighth.
         keep = self.limit - max(self.limit // 8, 1) if urgency == Urgency.BACKGROUND else 0
         if urgency == Urgency.PROGRESS and self.grants and self._oversubscribed(holder, interval):
-            # Its sharers want more than it holds: progress grants keep the window's average
-            # spacing instead of a burst whenever slots free.
-            start = max(start, self.grants[-1] + self.period / self.limit)
+            # Its sharers want more than it holds: progress leaves a reserve of the window to
+            # first and final texts (spent by progress alone, the window kept new replies' first
+            # texts waiting up to 14 s once a minute in a busy Slack workspace), and its grants
+            # keep the average spacing of what is left instead of a burst whenever slots free.
+            keep = self.limit // PROGRESS_RESERVE
+            start = max(start, self.grants[-1] + self.period / (self.limit - keep))
         if self.burst:
             # The same eighth for cosmetic requests: only while the bucket is nearly full.
             room = max(self.burst // 8, 1) if urgency == Urgency.BACKGROUND else self.burst
