@@ -7,39 +7,27 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import POSTGRES_ENV, _postgres_unavailable, postgres_admin_url
+
 ROOT = Path(__file__).resolve().parents[2]
-POSTGRES_ENV = "BRIDGE_TEST_POSTGRES_URL"
-DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 def postgres_admin() -> str:
-    url = os.environ.get(POSTGRES_ENV, DEFAULT_POSTGRES)
-    if not url:
+    """The suite's PostgreSQL (tests/conftest.py), as the plain URL the soak takes."""
+    url = postgres_admin_url()
+    if url is None:
         pytest.skip(f"the soak needs PostgreSQL: {POSTGRES_ENV} is empty")
-    url = url.replace("postgresql+asyncpg://", "postgresql://")
-
-    async def reachable() -> str | None:
-        import asyncpg
-
-        try:
-            conn = await asyncpg.connect(url, timeout=3)
-        except Exception as exc:  # any failure means "not here", reported as the skip reason
-            return f"{type(exc).__name__}: {exc}"
-        await conn.close()
-        return None
-
-    reason = asyncio.run(reachable())
+    reason = asyncio.run(_postgres_unavailable(url))
     if reason is not None:
         pytest.skip(f"the soak needs PostgreSQL, not reachable at {url} ({reason}); "
                     f"set {POSTGRES_ENV}")  # fmt: skip
-    return url
+    return url.replace("postgresql+asyncpg://", "postgresql://")
 
 
 def test_a_short_soak_with_every_fault_loses_and_doubles_nothing(tmp_path: Path) -> None:
