@@ -236,6 +236,7 @@ def _cluster(
         heartbeat=store.heartbeat,
         discord_shards=settings.discord.shard_count,
         known_dead=known_dead,
+        outage_tolerance=settings.storage.outage_tolerance,
     )
     policy.intake.route_through(cluster.router)
     cluster.on_overrides(policy.policy.refresh_runtime)

@@ -185,7 +185,7 @@ class Intake:
                 handoff, where,
             )  # fmt: skip
             self._responder.observer.event(origin.platform, EventOutcome.HANDED_OVER)
-        except StoreUnavailable as exc:
+        except (StoreUnavailable, OSError) as exc:
             self._responder.observer.event(origin.platform, EventOutcome.REFUSED)
             await self._responder.notices.refuse(inbound, surface, origin.platform, exc)
 

@@ -43,8 +43,10 @@ class Cluster:
         heartbeat: Callable[[], Awaitable[None]],
         discord_shards: int = 1,
         known_dead: Callable[[str], Awaitable[bool]] | None = None,
+        outage_tolerance: float = 30.0,
     ) -> None:
-        """`known_dead`: whether a process run is known to be dead (see LeaseKeeper)."""
+        """`known_dead`: whether a process run is known to be dead (see LeaseKeeper);
+        `outage_tolerance`: how long a handoff waits out a database outage."""
         self.name = "cluster"
         self._store = store
         self._places = {place.platform: place for place in places}
@@ -53,7 +55,9 @@ class Cluster:
         self.keeper = LeaseKeeper(
             store, instance=instance, timing=timing, serves=self._serves, known_dead=known_dead
         )
-        self.router = Router(self.keeper, store, discord_shards=discord_shards)
+        self.router = Router(
+            self.keeper, store, discord_shards=discord_shards, outage_tolerance=outage_tolerance
+        )
         self.consumer = HandoffConsumer(
             store, self._places, held=lambda: self.keeper.held, poll=timing.lease_seconds
         )

@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from bridge.cluster.leases import LeaseKeeper, _Work
-from bridge.ports import ClusterStore, StoreUnavailable
+from bridge.outage import through_outage
+from bridge.ports import ClusterStore
 
 log = logging.getLogger(__name__)
-
-# A handoff that cannot be queued (the database is away) is tried again for this long.
-RETRY_SECONDS = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
 
 
 def lease_name(platform: str, workspace: str, *, discord_shards: int = 1) -> str:
@@ -35,11 +34,19 @@ def shard_lease(shard: int) -> str:
 
 class Router:
     def __init__(
-        self, keeper: LeaseKeeper, store: ClusterStore, *, discord_shards: int = 1
+        self,
+        keeper: LeaseKeeper,
+        store: ClusterStore,
+        *,
+        discord_shards: int = 1,
+        outage_tolerance: float = 30.0,
     ) -> None:
+        """`outage_tolerance`: how long a handoff waits out a database outage
+        (`storage.outage_tolerance`, as every write a user waits for)."""
         self._keeper = keeper
         self._store = store
         self._discord_shards = discord_shards
+        self._outage_tolerance = outage_tolerance
 
     def lease_of(self, platform: str, workspace: str) -> str:
         return lease_name(platform, workspace, discord_shards=self._discord_shards)
@@ -70,20 +77,16 @@ class Router:
         where: Mapping[str, object],
     ) -> None:
         """Queue the event for its lease's holder; raises StoreUnavailable when the database
-        stayed away through every retry (the caller tells the user)."""
+        stayed away longer than the outage tolerance (the caller tells the user)."""
         lease = self.lease_of(platform, workspace)
         body = dict(payload())
-        for attempt, pause in enumerate((*RETRY_SECONDS, None)):
-            try:
-                queued = await self._store.hand_over(lease, platform, event_id, chat, body)
-            except (StoreUnavailable, OSError) as exc:
-                if pause is None:
-                    raise StoreUnavailable(str(exc)) from exc
-                if attempt == 0:
-                    log.warning("cluster: handoff of %s waits for the database: %s",
-                                event_id, exc, extra=where)  # fmt: skip
-                await asyncio.sleep(pause)
-                continue
-            log.info("cluster: %s handed to the holder of %s%s", event_id, lease,
-                     "" if queued else " (already queued)", extra=where)  # fmt: skip
-            return
+        queued = await through_outage(
+            lambda: self._store.hand_over(lease, platform, event_id, chat, body),
+            tolerance=self._outage_tolerance,
+            clock=time.monotonic,
+            sleep=asyncio.sleep,
+            what=f"handing {event_id} over",
+            where=where,
+        )
+        log.info("cluster: %s handed to the holder of %s%s", event_id, lease,
+                 "" if queued else " (already queued)", extra=where)  # fmt: skip

@@ -282,3 +282,27 @@ async def test_a_new_holder_answers_what_the_dead_one_took_and_left(engine_url: 
     finally:
         stuck.release.set()
         await engine.dispose()
+
+
+async def test_a_handoff_waits_out_a_short_outage_and_gives_up_after_the_tolerance(
+    engine_url: str,
+) -> None:
+    engine, (store,) = await stores(engine_url, "receiver")
+    try:
+        flaky = Flaky(store)
+        nobody = keeper(store, "receiver", [])
+        router = Router(nobody, flaky, outage_tolerance=5.0)
+        flaky.down = True
+        handing = asyncio.create_task(
+            router.hand_over("slack", "T1", "Ev1", "c", lambda: {"n": 1}, {})
+        )
+        await asyncio.sleep(0.6)
+        flaky.down = False  # back within the tolerance: queued, nothing lost
+        await handing
+        assert [h.event_id for h in await store.take_handoffs(["slack:T1"], 10)] == ["Ev1"]
+        flaky.down = True
+        impatient = Router(nobody, flaky, outage_tolerance=0.3)
+        with pytest.raises(StoreUnavailable):  # the intake then tells the user
+            await impatient.hand_over("slack", "T1", "Ev2", "c", lambda: {"n": 2}, {})
+    finally:
+        await engine.dispose()
