@@ -21,7 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 from adapters.llm import OpenAICompatibleModel
 from bridge import logs
+from bridge.attachments import AttachmentLimits, Attachments
 from bridge.config import Settings
+from bridge.controls import ReplyControls
+from bridge.edits import UserEdits
 from bridge.housekeeping import Housekeeping
 from bridge.lifecycle import Lifecycle, Service
 from bridge.metrics import Registry
@@ -35,6 +38,7 @@ from bridge.responder import Responder, ResponderSettings
 from bridge.scheduler import EditScheduler
 from bridge.telemetry import BridgeMetrics
 from storage import SqlChatStore, create_engine, migrate, sqlite_path
+from storage.files import DirectoryVault, files_dir_for
 from storage.migrate import current_revision
 
 if TYPE_CHECKING:
@@ -44,7 +48,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-HEAD_REVISION = "0004"
+HEAD_REVISION = "0005"
 
 
 class StartupError(Exception):
@@ -118,6 +122,24 @@ async def build(
     model = llm or OpenAICompatibleModel(settings.llm)
     scheduler = EditScheduler(interval=settings.streaming.edit_interval)
     metrics = BridgeMetrics(Registry(), settings.enabled_platforms())
+    controls = ReplyControls(
+        store=store,
+        on_vote=metrics.vote,
+        stop_button=settings.streaming.stop_button,
+        feedback_buttons=settings.streaming.feedback_buttons,
+    )
+    vault = DirectoryVault(files_dir_for(settings.storage))
+
+    def attachment_limits() -> AttachmentLimits:
+        limits = policy.policy.settings.limits  # [limits] reloads live
+        return AttachmentLimits(
+            max_bytes=limits.max_attachment_bytes,
+            max_images=limits.max_images_per_message,
+            max_text_bytes=limits.max_text_attachment_bytes,
+            image_max_side=settings.llm.image_max_side,
+        )
+
+    attachments = Attachments(store=store, vault=vault, limits=attachment_limits)
     responder = Responder(
         store=store,
         llm=model,
@@ -130,10 +152,16 @@ async def build(
             notices=settings.notices,
         ),
         observer=metrics,
+        controls=controls,
+        attachments=attachments,
     )
     lifecycle = Lifecycle()
     policy = build_policy(settings, responder=responder, store=store, wall=wall)
-    platforms = _platforms(settings, responder, store, lifecycle, policy)
+    controls.set_admin_check(policy.commands.is_admin)
+    edits = UserEdits(store=store, in_flight=responder.begun)
+    platforms = _platforms(settings, responder, store, lifecycle, policy, controls, edits)
+    for platform in platforms:
+        attachments.add_source(platform.platform, platform.files)
 
     async def known_dead(run: str) -> bool:
         now = datetime.now(UTC)
@@ -170,6 +198,7 @@ async def build(
         event_retention=settings.storage.event_retention_hours * 3600,
         message_retention=retention_days * 86400 if retention_days else None,
         runs_maintenance=None if cluster is None else cluster.runs_maintenance,
+        files=vault,
     )
     if cluster is not None:
         cluster.after_gain(lambda _lease: housekeeping.sweep())
@@ -250,6 +279,8 @@ def _platforms(
     store: SqlChatStore,
     lifecycle: Lifecycle,
     policy: PolicyParts,
+    controls: ReplyControls,
+    edits: UserEdits,
 ) -> list[SlackAdapter | DiscordAdapter]:
     platforms: list[SlackAdapter | DiscordAdapter] = []
     if settings.slack.enabled:
@@ -263,6 +294,8 @@ def _platforms(
                 lifecycle=lifecycle,
                 intake=policy.intake,
                 commands=policy.commands,
+                controls=controls,
+                edits=edits,
             )
         )
     if settings.discord.enabled:
@@ -278,6 +311,8 @@ def _platforms(
                 commands=policy.commands,
                 reset_admins_only=settings.access.reset == "admins",
                 guild_ready_timeout=settings.discord.guild_ready_timeout,
+                controls=controls,
+                edits=edits,
             )
         )
     return platforms

@@ -47,6 +47,9 @@ class StorageSettings(_Section):
     # A database outage this long is waited out (messages are stored and answered late); past
     # it a reply fails with a notice.
     outage_tolerance: float = Field(default=30.0, ge=0)
+    # Where files of users' messages are kept (images, text files); empty: a `files` folder
+    # next to the SQLite database, or `./chat-bridge-files` with PostgreSQL.
+    files_dir: str = ""
 
 
 class LLMSettings(_Section):
@@ -66,6 +69,13 @@ class LLMSettings(_Section):
     reply_timeout: float = Field(default=600.0, gt=0)
     titles: bool = True
     title_model: str | None = None
+    # Images to the model as image parts: "auto" sends them and, if the endpoint refuses image
+    # input, sends that model's turns without them from then on (logged once).
+    vision: Literal["auto"] | bool = "auto"
+    # Images of earlier turns are sent again only within this many user turns (they are costly).
+    image_turns: int = Field(default=3, ge=0, le=50)
+    # Images larger than this on their longer side are downscaled before they are sent or kept.
+    image_max_side: int = Field(default=2048, ge=256, le=8192)
 
 
 class StreamingSettings(_Section):
@@ -75,6 +85,13 @@ class StreamingSettings(_Section):
     cursor: str = " ▌"
     # The most platform messages one reply continues into; past it the reply is cut.
     max_messages_per_reply: int = Field(default=10, ge=1, le=100)
+    # A reasoning model's thinking: "status" shows a live "thinking… 12 s" while it reasons;
+    # "summary" also keeps a short summary above the answer; "off" shows nothing of it.
+    show_reasoning: Literal["status", "off", "summary"] = "status"
+    # A Stop button on a streaming reply (🛑 as a reaction works too) and 👍/👎 under a finished
+    # one.
+    stop_button: bool = True
+    feedback_buttons: bool = True
 
 
 class SlackSettings(_Section):
@@ -91,6 +108,10 @@ class SlackSettings(_Section):
     loading_messages: list[str] = Field(default_factory=list, max_length=10)
     ignore_other_bots: bool = True
     suggested_prompts: list[str] = Field(default_factory=list, max_length=4)
+    # Slack's AI-app surface: "assistant" (the assistant view: a pane with threads,
+    # `assistant_thread_started`), "agent" (the newer agent view, opened from the app's Messages
+    # tab) or "off" (mentions and DMs only). The manifest (`chat-bridge slack-manifest`) follows.
+    app_view: Literal["assistant", "agent", "off"] = "assistant"
     # The admin slash command (`/chat-bridge <command> [argument]`): Slack takes a "/" and at
     # most 31 lowercase letters, digits, "-" or "_". Rename it to avoid a clash with another app.
     command: str = Field(default="/chat-bridge", pattern=r"^/[a-z0-9_-]{1,31}$")
@@ -203,13 +224,23 @@ class NoticeSettings(_Section):
     queued_status: str = "is waiting for the model…"
     # To a user [access] does not allow, when access.notify_denied is true.
     denied: str = "🚫 _You cannot use this bot here._"
+    # Under a reply a user stopped (Stop button or 🛑); its text so far stands above it.
+    stopped: str = "⏹️ _Stopped._"
+    # To the author of a message with files the model cannot read (once per message); {files}:
+    # "report.pdf (2.0 MB): not a file type I can read; …".
+    unreadable: str = "📎 _I could not read {files}. The model was told they were attached._"
 
     @model_validator(mode="after")
     def _known_placeholders(self) -> NoticeSettings:
-        allowed = {"failed": {"reason", "ref"}, "cut": {"reason"}, "limited": {"limit", "resets"}}
+        allowed = {
+            "failed": {"reason", "ref"},
+            "cut": {"reason"},
+            "limited": {"limit", "resets"},
+            "unreadable": {"files"},
+        }
         names = (
             "failed", "cut", "interrupted", "ask_again", "limited", "busy", "queued",
-            "queued_status", "denied",
+            "queued_status", "denied", "stopped", "unreadable",
         )  # fmt: skip
         for name in names:
             template = getattr(self, name)

@@ -7,10 +7,11 @@ the prompt_tokens each server reports, per model, so the budget tracks the real 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from bridge.domain import Role, StoredMessage
-from bridge.ports import ChatTurn
+from bridge.ports import ChatTurn, ImagePart
+from bridge.reasoning import without_summary
 
 # Chat formats wrap each message in a few tokens of framing.
 MESSAGE_OVERHEAD = 4
@@ -47,22 +48,43 @@ class TokenBudget:
         return self._ratio.get(model, 1.0)
 
 
+# What one image costs in the estimate (a downscaled image of about 2048 px a side).
+IMAGE_TOKENS = 800
+
+Files = Mapping[int, tuple[str, tuple[ImagePart, ...]]]
+
+
 def build_prompt(
     budget: TokenBudget,
     model: str,
     system_prompt: str,
     history: Sequence[StoredMessage],
     max_tokens: int,
+    files: Files | None = None,
 ) -> tuple[list[ChatTurn], int]:
-    """The turns to send and their estimated token count. The newest message is always kept."""
+    """The turns to send and their estimated token count. The newest message is always kept.
+
+    `files`: per user message, the text naming (or inlining) its files and the images sent with
+    it (`bridge.attachments`). Messages their authors deleted are left out; a reply's reasoning
+    summary is not sent back.
+    """
     turns: list[ChatTurn] = []
     used = budget.estimate(model, system_prompt) if system_prompt else 0
     for message in reversed(history):
-        cost = budget.estimate(model, message.content)
+        if message.metadata.get("deleted"):
+            continue
+        content = message.content
+        images: tuple[ImagePart, ...] = ()
+        if message.role is Role.ASSISTANT:
+            content = without_summary(content, message.metadata)
+        elif files and message.id in files:
+            extra, images = files[message.id]
+            content = f"{content}\n\n{extra}" if content and extra else (content or extra)
+        cost = budget.estimate(model, content) + IMAGE_TOKENS * len(images)
         if turns and used + cost > max_tokens:
             break
         role = Role.ASSISTANT if message.role is Role.ASSISTANT else Role.USER
-        turns.append(ChatTurn(role, message.content))
+        turns.append(ChatTurn(role, content, images))
         used += cost
     turns.reverse()
     if system_prompt:

@@ -25,10 +25,17 @@ class MessageStatus(StrEnum):
     COMPLETE = "complete"
     FAILED = "failed"
     INTERRUPTED = "interrupted"
+    # Stopped by a user while it streamed (Stop button or 🛑): its text so far stands.
+    STOPPED = "stopped"
 
     @property
     def finished(self) -> bool:
-        return self in (MessageStatus.COMPLETE, MessageStatus.FAILED, MessageStatus.INTERRUPTED)
+        return self in _FINISHED
+
+
+_FINISHED = frozenset(
+    {MessageStatus.COMPLETE, MessageStatus.FAILED, MessageStatus.INTERRUPTED, MessageStatus.STOPPED}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +93,22 @@ class StoredMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class AttachmentRef:
+    """A file on a user's message as the platform announced it, not downloaded yet.
+
+    `source` is where the platform's adapter fetches it from (Slack: `url_private_download`,
+    fetched with the bot token; Discord: the attachment's signed CDN URL, valid about a day).
+    `size` and `mime_type` are what the platform says; the download checks both again.
+    """
+
+    name: str
+    size: int
+    mime_type: str
+    source: str
+    id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class InboundMessage:
     """A user's message as every adapter hands it to the core; no raw payload travels further."""
 
@@ -95,6 +118,7 @@ class InboundMessage:
     text: str
     platform_message_id: str
     author_name: str | None = None
+    attachments: tuple[AttachmentRef, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bridge.config import RecoverySettings
 from bridge.ownership import Liveness
-from bridge.ports import ChatStore, StoreUnavailable
+from bridge.ports import ChatStore, FileVault, StoreUnavailable
 from bridge.recovery import Recovery
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,7 @@ class Housekeeping:
         event_retention: float,
         message_retention: float | None = None,
         runs_maintenance: Callable[[], bool] | None = None,
+        files: FileVault | None = None,
     ) -> None:
         """`runs_maintenance`: whether this process prunes now (`[cluster]`: the holder of the
         maintenance lease does, one instance at a time; None: always)."""
@@ -46,6 +47,7 @@ class Housekeeping:
         self._event_retention = event_retention
         self._message_retention = message_retention
         self._runs_maintenance = runs_maintenance
+        self._files = files
         self._scheduler: AsyncIOScheduler | None = None
         self.name = "housekeeping"
 
@@ -115,11 +117,15 @@ class Housekeeping:
             return
         try:
             events = await self._store.prune_events(self._event_retention)
-            messages = 0
+            messages = files = 0
             if self._message_retention:
                 messages = await self._store.prune_messages(self._message_retention)
+                # Files follow their messages: kept as long, by the same clock.
+                if self._files is not None:
+                    files = await self._files.prune(self._message_retention)
         except Exception as exc:
             log.warning("retention: pruning failed: %s", exc)
             return
-        if events or messages:
-            log.info("retention: pruned %d event ids and %d messages", events, messages)
+        if events or messages or files:
+            log.info("retention: pruned %d event ids, %d messages and %d files",
+                     events, messages, files)  # fmt: skip

@@ -9,9 +9,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from enum import StrEnum
 from typing import Any, Literal, Protocol
 
 from bridge.domain import (
+    AttachmentRef,
     Chat,
     ChatKey,
     HistoryEntry,
@@ -156,14 +158,82 @@ class ReplySurface(Protocol):
         """The latest rate-limit headers the last write saw, if the platform sends them."""
         ...
 
+    @property
+    def controls_shown(self) -> bool:
+        """True when the reply's messages carry controls (a Stop button) that its last write
+        must change: the writer then writes the last message at the end even when its text is
+        already shown."""
+        ...
+
+    def end_reply(self, ending: ReplyEnding) -> None:
+        """How the reply ends, told before its last write (no platform call here): the last
+        write drops the Stop button and, for an answer, adds the feedback buttons."""
+        ...
+
+
+class ReplyEnding(StrEnum):
+    """How a reply ended, as its surface shows it (feedback buttons only under an answer)."""
+
+    ANSWERED = "answered"  # the model's text, complete or cut by a limit
+    STOPPED = "stopped"  # a user stopped it; its text so far stands
+    FAILED = "failed"  # a notice instead of (or after) the text
+
+
+# --- files on users' messages --------------------------------------------------------------
+
+
+class FileUnavailable(Exception):
+    """A file could not be downloaded: gone, refused, not what the platform announced, or over
+    the size it may have (`too_large`: the download stopped there)."""
+
+    def __init__(self, message: str, *, too_large: bool = False) -> None:
+        super().__init__(message)
+        self.too_large = too_large
+
+
+class FileSource(Protocol):
+    """Downloads files of users' messages, per platform (Slack: with the bot token)."""
+
+    async def fetch(self, ref: AttachmentRef, max_bytes: int) -> bytes:
+        """The file's bytes; FileUnavailable past `max_bytes` (never reads more than that plus
+        one chunk), on an HTTP error, or on an HTML page instead of the file (Slack's login page
+        when the token may not read it)."""
+        ...
+
+
+class FileVault(Protocol):
+    """Where downloaded files are kept so that later turns still see them (`storage.files_dir`)."""
+
+    async def put(self, message_id: int, name: str, data: bytes) -> str:
+        """Keep `data` for the user message `message_id`; returns its key."""
+        ...
+
+    async def get(self, key: str) -> bytes | None:
+        """The bytes kept under `key`; None when they are gone (retention, a deleted folder)."""
+        ...
+
+    async def prune(self, older_than_seconds: float) -> int:
+        """Delete files older than this (retention follows the messages'); returns how many."""
+        ...
+
 
 # --- the LLM side --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ImagePart:
+    """An image sent to the model with a turn (already downscaled): PNG, JPEG, GIF or WebP."""
+
+    mime_type: str
+    data: bytes
 
 
 @dataclass(frozen=True, slots=True)
 class ChatTurn:
     role: Role
     content: str
+    # Images go to the model as image content parts after `content` (user turns only).
+    images: tuple[ImagePart, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,12 +252,21 @@ class Delta:
 
 
 @dataclass(frozen=True, slots=True)
+class Reasoning:
+    """Text of the model's reasoning (`reasoning_content`, `reasoning` or a `<think>` block):
+    never shown as reply text."""
+
+    choice: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class Finished:
     choice: int
     reason: str
 
 
-StreamEvent = Delta | Finished | TokenUsage
+StreamEvent = Delta | Reasoning | Finished | TokenUsage
 
 
 class LLMError(Exception):
@@ -394,6 +473,33 @@ class ChatStore(Protocol):
 
     async def mark_answered(self, user_message_id: int) -> None:
         """The message's reply ended (with its text or a notice): it leaves the inbox."""
+        ...
+
+    # --- rich conversations: attachments, user edits, feedback ---
+
+    async def get_message(self, message_id: int) -> StoredMessage | None: ...
+
+    async def update_metadata(self, message_id: int, values: dict[str, Any]) -> None:
+        """Set these keys of the message's metadata (the others stay)."""
+        ...
+
+    async def find_message(self, key: ChatKey, platform_message_id: str) -> StoredMessage | None:
+        """The stored message of the chat at `key` that shows as `platform_message_id` (a user
+        message, or any of a reply's messages)."""
+        ...
+
+    async def edit_message(self, message_id: int, content: str, *, deleted: bool = False) -> None:
+        """A user edited (or deleted) their message: the history shows the new text (a deleted
+        one is kept with `metadata.deleted` and left out of later prompts)."""
+        ...
+
+    async def record_vote(self, message_id: int, user: str, value: str | None) -> bool:
+        """One user's vote on a reply ("up", "down"; None takes it back); the last one counts.
+        False when nothing changed."""
+        ...
+
+    async def votes(self, message_id: int) -> dict[str, str]:
+        """The votes on a reply, by user."""
         ...
 
     # --- owners: which process answers what (crash recovery) ---

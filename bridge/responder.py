@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
+from bridge.attachments import Attachments, announced
 from bridge.config import (
     LLMSettings,
     NoticeSettings,
@@ -24,6 +25,7 @@ from bridge.config import (
     StreamingSettings,
 )
 from bridge.context import TokenBudget, build_prompt
+from bridge.controls import LiveReply, ReplyControls
 from bridge.domain import Chat, ChatKey, InboundMessage, MessageStatus, Role, StoredMessage
 from bridge.domain import TokenUsage as Usage
 from bridge.notices import (
@@ -46,11 +48,14 @@ from bridge.ports import (
     LanguageModel,
     LLMError,
     PermissionDenied,
+    Reasoning,
+    ReplyEnding,
     ReplyProgress,
     ReplySurface,
     StoreUnavailable,
 )
 from bridge.progress import ProgressSaves, layout_of
+from bridge.reasoning import Thinking
 from bridge.scheduler import EditScheduler, Sleep
 from bridge.telemetry import ErrorKind, EventOutcome, NoObserver, ReplyObserver, ReplyReport
 from bridge.titles import Titles
@@ -82,6 +87,11 @@ class ResponderSettings:
     drain_timeout: float = 10.0
     outage_tolerance: float = 30.0
     notices: NoticeSettings = field(default_factory=NoticeSettings)
+    show_reasoning: str = "status"
+    # Images to the model (`llm.vision`: "auto" sends them; the LLM adapter drops them for a
+    # model that refuses them), and within how many user turns they are sent again.
+    vision: bool = True
+    image_turns: int = 3
 
     @classmethod
     def from_config(
@@ -116,6 +126,9 @@ class ResponderSettings:
             drain_timeout=recovery.drain_timeout,
             outage_tolerance=storage.outage_tolerance,
             notices=notices or NoticeSettings(),
+            show_reasoning=streaming.show_reasoning,
+            vision=llm.vision is not False,
+            image_turns=llm.image_turns,
         )
 
     @property
@@ -165,6 +178,13 @@ class _Cut(Exception):
         self.reason = reason
 
 
+class _Stopped(_Cut):
+    """A user stopped the reply (Stop button or 🛑): its text stands, with `notices.stopped`."""
+
+    def __init__(self, by: str) -> None:
+        super().__init__(f"stopped by {by}")
+
+
 class Responder:
     def __init__(
         self,
@@ -175,8 +195,12 @@ class Responder:
         settings: ResponderSettings,
         sleep: Sleep | None = None,
         observer: ReplyObserver | None = None,
+        controls: ReplyControls | None = None,
+        attachments: Attachments | None = None,
     ) -> None:
         self._store = store
+        self.controls = controls or ReplyControls(store=store)
+        self.attachments = attachments
         self._llm = llm
         self._scheduler = scheduler
         self.settings = settings
@@ -188,6 +212,8 @@ class Responder:
         self._background: set[asyncio.Task[None]] = set()
         # User messages being answered here now (queued or streaming): recovery leaves them be.
         self.in_flight: set[int] = set()
+        # Those whose reply has begun (an edit of a queued one is still answered as edited).
+        self.begun: set[int] = set()
         self._permissions = PermissionLog(scheduler.now)
         self._titles = Titles(store, llm, settings, self._observer)
         # The notice that is the whole reply (a message not answered); recovery uses it too.
@@ -263,7 +289,9 @@ class Responder:
         """
         where = {"platform": platform, "event_id": inbound.event_id}
         reply = settings or self.settings.reply_defaults
-        metadata = {"settings": reply.to_dict()}
+        metadata: dict[str, Any] = {"settings": reply.to_dict()}
+        if inbound.attachments:
+            metadata["attachments"] = announced(inbound.attachments)
         try:
             stored = await self._durably(
                 lambda: self._store.accept_inbound(platform, inbound, metadata),
@@ -324,12 +352,18 @@ class Responder:
         self.in_flight.add(user_message.id)
         self._observer.reply_started(platform)
         began = False
+        # Files are downloaded as the message arrives (Discord's links expire), while the reply
+        # may still wait for the chat's previous one.
+        files = self._collect_files(platform, user_message, surface)
         try:
             async with self._chat_turn(user_message.chat_id):
                 began = True
+                self.begun.add(user_message.id)
                 if ticket is not None:
                     ticket.line_up()
-                await self._reply(key, user_message, surface, report, platform, run, resume, ticket)
+                await self._reply(
+                    key, user_message, surface, report, platform, run, resume, ticket, files
+                )
             return report
         except BaseException as exc:
             if report.status is MessageStatus.PENDING:
@@ -350,10 +384,41 @@ class Responder:
                 report.error_kind = ErrorKind.STORAGE  # only the final save runs after concluding
             raise
         finally:
+            if files is not None:
+                files.cancel()  # a no-op once done; a reply that never began leaves its files
             if task is not None:
                 self._active.discard(task)
             self.in_flight.discard(user_message.id)
+            self.begun.discard(user_message.id)
             self._observer.reply_finished(platform, report)
+
+    def _collect_files(
+        self, platform: str, user_message: StoredMessage, surface: ReplySurface
+    ) -> asyncio.Future[StoredMessage] | None:
+        if self.attachments is None or not user_message.metadata.get("attachments"):
+            return None
+        files = self._files_of(self.attachments, platform, user_message, surface)
+        return asyncio.ensure_future(files)
+
+    async def _files_of(
+        self,
+        attachments: Attachments,
+        platform: str,
+        user_message: StoredMessage,
+        surface: ReplySurface,
+    ) -> StoredMessage:
+        """The message with its files downloaded and kept; its author is told once about those
+        the model cannot read. A failure here costs the files, never the answer."""
+        where = _log_ids(platform, user_message)
+        try:
+            collected, fresh = await attachments.collect(platform, user_message)
+        except Exception as exc:
+            log.warning("files of message %s not kept: %s", user_message.id, exc, extra=where)
+            return user_message
+        if fresh and (unread := attachments.unread_files(collected)):
+            notice = self.settings.notices.unreadable.format(files=unread)
+            await _quietly(surface.notify(notice), "tell about unreadable files", where)
+        return collected
 
     @contextlib.asynccontextmanager
     async def _chat_turn(self, chat_id: int) -> AsyncIterator[None]:
@@ -382,6 +447,7 @@ class Responder:
         settings: ResponderSettings,
         resume: Sequence[StoredMessage] = (),
         ticket: Ticket | None = None,
+        files: asyncio.Future[StoredMessage] | None = None,
     ) -> None:
         where = _log_ids(platform, user_message)
         await _quietly(surface.start_typing(), "start typing", where)
@@ -401,6 +467,14 @@ class Responder:
         cut: _Cut | None = None
         cancelled = False
         chat: Chat | None = None
+        live: LiveReply | None = None
+
+        async def show_thinking(status: str) -> None:
+            for writer in writers:
+                writer.show_status(status)
+            await _quietly(surface.start_typing(status), "show thinking", where)
+
+        thinking = Thinking(settings.show_reasoning, clock=self._scheduler.now, show=show_thinking)
         try:
             if len(resume) == len(writers):
                 for writer, row in zip(writers, resume, strict=True):
@@ -409,12 +483,21 @@ class Responder:
             else:
                 await self._open(writers, platform, user_message, where)
                 await self._create_rows(writers, saves, user_message, settings, where)
+            live = self.controls.register(
+                platform,
+                key,
+                asker=user_message.author_id or "",
+                user_message_id=next(iter(user_message.platform_message_ids), ""),
+                message_ids=lambda: [i for w in writers for i in w.platform_message_ids],
+            )
             report.assistant_message_ids = list(saves.ids.values())
             chat = await self._durably(
                 lambda: self._store.get_chat(key), "reading the conversation", where
             )
             if chat is None:
                 raise _Failure("the conversation is missing from storage", ErrorKind.STORAGE)
+            if files is not None:
+                user_message = await files
             request, estimated = await self._durably(
                 lambda: self._request(chat, user_message, settings), "reading the history", where
             )
@@ -422,7 +505,10 @@ class Responder:
             if ticket is not None:
                 await self._wait_for_llm(ticket, writers, surface, where)
             async with asyncio.timeout(settings.reply_timeout):
-                await self._stream(request, estimated, writers, report, settings, where)
+                streaming = self._stream(
+                    request, estimated, writers, report, settings, thinking, where
+                )
+                await _stoppable(live, streaming)
         except asyncio.CancelledError:
             cancelled = True
             failure = _Failure("the bridge is shutting down", ErrorKind.SHUTDOWN)
@@ -448,9 +534,13 @@ class Responder:
             # Shielded: even a cancelled reply must leave its final state on screen and on disk.
             if ticket is not None:
                 ticket.give_slot()
+            if live is not None:
+                self.controls.unregister(live)
+            thinking.close()
             concluding = self._conclude(
-                writers, saves, report, failure, cut, surface, user_message, settings, where
-            )
+                writers, saves, report, failure, cut, surface, user_message, settings, where,
+                thinking,
+            )  # fmt: skip
             await asyncio.shield(concluding)
         if cancelled:
             raise asyncio.CancelledError
@@ -499,8 +589,13 @@ class Responder:
         )
         system_prompt = str(chat.settings.get("system_prompt", settings.system_prompt))
         budget = settings.max_context_tokens - (settings.max_output_tokens or 0)
+        files = None
+        if self.attachments is not None:
+            files = await self.attachments.for_prompt(
+                history, image_turns=settings.image_turns, vision=settings.vision
+            )
         turns, estimated = build_prompt(
-            self._budget, settings.model, system_prompt, history, max(budget, 256)
+            self._budget, settings.model, system_prompt, history, max(budget, 256), files
         )
         request = CompletionRequest(
             model=settings.model,
@@ -518,6 +613,7 @@ class Responder:
         writers: Sequence[ReplyWriter],
         report: ReplyReport,
         settings: ResponderSettings,
+        thinking: Thinking,
         where: Mapping[str, object],
     ) -> None:
         loop = asyncio.get_running_loop()
@@ -537,12 +633,17 @@ class Responder:
                         if isinstance(event, Delta):
                             if report.first_delta_at is None:
                                 report.first_delta_at = self._scheduler.now()
+                                if thinking.active and (summary := thinking.answer_begins()):
+                                    for writer in writers:
+                                        writer.feed(summary)
                             if event.choice < len(writers):
                                 writer = writers[event.choice]
                                 writer.feed(event.text)
                                 if writer.full and all(w.full for w in writers):
                                     log.info("reply cut at its message cap", extra=where)
                                     raise _Cut(TOO_LONG)
+                        elif isinstance(event, Reasoning):
+                            thinking.feed(event.text)
                         elif isinstance(event, Usage):
                             report.usage = event
                             self._budget.learn(request.model, estimated, event.prompt_tokens)
@@ -581,17 +682,32 @@ class Responder:
         user_message: StoredMessage,
         settings: ResponderSettings,
         where: Mapping[str, object],
+        thinking: Thinking | None = None,
     ) -> None:
         notices = settings.notices
+        stopped = isinstance(cut, _Stopped)
         if failure is not None:
             notice = failure_notice(notices, failure.kind, failure.ref)
         elif cut is not None:
-            notice = cut_notice(notices, cut.reason)
+            notice = notices.stopped if stopped else cut_notice(notices, cut.reason)
         else:
             notice = ""
+        shown_ending = (
+            ReplyEnding.FAILED
+            if failure
+            else (ReplyEnding.STOPPED if stopped else ReplyEnding.ANSWERED)
+        )
+        try:
+            surface.end_reply(shown_ending)
+        except Exception as exc:  # cosmetic: the reply's text matters more than its buttons
+            log.warning("could not mark the reply's end: %s", exc, extra=where)
         await asyncio.gather(*(writer.finish(notice) for writer in writers), return_exceptions=True)
         await _quietly(surface.stop_typing(), "stop typing", where)
-        status = MessageStatus.FAILED if failure else MessageStatus.COMPLETE
+        status = (
+            MessageStatus.FAILED
+            if failure
+            else (MessageStatus.STOPPED if stopped else MessageStatus.COMPLETE)
+        )
         report.status = status
         report.error = str(failure) if failure else (f"cut: {cut}" if cut else None)
         if failure is not None:
@@ -627,7 +743,7 @@ class Responder:
                 error=report.error or writer.error,
                 model=settings.model,
                 usage=report.usage if number == 0 else None,
-                metadata=_metadata(report, writer),
+                metadata=_metadata(report, writer, thinking),
             )
             ending.append(functools.partial(self._store.save_reply, saves.ids[number], progress))
         ending.append(functools.partial(self._store.mark_answered, user_message.id))
@@ -707,11 +823,15 @@ class Responder:
             await asyncio.gather(*list(self._background), return_exceptions=True)
 
 
-def _metadata(report: ReplyReport, writer: ReplyWriter) -> dict[str, Any]:
+def _metadata(
+    report: ReplyReport, writer: ReplyWriter, thinking: Thinking | None = None
+) -> dict[str, Any]:
     def ms(at: float | None) -> int | None:
         return None if at is None else round((at - report.received_at) * 1000)
 
+    reasoning = thinking.metadata() if thinking is not None else None
     return {
+        **({"reasoning": reasoning} if reasoning else {}),
         "time_to_first_token_ms": ms(report.first_delta_at),
         "time_to_first_text_ms": ms(writer.first_text_at),
         "total_ms": ms(writer.final_at),
@@ -734,3 +854,20 @@ async def _quietly(call: Any, what: str, where: Mapping[str, object]) -> None:
         await call
     except Exception as exc:
         log.warning("could not %s: %s", what, exc, extra=where)
+
+
+async def _stoppable(live: LiveReply | None, streaming: Awaitable[None]) -> None:
+    """Run the LLM stream so that a Stop cancels it (and its HTTP request) without cancelling
+    the reply, which then ends with its text so far."""
+    if live is None:
+        await streaming
+        return
+    stream = asyncio.ensure_future(streaming)
+    live.bind(stream.cancel)
+    try:
+        await stream
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if live.stop_requested and (task is None or not task.cancelling()):
+            raise _Stopped(live.stopped_by or "") from None
+        raise

@@ -88,7 +88,7 @@ class NoObserver:
 # Sub-second resolution near the start: a first token later than a few seconds is already bad.
 FIRST_TOKEN_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0)
 REPLY_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
-FINAL_STATUSES = (MessageStatus.COMPLETE, MessageStatus.FAILED)
+FINAL_STATUSES = (MessageStatus.COMPLETE, MessageStatus.FAILED, MessageStatus.STOPPED)
 
 
 class BridgeMetrics:
@@ -154,6 +154,12 @@ class BridgeMetrics:
             ["platform"],
             buckets=REPLY_BUCKETS,
         )
+        self.votes = r.counter(
+            "chat_bridge_feedback_votes_total",
+            "👍/👎 votes users gave replies (a changed vote counts again; `withdrawn`: taken "
+            "back).",
+            ["platform", "vote"],
+        )
         for platform in platforms:
             self._touch(platform)
 
@@ -199,3 +205,7 @@ class BridgeMetrics:
 
     def error(self, platform: str, kind: ErrorKind) -> None:
         self.errors.labels(platform, kind).inc()
+
+    def vote(self, platform: str, value: str | None) -> None:
+        """A user's feedback on a reply changed (`ReplyControls.vote`)."""
+        self.votes.labels(platform, value or "withdrawn").inc()

@@ -310,8 +310,11 @@ class ReplyWriter:
             return True
         targets = self._targets()
         final_segment = self._finishing or index < len(targets) - 1
-        if targets[index] == self._shown[index] and not self.surface.shows_own_progress:
-            # Already showing its final text; only a native stream needs telling that it ended.
+        if targets[index] == self._shown[index] and not (
+            self.surface.shows_own_progress or self.surface.controls_shown
+        ):
+            # Already showing its final text; only a native stream needs telling that it ended,
+            # and a message with a Stop button needs its last write (the button goes).
             self._finalized.add(index)
             return True
         # The surface may switch buckets mid-reply (Slack: native stream -> chat.update).

@@ -18,6 +18,7 @@ from bridge.ports import (
     RateBucket,
     RateLimited,
     RateObservation,
+    ReplyEnding,
 )
 
 # --- platform --------------------------------------------------------------------------------
@@ -50,6 +51,8 @@ class RecordingSurface:
     ) -> None:
         self.message_limit = MessageLimit(limit)
         self.shows_own_progress = False
+        self.controls_shown = False  # no buttons here; `endings` records what end_reply was told
+        self.endings: list[ReplyEnding] = []
         self._edit_bucket = edit_bucket or RateBucket(f"edit:{name}", 1000, 1.0)
         self._post_bucket = post_bucket or RateBucket(f"post:{name}", 1000, 1.0)
         self.latency = latency
@@ -78,6 +81,9 @@ class RecordingSurface:
 
     def post_bucket(self) -> RateBucket:
         return self._post_bucket
+
+    def end_reply(self, ending: ReplyEnding) -> None:
+        self.endings.append(ending)
 
     def edit_bucket(self) -> RateBucket:
         return self._edit_bucket

@@ -1,5 +1,5 @@
-"""SQLAlchemy tables for chats, messages, processed inbound events, owners, the admin policy and
-the cluster (leases, handoffs).
+"""SQLAlchemy tables for chats, messages (and users' votes on replies), processed inbound events,
+owners, the admin policy and the cluster (leases, handoffs).
 
 The Alembic migrations in `storage/migrations` create exactly these; a test compares the two.
 """
@@ -12,6 +12,7 @@ from typing import Any, overload
 from sqlalchemy import (
     JSON,
     BigInteger,
+    CheckConstraint,
     Date,
     DateTime,
     ForeignKey,
@@ -105,6 +106,20 @@ class MessageRow(Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
     )
+
+
+class FeedbackVoteRow(Base):
+    """One user's 👍/👎 on a reply; the last one counts. Goes with its message (retention)."""
+
+    __tablename__ = "feedback_votes"
+    __table_args__ = (CheckConstraint("value IN ('up', 'down')", name="ck_feedback_votes_value"),)
+
+    message_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(8))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class OwnerRow(Base):

@@ -1,5 +1,5 @@
-"""What the store's row mixins (`PolicyStore`, `ClusterRows`) use of `SqlChatStore`: declared
-once for the type checker; `SqlChatStore` provides it."""
+"""What the store's row mixins (`PolicyStore`, `ClusterRows`, `ConversationRows`) use of
+`SqlChatStore`: declared once for the type checker; `SqlChatStore` provides it."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from bridge.domain import StoredMessage
 
 
 class StoreParts:
@@ -27,3 +29,6 @@ class StoreParts:
         def _insert(self, table: Table) -> Any: ...
 
         async def _notify(self, conn: AsyncConnection, topic: str, detail: str) -> None: ...
+
+        @staticmethod
+        def _stored(row: Any) -> StoredMessage: ...

@@ -32,18 +32,19 @@ from bridge.domain import (
 from bridge.ports import Orphan, OwnerRecord, ReplyProgress, StoreUnavailable
 from bridge.text import clean_text
 from storage.cluster import ClusterRows
+from storage.conversation import ConversationRows
 from storage.group_commit import GroupCommit
 from storage.models import ChatRow, MessageRow, OwnerRow, ProcessedEventRow, as_utc, utcnow
 from storage.policy import PolicyStore
 from storage.turns import WriterTurns
 from storage.write_behind import WriteBehind
 
-_UNFINISHED = (MessageStatus.PENDING.value, MessageStatus.STREAMING.value)
 MESSAGES = cast(Table, MessageRow.__table__)
 CHATS = cast(Table, ChatRow.__table__)
 EVENTS = cast(Table, ProcessedEventRow.__table__)
 OWNERS = cast(Table, OwnerRow.__table__)
 _FINISHED = tuple(s.value for s in MessageStatus if s.finished)
+_UNFINISHED = tuple(s.value for s in MessageStatus if not s.finished)
 # One accept_inbound call: the platform, the message and the metadata stored with it.
 Inbound = tuple[str, InboundMessage, dict[str, Any] | None]
 
@@ -76,7 +77,7 @@ async def _unavailable_as_port_error() -> AsyncIterator[None]:
         raise
 
 
-class SqlChatStore(PolicyStore, ClusterRows):
+class SqlChatStore(PolicyStore, ClusterRows, ConversationRows):
     """ChatStore on an AsyncEngine. Owns no engine lifecycle: the composition root disposes it.
 
     `owner` identifies this process in the rows it writes (a random id unless given).
@@ -129,6 +130,10 @@ class SqlChatStore(PolicyStore, ClusterRows):
 
     async def close(self) -> None:
         await self._replies.close()
+
+    @staticmethod
+    def _stored(row: Any) -> StoredMessage:
+        return _message(row)
 
     # --- chats -------------------------------------------------------------------------------
 
@@ -349,7 +354,8 @@ class SqlChatStore(PolicyStore, ClusterRows):
 
     async def context_messages(self, chat: Chat, upto_id: int, limit: int) -> list[StoredMessage]:
         # A reply sorts right after the message it answers, even when later user messages were
-        # stored before it finished (they were queued behind it).
+        # stored before it finished (they were queued behind it). Messages their authors deleted
+        # are left out here, so that every caller's prompt is without them.
         position = func.coalesce(MessageRow.reply_to_id, MessageRow.id)
         query = (
             _message_columns()
@@ -358,6 +364,7 @@ class SqlChatStore(PolicyStore, ClusterRows):
                 MessageRow.id > chat.context_floor,
                 position <= upto_id,
                 MessageRow.response_number == 0,
+                self._not_deleted(),
                 or_(
                     MessageRow.role != Role.ASSISTANT.value,
                     and_(MessageRow.status.not_in(_UNFINISHED), MessageRow.content != ""),
@@ -520,9 +527,10 @@ class SqlChatStore(PolicyStore, ClusterRows):
         return int(getattr(result, "rowcount", 0) or 0) + stale
 
     async def prune_messages(self, older_than_seconds: float) -> int:
-        """Finished messages older than the cutoff go, and chats left with none (their settings
-        and titles too), and the token counts of the days before. Unfinished ones stay: they are
-        still someone's inbox."""
+        """Finished messages older than the cutoff go (their votes with them: ON DELETE CASCADE,
+        which SQLite enforces with the foreign_keys pragma of `create_engine`), and chats left
+        with none (their settings and titles too), and the token counts of the days before.
+        Unfinished ones stay: they are still someone's inbox."""
         cutoff = utcnow() - timedelta(seconds=older_than_seconds)
         async with self._begin() as conn:
             result = await conn.execute(

@@ -16,6 +16,7 @@ from typing import Any
 
 from bridge.context import estimate_tokens
 from bridge.domain import (
+    AttachmentRef,
     Chat,
     ChatKey,
     HistoryEntry,
@@ -55,6 +56,7 @@ class MemoryStore:
         self.owner_rows: dict[str, OwnerRecord] = {}
         self.overrides: dict[tuple[str, str], RuntimeOverride] = {}
         self.usage: dict[tuple[date, str, str, str], tuple[int, int]] = {}
+        self.vote_rows: dict[int, dict[str, str]] = {}
 
     async def get_or_create_chat(self, key: ChatKey) -> Chat:
         if key not in self.chats:
@@ -284,6 +286,44 @@ class MemoryStore:
     async def prune_messages(self, older_than_seconds: float) -> int:
         return 0
 
+    # --- rich conversations ---
+
+    async def get_message(self, message_id: int) -> StoredMessage | None:
+        return self.rows.get(message_id)
+
+    async def update_metadata(self, message_id: int, values: dict[str, Any]) -> None:
+        row = self.rows[message_id]
+        self.rows[message_id] = replace(row, metadata={**row.metadata, **values})
+        self._count(message_id)
+
+    async def find_message(self, key: ChatKey, platform_message_id: str) -> StoredMessage | None:
+        chat = self.chats.get(key)
+        if chat is None:
+            return None
+        for row in self.rows.values():
+            if row.chat_id == chat.id and platform_message_id in row.platform_message_ids:
+                return row
+        return None
+
+    async def edit_message(self, message_id: int, content: str, *, deleted: bool = False) -> None:
+        row = self.rows[message_id]
+        metadata = {**row.metadata, "edited_at": "now", **({"deleted": True} if deleted else {})}
+        self.rows[message_id] = replace(row, content=content, metadata=metadata)
+        self._count(message_id)
+
+    async def record_vote(self, message_id: int, user: str, value: str | None) -> bool:
+        votes = self.vote_rows.setdefault(message_id, {})
+        if votes.get(user) == value:
+            return False
+        if value is None:
+            del votes[user]
+        else:
+            votes[user] = value
+        return True
+
+    async def votes(self, message_id: int) -> dict[str, str]:
+        return dict(self.vote_rows.get(message_id, {}))
+
     def replies(self) -> list[StoredMessage]:
         return [m for m in self.rows.values() if m.role is Role.ASSISTANT]
 
@@ -365,3 +405,46 @@ def inbound(text: str, event_id: str, *, key: ChatKey | None = None, author: str
         text=text,
         platform_message_id=f"m-{event_id}",
     )
+
+
+# --- files -----------------------------------------------------------------------------------
+
+
+class MemoryVault:
+    """A FileVault in memory."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+
+    async def put(self, message_id: int, name: str, data: bytes) -> str:
+        key = f"{message_id}/{len(self.files)}-{name}"
+        self.files[key] = data
+        return key
+
+    async def get(self, key: str) -> bytes | None:
+        return self.files.get(key)
+
+    async def prune(self, older_than_seconds: float) -> int:
+        return 0
+
+
+class MemoryFiles:
+    """A FileSource serving bytes by `source`, recording what was fetched."""
+
+    def __init__(self, files: dict[str, bytes] | None = None) -> None:
+        self.files = dict(files or {})
+        self.fetched: list[str] = []
+        self.delay = 0.0
+
+    async def fetch(self, ref: AttachmentRef, max_bytes: int) -> bytes:
+        from bridge.ports import FileUnavailable
+
+        self.fetched.append(ref.source)
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        data = self.files.get(ref.source)
+        if data is None:
+            raise FileUnavailable(f"{ref.source}: 404")
+        if len(data) > max_bytes:
+            raise FileUnavailable(f"{ref.source}: over {max_bytes} bytes", too_large=True)
+        return data

@@ -75,6 +75,13 @@ class LimitSettings(_Section):
     queue_limit: int = Field(default=0, ge=0)
     # A reply waiting this long for an LLM slot shows `notices.queued` in its placeholder.
     show_queued_after: float = Field(default=3.0, ge=0)
+    # Files on users' messages: one larger than this is named to the model, never downloaded.
+    max_attachment_bytes: int = Field(default=25_000_000, ge=0)
+    # Images per message sent to the model; the rest are named, never downloaded.
+    max_images_per_message: int = Field(default=4, ge=0, le=20)
+    # A text file (plain text, Markdown, code, CSV, JSON, logs) is inlined up to this many bytes,
+    # then cut with a visible note.
+    max_text_attachment_bytes: int = Field(default=100_000, ge=1_000)
 
 
 class OverrideSettings(_Section):
