@@ -1,31 +1,38 @@
 """Streams completions from any OpenAI-compatible endpoint through the openai SDK.
 
-The SDK does the request (auth, base URL, timeouts, typed errors); the stream's body is split into
-SSE lines here and each chunk decoded with one json.loads. Building the SDK's pydantic chunk objects
-costs about ten times more CPU per chunk, the hot loop at hundreds of concurrent replies. This is
-also where the model's text enters the bridge: it is cleaned here (`bridge.text.clean_text`), and
-a body that ends before the reply was finished is an error, never a complete reply.
+The SDK does the request (auth, base URL, timeouts, typed errors); the stream's body is decoded
+by `adapters.llm.sse`, which is where the model's text (and reasoning) enters the bridge. A body
+that ends before the reply was finished is an error, never a complete reply. Images go as
+content parts as `llm.vision` allows (`adapters.llm.vision`).
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 import openai
 
+from adapters.llm.reasoning import strip_think_blocks
+from adapters.llm.sse import SSELines, StreamDecoder
+from adapters.llm.vision import NOT_ACCEPTED, VisionPolicy, has_images, wire_messages
 from bridge.config import LLMSettings
-from bridge.domain import TokenUsage
-from bridge.ports import CompletionRequest, Delta, Finished, LLMError, StreamEvent
+from bridge.ports import CompletionRequest, LLMError, StreamEvent
 from bridge.text import clean_text
+
+__all__ = ["OpenAICompatibleModel", "SSELines", "StreamDecoder"]
 
 log = logging.getLogger(__name__)
 
 
 class OpenAICompatibleModel:
-    """The LanguageModel port on AsyncOpenAI; retries are the responder's, not the SDK's."""
+    """The LanguageModel port on AsyncOpenAI; retries are the responder's, not the SDK's.
+
+    The one retry made here: a request whose images the model refuses (`llm.vision = "auto"`)
+    is sent again at once without them, before anything of the reply was yielded.
+    """
 
     def __init__(self, settings: LLMSettings, *, client: openai.AsyncOpenAI | None = None) -> None:
         key = settings.api_key.get_secret_value() if settings.api_key else "not-needed"
@@ -43,6 +50,8 @@ class OpenAICompatibleModel:
         # responder times the gaps between deltas instead (`llm.idle_timeout`), which covers the
         # wait for the response's headers too.
         self._stream_timeout = openai.Timeout(settings.request_timeout, connect=10.0, read=None)
+        # The models found text-only stay so for the life of this client (of the process).
+        self._vision = VisionPolicy(settings.vision)
         self.name = "llm"
 
     async def start(self) -> None:
@@ -51,10 +60,12 @@ class OpenAICompatibleModel:
     async def stop(self) -> None:
         await self._client.close()
 
-    def _arguments(self, request: CompletionRequest, *, stream: bool) -> dict[str, Any]:
+    async def _arguments(
+        self, request: CompletionRequest, *, stream: bool, image_note: str | None
+    ) -> dict[str, Any]:
         arguments: dict[str, Any] = {
             "model": request.model,
-            "messages": [{"role": t.role.value, "content": t.content} for t in request.messages],
+            "messages": await wire_messages(request.messages, image_note),
             "temperature": request.temperature,
         }
         if request.n != 1:
@@ -66,11 +77,32 @@ class OpenAICompatibleModel:
             arguments["stream_options"] = {"include_usage": True}
         return arguments
 
+    def _images_refused(
+        self, request: CompletionRequest, image_note: str | None, exc: openai.APIStatusError
+    ) -> bool:
+        """Whether `exc` refused the images this request sent (then it goes again without)."""
+        if image_note is not None or not has_images(request.messages):
+            return False
+        return self._vision.refused(request.model, exc.status_code, _message(exc))
+
     async def stream(self, request: CompletionRequest) -> AsyncIterator[StreamEvent]:
         create = self._client.chat.completions.with_streaming_response.create
+        image_note = self._vision.note_for(request.model)
         try:
-            arguments = self._arguments(request, stream=True)
-            async with create(**arguments, timeout=self._stream_timeout) as response:
+            async with contextlib.AsyncExitStack() as stack:
+                # The request is answered (or refused) before its body is read: a retry here can
+                # never follow anything yielded.
+                while True:
+                    arguments = await self._arguments(request, stream=True, image_note=image_note)
+                    try:
+                        response = await stack.enter_async_context(
+                            create(**arguments, timeout=self._stream_timeout)
+                        )
+                        break
+                    except openai.APIStatusError as exc:
+                        if not self._images_refused(request, image_note, exc):
+                            raise
+                        image_note = NOT_ACCEPTED
                 _require_event_stream(response.http_response.headers.get("content-type"))
                 lines = SSELines()
                 reply = StreamDecoder()
@@ -78,16 +110,18 @@ class OpenAICompatibleModel:
                     for line in lines.feed(data):
                         events = reply.line_events(line)
                         if events is None:
+                            for event in reply.end_events():
+                                yield event
                             return
                         for event in events:
                             yield event
                 # A last line the server did not end before closing.
                 events = reply.line_events(lines.end())
-                if events is None:
-                    return
-                for event in events:
+                for event in events or ():
                     yield event
-                if not reply.finished:
+                for event in reply.end_events():
+                    yield event
+                if events is not None and not reply.finished:
                     raise LLMError(
                         "the model's stream ended before the reply was finished", retryable=True
                     )
@@ -102,109 +136,23 @@ class OpenAICompatibleModel:
             raise
 
     async def complete(self, request: CompletionRequest) -> str:
+        """The first choice's text, without any think block of the model's."""
+        image_note = self._vision.note_for(request.model)
         try:
-            result = await self._client.chat.completions.create(
-                **self._arguments(request, stream=False)
-            )
+            while True:
+                arguments = await self._arguments(request, stream=False, image_note=image_note)
+                try:
+                    result = await self._client.chat.completions.create(**arguments)
+                    break
+                except openai.APIStatusError as exc:
+                    if not self._images_refused(request, image_note, exc):
+                        raise
+                    image_note = NOT_ACCEPTED
         except openai.APIError as exc:
             raise _translate(exc) from exc
         if not result.choices:
             return ""
-        return clean_text(result.choices[0].message.content or "")
-
-
-class SSELines:
-    """Splits a byte stream into SSE lines (ended by CRLF, LF or CR), keeping a partial last line.
-
-    One bytes.splitlines per network read instead of the SDK's text decoding and line decoder,
-    which run Python code per character class and per line: this loop runs for every token of
-    every concurrent reply.
-    """
-
-    def __init__(self) -> None:
-        self._partial = b""
-        self._after_cr = False
-
-    def feed(self, data: bytes) -> list[bytes]:
-        if not data:
-            return []
-        if self._after_cr and data.startswith(b"\n"):
-            data = data[1:]  # the LF of a CRLF split across two reads
-        self._after_cr = data.endswith(b"\r")
-        if self._partial:
-            data = self._partial + data
-        lines = data.splitlines()
-        if data and not data.endswith((b"\n", b"\r")):
-            self._partial = lines.pop()
-        else:
-            self._partial = b""
-        return lines
-
-    def end(self) -> bytes:
-        """The unterminated last line, once the stream has ended."""
-        partial, self._partial = self._partial, b""
-        return partial
-
-
-class StreamDecoder:
-    """Turns the SSE lines of one stream into events, and knows whether the reply was finished.
-
-    A reply is finished by `data: [DONE]` or, as some servers close without it, once every
-    choice that wrote text has its finish_reason. Anything else is a body that broke off.
-    """
-
-    __slots__ = ("_written", "_finished")
-
-    def __init__(self) -> None:
-        self._written: set[int] = set()
-        self._finished: set[int] = set()
-
-    @property
-    def finished(self) -> bool:
-        return bool(self._finished) and self._written <= self._finished
-
-    def line_events(self, line: bytes) -> list[StreamEvent] | None:
-        """The events of one SSE line; None for the end of the stream (`data: [DONE]`)."""
-        if not line.startswith(b"data:"):
-            return []  # blank separators, comments (": keep-alive"), event names
-        payload = line[5:].strip()
-        if payload == b"[DONE]":
-            return None
-        return self._events(payload)
-
-    def _events(self, payload: bytes) -> list[StreamEvent]:
-        try:
-            chunk = json.loads(payload)
-        except ValueError as exc:
-            raise LLMError(f"malformed stream chunk: {payload[:80]!r}", retryable=True) from exc
-        if not isinstance(chunk, dict):
-            raise LLMError(f"malformed stream chunk: {payload[:80]!r}", retryable=True)
-        error = chunk.get("error")
-        if error is not None:
-            message = error.get("message", error) if isinstance(error, dict) else error
-            raise LLMError(clean_text(str(message)), retryable=False)
-        events: list[StreamEvent] = []
-        for choice in chunk.get("choices") or ():
-            index = int(choice.get("index", 0))
-            delta = choice.get("delta") or {}
-            content = delta.get("content")
-            if content and isinstance(content, str):
-                content = clean_text(content)
-                if content:  # a delta that was only NULs
-                    events.append(Delta(index, content))
-                    self._written.add(index)
-            reason = choice.get("finish_reason")
-            if reason:
-                events.append(Finished(index, reason))
-                self._finished.add(index)
-        usage = chunk.get("usage")
-        if usage:
-            events.append(
-                TokenUsage(
-                    int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
-                )
-            )
-        return events
+        return strip_think_blocks(clean_text(result.choices[0].message.content or ""))
 
 
 def _require_event_stream(content_type: str | None) -> None:
@@ -248,6 +196,8 @@ def _message(exc: openai.APIError) -> str:
         inner = body.get("error", body)
         if isinstance(inner, dict) and "message" in inner:
             return str(inner["message"])
+        if isinstance(inner, str):  # LM Studio: {"error": "Model does not support images..."}
+            return inner
         if "message" in body:
             return str(body["message"])
     return exc.message

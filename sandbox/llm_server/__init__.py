@@ -3,6 +3,7 @@
 Used by the integration tests, the offline sandbox and the streaming benchmarks.
 """
 
+from .content import NO_VISION_MESSAGE, image_urls, message_text
 from .script import (
     Fault,
     FaultKind,
@@ -11,12 +12,14 @@ from .script import (
     echo_reply,
     lorem_reply,
     lorem_responder,
+    reasoning_responder,
     split_tokens,
 )
 from .server import LLMServer
 from .stream import LLMServerStats
 
 __all__ = [
+    "NO_VISION_MESSAGE",
     "Fault",
     "FaultKind",
     "LLMServer",
@@ -24,7 +27,10 @@ __all__ = [
     "Responder",
     "ScriptedReply",
     "echo_reply",
+    "image_urls",
     "lorem_reply",
     "lorem_responder",
+    "message_text",
+    "reasoning_responder",
     "split_tokens",
 ]

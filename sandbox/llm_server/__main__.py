@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import contextlib
 
-from .script import lorem_responder
+from .script import REASONING_FORMS, lorem_responder, reasoning_responder
 from .server import LLMServer, serve_until_signalled
 
 
@@ -26,6 +26,21 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="answer every request with this many lorem tokens (default: echo the user)",
     )
     parser.add_argument("--tick", type=float, default=0.02, help="pacing granularity, seconds")
+    parser.add_argument(
+        "--reasoning-seconds",
+        type=float,
+        default=None,
+        help="reason this long before every answer (a reasoning model)",
+    )
+    parser.add_argument(
+        "--reasoning-as",
+        choices=REASONING_FORMS,
+        default="reasoning_content",
+        help="how the reasoning streams: its own delta key or <think> tags in the content",
+    )
+    parser.add_argument(
+        "--no-vision", action="store_true", help="refuse image parts (HTTP 400, as OpenAI does)"
+    )
     return parser.parse_args(argv)
 
 
@@ -37,9 +52,16 @@ async def _serve(args: argparse.Namespace) -> None:
         port=args.port,
         # Nobody can read the recorded bodies of a separate process; do not let them pile up.
         record_requests=False,
+        vision=not args.no_vision,
     )
     if args.reply_tokens is not None:
         server.responder = lorem_responder(args.reply_tokens)
+    if args.reasoning_seconds is not None:
+        server.responder = reasoning_responder(
+            server.responder,
+            seconds=args.reasoning_seconds,
+            form=args.reasoning_as,
+        )
     await serve_until_signalled(server)
 
 

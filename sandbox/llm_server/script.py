@@ -5,13 +5,17 @@ Pure data and pure functions; the HTTP side lives in ``server`` and ``stream``.
 
 from __future__ import annotations
 
-import math
+import dataclasses
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal
+
+# Re-exported: the sandbox and the benchmarks read them here.
+from .content import estimate_prompt_tokens as estimate_prompt_tokens
+from .content import message_text as message_text
 
 
 class FaultKind(Enum):
@@ -100,6 +104,10 @@ def _non_negative(n: int) -> int:
     return n
 
 
+ReasoningForm = Literal["reasoning_content", "reasoning", "think"]
+REASONING_FORMS: tuple[ReasoningForm, ...] = ("reasoning_content", "reasoning", "think")
+
+
 @dataclass(slots=True)
 class ScriptedReply:
     """One answer of the local LLM.
@@ -109,6 +117,12 @@ class ScriptedReply:
     characters and lone surrogates: they go out as ``\\u0000`` and ``\\ud800`` JSON escapes.
     ``send_done=False`` ends the stream after the finish reasons and usage without ``[DONE]``,
     as some servers do.
+
+    ``reasoning`` makes a reasoning model of it: that text streams first, as
+    ``delta.reasoning_content`` (DeepSeek, vLLM's reasoning parsers), ``delta.reasoning``
+    (newer vLLM, OpenRouter) or inline ``<think>`` tags in the content (a local model without a
+    reasoning parser), as ``reasoning_as`` says, for ``reasoning_seconds`` (default: at the
+    reply's pace), then the answer. Faults count reasoning chunks as chunks.
     """
 
     text: str | list[str] = ""
@@ -119,6 +133,9 @@ class ScriptedReply:
     model: str | None = None
     finish_reason: str = "stop"
     send_done: bool = True
+    reasoning: str = ""
+    reasoning_as: ReasoningForm = "reasoning_content"
+    reasoning_seconds: float | None = None
 
     def __post_init__(self) -> None:
         if self.chunks is not None and isinstance(self.text, str) and self.text:
@@ -128,6 +145,10 @@ class ScriptedReply:
             raise ValueError("tokens_per_second must be > 0 (None means as fast as possible)")
         if self.first_token_delay < 0:
             raise ValueError("first_token_delay must be >= 0")
+        if self.reasoning_as not in REASONING_FORMS:
+            raise ValueError(f"reasoning_as must be one of {', '.join(REASONING_FORMS)}")
+        if self.reasoning_seconds is not None and self.reasoning_seconds < 0:
+            raise ValueError("reasoning_seconds must be >= 0 (None means at the reply's pace)")
 
     def choice_chunks(self, n: int) -> list[list[str]]:
         """The content chunks of each choice; a single text serves all ``n`` choices."""
@@ -136,6 +157,23 @@ class ScriptedReply:
         if isinstance(self.text, list):
             return [split_tokens(text) for text in self.text]
         return [split_tokens(self.text)] * max(n, 1)
+
+    def reasoning_chunks(self) -> list[str]:
+        """The chunks streamed before the answer, the same for every choice; with
+        ``reasoning_as="think"`` they are content, tags included."""
+        if not self.reasoning:
+            return []
+        tokens = split_tokens(self.reasoning)
+        if self.reasoning_as == "think":
+            return ["<think>\n", *tokens, "\n</think>\n\n"]
+        return tokens
+
+    def answer_texts(self, n: int) -> list[str]:
+        """The whole content of each choice, as a non-streamed completion gives it."""
+        texts = ["".join(chunks) for chunks in self.choice_chunks(n)]
+        if self.reasoning and self.reasoning_as == "think":
+            return [f"<think>\n{self.reasoning}\n</think>\n\n{text}" for text in texts]
+        return texts
 
 
 Responder = Callable[[dict[str, Any]], ScriptedReply]
@@ -164,32 +202,9 @@ def split_tokens(text: str) -> list[str]:
     return tokens
 
 
-def message_text(message: Any) -> str:
-    """The text of a chat message, whether its content is a string or a list of parts."""
-    if not isinstance(message, dict):
-        return ""
-    content = message.get("content")
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(
-            part.get("text", "")
-            for part in content
-            if isinstance(part, dict) and isinstance(part.get("text"), str)
-        )
-    return ""
-
-
-def estimate_prompt_tokens(request: dict[str, Any]) -> int:
-    """About four characters per token, as with OpenAI's English text; no tokenizer download."""
-    messages = request.get("messages")
-    if not isinstance(messages, list):
-        return 0
-    return math.ceil(sum(len(message_text(m)) for m in messages) / 4)
-
-
 def echo_reply(request: dict[str, Any]) -> ScriptedReply:
-    """The default answer: repeats the last user message, so tests can see what was sent."""
+    """The default answer: repeats the last user message, so tests can see what was sent (its
+    images counted: "You said: what is this? [1 image]")."""
     messages = request.get("messages")
     if isinstance(messages, list):
         for message in reversed(messages):
@@ -257,3 +272,21 @@ def lorem_reply(tokens: int) -> ScriptedReply:
 def lorem_responder(tokens: int) -> Responder:
     reply = lorem_reply(tokens)
     return lambda _request: reply
+
+
+def reasoning_responder(
+    responder: Responder = echo_reply,
+    *,
+    reasoning: str = "Let me think this through step by step before I answer.",
+    seconds: float | None = None,
+    form: ReasoningForm = "reasoning_content",
+) -> Responder:
+    """``responder``'s replies, from a model that reasons (for ``seconds``) before answering."""
+
+    def respond(request: dict[str, Any]) -> ScriptedReply:
+        reply = responder(request)
+        return dataclasses.replace(
+            reply, reasoning=reasoning, reasoning_seconds=seconds, reasoning_as=form
+        )
+
+    return respond

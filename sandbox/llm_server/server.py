@@ -15,7 +15,8 @@ from typing import Any
 from aiohttp import web
 
 from ..local_server import LocalServer
-from .script import FaultKind, Responder, ScriptedReply, echo_reply, estimate_prompt_tokens
+from .content import NO_VISION_MESSAGE, estimate_prompt_tokens, first_image_part, without_image_data
+from .script import FaultKind, Responder, ScriptedReply, echo_reply
 from .stream import LLMServerStats, ReplyStream, wait_until
 from .ticker import Ticker
 from .wire import (
@@ -47,6 +48,11 @@ class LLMServer(LocalServer):
     Each request to ``/v1/chat/completions`` consumes the next scripted reply, or asks
     ``responder`` once the script is empty. ``tick`` is the pacing granularity: chunks that fall
     due within one tick leave in one write.
+
+    ``requests`` holds the bodies received (``record_requests``), the last ``keep_requests`` of
+    them if set; ``record_images=False`` keeps image parts but cuts their data URLs to the
+    head. ``vision=False`` is a model without vision: a request with an image part is answered
+    with HTTP 400 and ``vision_error`` (OpenAI's words by default), consuming no reply.
     """
 
     def __init__(
@@ -58,6 +64,9 @@ class LLMServer(LocalServer):
         port: int = 0,
         models: Sequence[str] = ("local-llm",),
         record_requests: bool = True,
+        keep_requests: int | None = None,
+        record_images: bool = True,
+        vision: bool = True,
     ) -> None:
         if default_tokens_per_second is not None and default_tokens_per_second <= 0:
             raise ValueError("default_tokens_per_second must be > 0 (None means no pacing)")
@@ -73,6 +82,10 @@ class LLMServer(LocalServer):
         self.requests: list[dict[str, Any]] = []
         self.stats = LLMServerStats()
         self.record_requests = record_requests
+        self.keep_requests = keep_requests
+        self.record_images = record_images
+        self.vision = vision
+        self.vision_error = NO_VISION_MESSAGE
         self._script: deque[ScriptedReply] = deque()
         self._ticker = Ticker(tick)
         self._streaming: set[asyncio.BaseTransport] = set()
@@ -138,8 +151,9 @@ class LLMServer(LocalServer):
             return _invalid(f"{n!r} is less than the minimum of 1 - 'n'", param="n")
 
         self.stats.requests += 1
-        if self.record_requests:
-            self.requests.append(body)
+        self._record(body)
+        if not self.vision and (refused := self._refuse_images(body)) is not None:
+            return refused
         reply = self._script.popleft() if self._script else self.responder(body)
         fault = reply.fault
         request_id = f"req_{next(self._ids):012d}"
@@ -153,6 +167,21 @@ class LLMServer(LocalServer):
             return await self._stream(request, body, reply, n, request_id)
         return await self._complete(request, body, reply, n, request_id)
 
+    def _record(self, body: dict[str, Any]) -> None:
+        if not self.record_requests:
+            return
+        self.requests.append(body if self.record_images else without_image_data(body))
+        keep = self.keep_requests
+        if keep is not None and len(self.requests) > keep:
+            del self.requests[: len(self.requests) - keep]
+
+    def _refuse_images(self, body: dict[str, Any]) -> web.Response | None:
+        where = first_image_part(body)
+        if where is None:
+            return None
+        param = "messages.[{}].content.[{}].type".format(*where)
+        return _invalid(self.vision_error, param=param)
+
     def _interval(self, reply: ScriptedReply) -> float:
         tps = reply.tokens_per_second or self.default_tokens_per_second
         return 1.0 / tps if tps else 0.0
@@ -164,6 +193,9 @@ class LLMServer(LocalServer):
         self, request: web.Request, body: dict[str, Any], reply: ScriptedReply, n: int, rid: str
     ) -> web.StreamResponse:
         choices = reply.choice_chunks(n)
+        thinking = reply.reasoning_chunks()
+        if thinking:
+            choices = [thinking + chunks for chunks in choices]
         options = body.get("stream_options")
         include_usage = isinstance(options, dict) and options.get("include_usage") is True
         events = ChunkEvents(
@@ -173,6 +205,7 @@ class LLMServer(LocalServer):
             n_choices=len(choices),
             finish_reason=reply.finish_reason,
             include_usage=include_usage,
+            reasoning_key=reply.reasoning_as,
         )
         usage_event = None
         if include_usage:
@@ -208,6 +241,9 @@ class LLMServer(LocalServer):
                 fault=reply.fault,
                 usage_event=usage_event,
                 send_done=reply.send_done,
+                reasoning_steps=len(thinking),
+                reasoning_interval=_step_interval(reply.reasoning_seconds, len(thinking)),
+                reasoning_in_content=reply.reasoning_as == "think",
             ).run()
         except ConnectionError:
             pass  # the client left while the headers were going out
@@ -232,14 +268,17 @@ class LLMServer(LocalServer):
         self, body: dict[str, Any], reply: ScriptedReply, n: int, rid: str
     ) -> dict[str, Any]:
         choices = reply.choice_chunks(n)
+        thinking = len(reply.reasoning_chunks())
+        in_key = reply.reasoning and reply.reasoning_as != "think"
         return completion_body(
             completion_id=f"chatcmpl-{rid[4:]}",
             created=int(time.time()),
             model=self._model(body, reply),
-            texts=["".join(chunks) for chunks in choices],
+            texts=reply.answer_texts(n),
             finish_reason=reply.finish_reason,
             prompt_tokens=estimate_prompt_tokens(body),
-            completion_tokens=sum(len(chunks) for chunks in choices),
+            completion_tokens=sum(len(chunks) + thinking for chunks in choices),
+            reasoning={reply.reasoning_as: reply.reasoning} if in_key else None,
         )
 
     async def _complete(
@@ -252,7 +291,11 @@ class LLMServer(LocalServer):
                 request.transport.close()
             return web.Response()  # never reaches the client; aiohttp drops the write
         # A whole completion takes as long as streaming it would have.
-        delay = reply.first_token_delay + self._interval(reply) * max(map(len, choices), default=0)
+        interval = self._interval(reply)
+        delay = reply.first_token_delay + interval * max(map(len, choices), default=0)
+        if reply.reasoning:
+            seconds = reply.reasoning_seconds
+            delay += len(reply.reasoning_chunks()) * interval if seconds is None else seconds
         if fault is not None and fault.kind is FaultKind.STALL:
             delay += fault.seconds
         if delay > 0:
@@ -265,6 +308,13 @@ class LLMServer(LocalServer):
             return web.json_response(status_error_body(500, fault.message), status=500)
         completion = self._completion(body, reply, n, rid)
         return web.json_response(completion, headers={"x-request-id": rid})
+
+
+def _step_interval(seconds: float | None, steps: int) -> float | None:
+    """The pace of ``steps`` chunks that take ``seconds`` in all (None: the reply's pace)."""
+    if seconds is None or steps == 0:
+        return None
+    return seconds / steps
 
 
 async def serve_until_signalled(server: LLMServer) -> None:

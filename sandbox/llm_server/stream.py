@@ -21,7 +21,7 @@ _NOT_STREAMED = (FaultKind.STATUS, FaultKind.NOT_A_STREAM)
 
 @dataclass(slots=True)
 class LLMServerStats:
-    """Counters of the local LLM server. ``chunks_sent`` counts content deltas."""
+    """Counters of the local LLM server. ``chunks_sent`` counts content and reasoning deltas."""
 
     requests: int = 0
     streams_started: int = 0
@@ -54,8 +54,10 @@ async def wait_until(ticker: Ticker, request: web.BaseRequest, when: float) -> f
 class ReplyStream:
     """Writes the chunk events of every choice, step by step, on the shared ticker.
 
-    Step ``i`` carries the ``i``-th content chunk of each choice (choices interleave); steps that
-    fall due within one tick leave in a single write. Faults count steps.
+    Step ``i`` carries the ``i``-th chunk of each choice (choices interleave); steps that fall
+    due within one tick leave in a single write. Faults count steps. The first
+    ``reasoning_steps`` steps are a reasoning model's thinking, one every ``reasoning_interval``
+    seconds; they go out as reasoning deltas unless ``reasoning_in_content`` (think tags).
     """
 
     def __init__(
@@ -72,6 +74,9 @@ class ReplyStream:
         fault: Fault | None,
         usage_event: bytes | None,
         send_done: bool = True,
+        reasoning_steps: int = 0,
+        reasoning_interval: float | None = None,
+        reasoning_in_content: bool = False,
     ) -> None:
         self._request = request
         self._response = response
@@ -87,6 +92,10 @@ class ReplyStream:
         self._usage_event = usage_event
         self._send_done = send_done
         self._steps = max(1, *(len(chunks) for chunks in choices)) if choices else 1
+        self._thinking = reasoning_steps
+        self._think_interval = interval if reasoning_interval is None else reasoning_interval
+        # The steps sent as reasoning deltas (none when the thinking is content in think tags).
+        self._reasoning_deltas = 0 if reasoning_in_content else reasoning_steps
 
     async def run(self) -> bool:
         """Stream the reply; True when all of it went out."""
@@ -108,7 +117,7 @@ class ReplyStream:
         step = 0
         while True:
             limit = self._steps if fault_step is None else fault_step
-            upto = limit if self._interval == 0 else min(limit, self._due_steps(step, origin, now))
+            upto = min(limit, self._due_steps(step, origin, now))
             parts: list[bytes] = []
             sent = self._add_steps(parts, step, upto)
             step = upto
@@ -137,10 +146,10 @@ class ReplyStream:
                 woken = await self._sleep_until(self._ticker.loop_time() + fault.seconds)
                 if woken is None:
                     return self._abort()
-                now, origin = woken, woken - step * self._interval  # the schedule resumes
+                now, origin = woken, woken - self._time_of(step)  # the schedule resumes
                 fault = fault_step = None
                 continue
-            woken = await self._sleep_until(origin + step * self._interval)
+            woken = await self._sleep_until(origin + self._time_of(step))
             if woken is None:
                 return self._abort()
             now = woken
@@ -148,20 +157,40 @@ class ReplyStream:
     def _sleep_until(self, when: float) -> Awaitable[float | None]:
         return wait_until(self._ticker, self._request, when)
 
+    def _time_of(self, step: int) -> float:
+        """When ``step`` falls due, after the first one: thinking first, then the answer."""
+        thinking, think_interval = self._thinking, self._think_interval
+        if step <= thinking:
+            return step * think_interval
+        return thinking * think_interval + (step - thinking) * self._interval
+
     def _due_steps(self, step: int, origin: float, now: float) -> int:
-        # We only get here once step's own time has come, whatever the float rounding says.
-        return max(step + 1, math.floor((now - origin + _EPSILON) / self._interval) + 1)
+        """How many steps are due at ``now`` (at least ``step + 1``: we only get here once
+        step's own time has come, whatever the float rounding says)."""
+        elapsed = now - origin + _EPSILON
+        thought = self._thinking * self._think_interval
+        if elapsed < thought:
+            due = math.floor(elapsed / self._think_interval) + 1
+        elif self._interval == 0:
+            due = self._steps
+        else:
+            due = self._thinking + math.floor((elapsed - thought) / self._interval) + 1
+        return max(step + 1, due)
 
     def _add_steps(self, parts: list[bytes], start: int, stop: int) -> int:
-        """Append the events of steps [start, stop); returns how many content deltas."""
+        """Append the events of steps [start, stop); returns how many deltas."""
         events = self._events
+        reasoning_deltas = self._reasoning_deltas
         sent = 0
         for step in range(start, stop):
             for index, chunks in enumerate(self._choices):
                 if step == 0:
                     parts.append(events.role(index))
                 if step < len(chunks):
-                    events.add_content(parts, index, chunks[step])
+                    if step < reasoning_deltas:
+                        events.add_reasoning(parts, index, chunks[step])
+                    else:
+                        events.add_content(parts, index, chunks[step])
                     sent += 1
                 if step == max(len(chunks), 1) - 1:
                     parts.append(events.finish(index))

@@ -32,7 +32,14 @@ def usage_body(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
 class ChunkEvents:
     """The ``data: {chat.completion.chunk}`` events of one stream, from precomputed bytes."""
 
-    __slots__ = ("_content_heads", "_content_tail", "_roles", "_finishes", "_envelope")
+    __slots__ = (
+        "_content_heads",
+        "_reasoning_heads",
+        "_content_tail",
+        "_roles",
+        "_finishes",
+        "_envelope",
+    )
 
     def __init__(
         self,
@@ -43,6 +50,7 @@ class ChunkEvents:
         n_choices: int,
         finish_reason: str,
         include_usage: bool,
+        reasoning_key: str = "reasoning_content",
     ) -> None:
         envelope = (
             b'data: {"id":' + _dumps(completion_id) + b',"object":"chat.completion.chunk",'
@@ -54,6 +62,12 @@ class ChunkEvents:
         not_finished = b',"logprobs":null,"finish_reason":null' + tail
         self._envelope = envelope
         self._content_heads = [head + b',"delta":{"content":' for head in choice]
+        # DeepSeek sends reasoning beside a null content; newer vLLM sends the key alone.
+        if reasoning_key == "reasoning_content":
+            reasoning = b'"content":null,"reasoning_content":'
+        else:
+            reasoning = b'"' + reasoning_key.encode() + b'":'
+        self._reasoning_heads = [head + b',"delta":{' + reasoning for head in choice]
         self._content_tail = b"}" + not_finished
         self._roles = [
             head + b',"delta":{"role":"assistant","content":""}' + not_finished for head in choice
@@ -65,7 +79,21 @@ class ChunkEvents:
 
     def add_content(self, out: list[bytes], index: int, text: str) -> None:
         """Append the event for one content delta; parts are joined once per write."""
+        # Inline, not through _add_text: this runs for every token the server streams.
         out.append(self._content_heads[index])
+        try:
+            out.append(encode_basestring(text).encode())
+        except UnicodeEncodeError:
+            # A lone surrogate has no UTF-8 form; a real server sends it as a \ud800 escape.
+            out.append(encode_basestring_ascii(text).encode())
+        out.append(self._content_tail)
+
+    def add_reasoning(self, out: list[bytes], index: int, text: str) -> None:
+        """Append the event for one reasoning delta (its own key, not the content)."""
+        out.append(self._reasoning_heads[index])
+        self._add_text(out, text)
+
+    def _add_text(self, out: list[bytes], text: str) -> None:
         try:
             out.append(encode_basestring(text).encode())
         except UnicodeEncodeError:
@@ -120,8 +148,10 @@ def completion_body(
     finish_reason: str,
     prompt_tokens: int,
     completion_tokens: int,
+    reasoning: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """A non-streamed ``chat.completion``."""
+    """A non-streamed ``chat.completion``; ``reasoning``: extra keys of each message, such as
+    ``{"reasoning_content": ...}``."""
     return {
         "id": completion_id,
         "object": "chat.completion",
@@ -130,7 +160,12 @@ def completion_body(
         "choices": [
             {
                 "index": i,
-                "message": {"role": "assistant", "content": text, "refusal": None},
+                "message": {
+                    "role": "assistant",
+                    "content": text,
+                    "refusal": None,
+                    **(reasoning or {}),
+                },
                 "logprobs": None,
                 "finish_reason": finish_reason,
             }
