@@ -9,8 +9,11 @@ that the limits refuse: the platform's announced size, type and the image count 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -65,7 +68,7 @@ class AttachmentLimits:
     max_bytes: int = 25_000_000
     max_images: int = 4
     max_text_bytes: int = 100_000
-    image_max_side: int = 2048
+    image_max_side: int = 1568
 
 
 def kind_of(name: str, mime_type: str) -> str:
@@ -115,16 +118,22 @@ class Attachments:
         vault: FileVault,
         limits: AttachmentLimits | Callable[[], AttachmentLimits],
         sources: Mapping[str, FileSource] | None = None,
-        image_workers: int = 2,
+        image_workers: int = 0,
     ) -> None:
         self._store = store
         self._vault = vault
         # A callable follows reloads of the configuration ([limits] reloads live).
         self._limits = limits
         self._sources: dict[str, FileSource] = dict(sources or {})
-        # Decoding and downscaling run in threads; a few at a time bounds memory when many large
-        # images arrive at once (a decoded 8 MB photo is ~100 MB of pixels).
-        self._decoding = asyncio.Semaphore(image_workers)
+        # Images are downloaded, decoded and downscaled a few at a time, which bounds memory when
+        # many large ones arrive at once; decoding runs in threads of their own at a lower
+        # priority, so the event loop (every other reply's text) keeps its core.
+        # One core fewer than the machine has (at least one): the event loop keeps its own.
+        image_workers = image_workers or max(1, (os.cpu_count() or 2) - 1)
+        self._images = asyncio.Semaphore(image_workers)
+        self._decoder = ThreadPoolExecutor(
+            image_workers, thread_name_prefix="images", initializer=_lower_priority
+        )
 
     @property
     def limits(self) -> AttachmentLimits:
@@ -178,15 +187,19 @@ class Attachments:
             entry["name"], int(entry.get("size", 0)), entry["mime_type"], entry["source"]
         )
         try:
-            data = await source.fetch(ref, limits.max_bytes)
             if entry["kind"] == "image":
-                async with self._decoding:
-                    image = await asyncio.to_thread(fit_image, data, limits.image_max_side)
-                del data
+                async with self._images:
+                    data = await source.fetch(ref, limits.max_bytes)
+                    loop = asyncio.get_running_loop()
+                    image = await loop.run_in_executor(
+                        self._decoder, fit_image, data, limits.image_max_side
+                    )
+                    del data
                 entry.update(mime_type=image.mime_type, width=image.width, height=image.height,
                              stored_bytes=len(image.data))  # fmt: skip
                 entry["key"] = await self._vault.put(message_id, entry["name"], image.data)
             else:
+                data = await source.fetch(ref, limits.max_bytes)
                 text, truncated = _text_of(data, limits.max_text_bytes)
                 entry.update(stored_bytes=len(text.encode()), truncated=truncated,
                              downloaded_bytes=len(data))  # fmt: skip
@@ -282,6 +295,13 @@ class Attachments:
                     note = f" (truncated: the first {kept} of {size})"
                 lines.append(f"[attached file: {name}{note}]\n```\n{text}\n```")
         return "\n\n".join(lines), tuple(images)
+
+
+def _lower_priority() -> None:
+    """Run this (image) thread at a lower scheduling priority than the event loop's (Linux
+    applies a nice value per thread); elsewhere it runs as it is."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
 
 
 def _text_of(data: bytes, max_bytes: int) -> tuple[str, bool]:

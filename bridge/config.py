@@ -75,7 +75,7 @@ class LLMSettings(_Section):
     # Images of earlier turns are sent again only within this many user turns (they are costly).
     image_turns: int = Field(default=3, ge=0, le=50)
     # Images larger than this on their longer side are downscaled before they are sent or kept.
-    image_max_side: int = Field(default=2048, ge=256, le=8192)
+    image_max_side: int = Field(default=1568, ge=256, le=8192)
 
 
 class StreamingSettings(_Section):

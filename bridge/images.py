@@ -45,13 +45,17 @@ def fit_image(data: bytes, max_side: int) -> FittedImage:
             if max(width, height) <= max_side and fmt != "GIF":
                 image.verify()  # a truncated or corrupt file fails here, not at the model
                 return FittedImage(_FORMATS[fmt], data, width, height)
+            if fmt == "JPEG":
+                # The decoder scales by 1/2, 1/4 or 1/8 as it reads (no larger than needed):
+                # a 12-megapixel photo costs a quarter of the memory and time to decode.
+                image.draft("RGB", (max_side, max_side))
             image.load()
     except ImageRefused:
         raise
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        raise ImageRefused(f"too many pixels for its size (a decompression bomb): {exc}") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Warning) as exc:
         raise ImageRefused(f"not a readable image: {type(exc).__name__}") from exc
-    except Image.DecompressionBombError as exc:
-        raise ImageRefused(str(exc)) from exc
     fitted: Image.Image = image
     fitted.thumbnail((max_side, max_side))
     out = io.BytesIO()

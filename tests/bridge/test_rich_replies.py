@@ -252,9 +252,9 @@ def test_an_image_question_sends_the_image_as_an_image_part_downscaled() -> None
             and "[attached image: shot.png]" in turn.content
         )
         [image] = turn.images
-        assert Image.open(io.BytesIO(image.data)).size == (2048, 512)
+        assert Image.open(io.BytesIO(image.data)).size == (1568, 392)
         [entry] = store.rows[1].metadata["attachments"]
-        assert entry["state"] == "stored" and entry["width"] == 2048 and "source" not in entry
+        assert entry["state"] == "stored" and entry["width"] == 1568 and "source" not in entry
         # Later turns: sent again within image_turns user turns, then only named.
         for n in (2, 3):
             llm.queue(Script.text("ok"))
