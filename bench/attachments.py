@@ -8,9 +8,10 @@ the files vault in a temporary folder, the local LLM server (its own process, st
 reading the image parts in the request body) and the in-process platform fake. The photos are
 served over real HTTP by a local file host in a process of its own, standing in for the
 platform's (the download, the decoding and downscaling with Pillow, the vault and the base64
-request body are all in the measurement; the photo is noise, the worst case for its size). Figures: message to first text of the 40 replies without an image
-(p50 / p99), the same for the 10 with one, and the process's peak RSS. Rounds alternate the
-two runs; the comparison is the median over rounds.
+request body are all in the measurement; the photo is noise, the worst case for its size).
+Figures: message to first text of the 40 replies without an image (p50 / p99), the same for the
+10 with one, the process's peak RSS and the event loop's lag. Rounds alternate the two runs; the
+comparison is the median over rounds.
 """
 
 from __future__ import annotations
@@ -136,7 +137,7 @@ async def loop_lag(lags: list[float], every: float = 0.005) -> None:
 
 
 def message(i: int, base: str | None, size: int) -> InboundMessage:
-    files = ()
+    files: tuple[AttachmentRef, ...] = ()
     if base is not None:
         files = (AttachmentRef(f"photo-{i}.jpg", size, "image/jpeg", f"{base}/photo-{i}.jpg"),)
     return InboundMessage(
@@ -242,9 +243,9 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
             print(json.dumps(rounds[-1]), file=sys.stderr, flush=True)
 
     def median(kind: str, key: str) -> float:
-        return statistics.median(r[kind][key] for r in rounds)
+        return float(statistics.median(r[kind][key] for r in rounds))
 
-    summary = {
+    summary: dict[str, Any] = {
         key: {"without": median("without", key), "with": median("with", key)}
         for key in (
             "plain_first_text_p50_ms",
