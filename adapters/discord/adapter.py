@@ -7,6 +7,9 @@ admin commands. Without the privileged message-content intent it either answers 
 stops the bridge, as configured, with one line that says what to enable. With `shard_count` it
 connects only its shards (their guilds; shard 0 also the DMs) and writes within their share of the
 bot's global limit; with `catch_up_minutes` it first answers the mentions it missed while down.
+Files on messages go to the core as `AttachmentRef`s, which `files` downloads; clicks on a reply's
+buttons and 🛑 reactions go to the core's `ReplyControls`, users' edits and deletions to its
+`UserEdits`.
 """
 
 from __future__ import annotations
@@ -14,15 +17,21 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import discord
 
 from adapters.discord.catch_up import CatchUp
 from adapters.discord.commands import command_tree, sync_commands
+from adapters.discord.components import ButtonsWanted
+from adapters.discord.controls import ReplyButtons
+from adapters.discord.edits import MessageChanges
 from adapters.discord.events import PLATFORM, BotView, Trigger, trigger_for
+from adapters.discord.files import DiscordFiles
 from adapters.discord.gateway import (
+    DEFAULT_API,
     DiscordGatewayError,
     Endpoints,
     GatewayClient,
@@ -42,7 +51,9 @@ from bridge.admin import AdminCommands
 from bridge.cluster.handoffs import NotReady
 from bridge.cluster.router import shard_lease
 from bridge.config import DiscordSettings
+from bridge.controls import ReplyControls
 from bridge.domain import ChatKey, StoredMessage
+from bridge.edits import UserEdits
 from bridge.intake import Intake
 from bridge.lifecycle import AccessRevoked, Lifecycle
 from bridge.policy.effective import EffectiveSettings
@@ -75,9 +86,13 @@ class DiscordAdapter:
         reset_admins_only: bool = False,
         guild_ready_timeout: float = 2.0,
         ready_timeout: float = 60.0,
+        controls: ReplyControls | None = None,
+        edits: UserEdits | None = None,
     ) -> None:
         """`reset_admins_only`: `access.reset = "admins"`, which /reset's default permission
-        follows (Discord's client then offers it to members with Manage Server only)."""
+        follows (Discord's client then offers it to members with Manage Server only).
+        `controls`: Stop and feedback (buttons, 🛑); `edits`: users' edits and deletions reach
+        the stored history. None: that feature is off."""
         if settings.token is None:
             raise ValueError("discord.token is not set")
         self.name = "discord"
@@ -104,6 +119,16 @@ class DiscordAdapter:
         self._view: BotView | None = None
         self._stopping = False
         self._answering: set[asyncio.Task[bool]] = set()
+        self._controls = controls
+        self._buttons = ReplyButtons(controls, bot_user_id=self._bot_user_id) if controls else None
+        self._changes = MessageChanges(edits, view=lambda: self._view) if edits else None
+        # Clicks, reactions, edits and deletions being handled.
+        self._side: set[asyncio.Task[None]] = set()
+        # The core's FileSource for Discord: attachments from the CDN (the configured API's host
+        # too when it is not Discord's: an emulator or a proxy serves the files there).
+        api_host = urlsplit(self._endpoints.api).hostname or ""
+        default_host = urlsplit(DEFAULT_API).hostname
+        self.files = DiscordFiles(extra_hosts=[api_host] if api_host != default_host else [])
 
     @property
     def client(self) -> GatewayClient | None:
@@ -173,6 +198,12 @@ class DiscordAdapter:
             for task in late:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
+        if self._side:
+            _, late_side = await asyncio.wait(set(self._side), timeout=STOP_GRACE)
+            for side in late_side:
+                side.cancel()
+            await asyncio.gather(*late_side, return_exceptions=True)
+        await self.files.close()
         await self._typing.close()
         if self._client is not None:
             # A closed client makes connect() return; the watcher then ends by itself.
@@ -185,6 +216,7 @@ class DiscordAdapter:
         client = new_client(
             self._plan,
             on_message=self._on_message,
+            on_raw=self._on_raw,
             intents=bridge_intents(message_content=message_content),
             http_trace=self._capture.trace_config,
             guild_ready_timeout=self._guild_ready_timeout,
@@ -300,6 +332,7 @@ class DiscordAdapter:
             typing=self._typing,
             scheduler=self._responder.scheduler,
             global_budget=self._global,
+            buttons=self._buttons_wanted(),
         )
 
     # --- messages ----------------------------------------------------------------------------
@@ -374,9 +407,43 @@ class DiscordAdapter:
                 open_thread=trigger.open_thread,
                 thread_name=_provisional_thread_name(trigger.inbound.text),
                 global_budget=self._global,
+                buttons=self._buttons_wanted(),
             )
 
         return surface
+
+    def _buttons_wanted(self) -> ButtonsWanted | None:
+        controls = self._controls
+        if controls is None:
+            return None
+        return ButtonsWanted(stop=controls.stop_button, feedback=controls.feedback_buttons)
+
+    # --- clicks, reactions, edits and deletions ------------------------------------------------
+
+    def _bot_user_id(self) -> int | None:
+        return self._view.user_id if self._view is not None else None
+
+    def _on_raw(self, event: str, payload: Any) -> None:
+        """Called as discord.py parses a click, a reaction, an edit or a deletion; handled in a
+        task (a click is acknowledged first thing there)."""
+        client = self._client
+        if client is None or self._stopping:
+            return
+        handling: Coroutine[Any, Any, None] | None = None
+        buttons, changes = self._buttons, self._changes
+        if event == "interaction" and buttons is not None and buttons.concerns(payload):
+            handling = buttons.clicked(payload)
+        elif event == "raw_reaction_add" and buttons is not None:
+            handling = buttons.reacted(payload, client)
+        elif event == "raw_message_edit" and changes is not None:
+            handling = changes.edited(payload)
+        elif event == "raw_message_delete" and changes is not None:
+            handling = changes.deleted(payload, client)
+        if handling is None:
+            return
+        task = asyncio.get_running_loop().create_task(_logged(handling, event))
+        self._side.add(task)
+        task.add_done_callback(self._side.discard)
 
     async def _answer(
         self,
@@ -394,6 +461,13 @@ class DiscordAdapter:
                 "discord: message %s could not be answered", trigger.inbound.platform_message_id
             )
             return False
+
+
+async def _logged(handling: Coroutine[Any, Any, None], event: str) -> None:
+    try:
+        await handling
+    except Exception:
+        log.exception("discord: %s could not be handled", event)
 
 
 def _closed_for_good(exc: discord.ConnectionClosed) -> Exception:

@@ -3,8 +3,8 @@
 `facts_of` reads what the rules need from a discord.py `Message`; `decide` is the pure rule set
 over those facts (unit-tested without a gateway); `trigger_for` chains them. Whether a message is
 answered is the core's decision (`bridge.intake`): this only drops what is never answered (the
-bot's own, other bots', system messages, messages without text) and says whether the message
-calls on the bot (`Origin.addressed`).
+bot's own, other bots', system messages, messages with neither text nor files) and says whether
+the message calls on the bot (`Origin.addressed`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from enum import Enum
 
 import discord
 
-from bridge.domain import ChatKey, InboundMessage
+from adapters.discord.files import attachment_refs
+from bridge.domain import AttachmentRef, ChatKey, InboundMessage
 from bridge.policy.origin import Origin
 from bridge.text import clean_text
 
@@ -66,6 +67,7 @@ class MessageFacts:
     bot_role_id: int | None = None
     replied_to_author_id: int | None = None
     user_names: tuple[tuple[int, str], ...] = ()
+    attachments: tuple[AttachmentRef, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +83,19 @@ class Trigger:
 def chat_key(guild_id: int | None, channel_id: int) -> ChatKey:
     """A thread is a channel of its own, so each thread (and each DM) is one Chat."""
     return ChatKey(PLATFORM, str(guild_id) if guild_id else "", str(channel_id))
+
+
+def opens_thread(facts: MessageFacts, view: BotView) -> bool:
+    """With auto_thread, the reply to a message in a text channel opens a thread from it."""
+    return view.auto_thread and facts.place is Place.TEXT_CHANNEL
+
+
+def message_chat_key(facts: MessageFacts, view: BotView) -> ChatKey:
+    """The Chat a message belongs to. A thread started from a message takes that message's id,
+    so with auto_thread a text channel's message is the Chat of the thread its reply opens (the
+    Chat is known before the thread exists, which is only created once the event is claimed)."""
+    channel_id = facts.message_id if opens_thread(facts, view) else facts.channel_id
+    return chat_key(facts.guild_id, channel_id)
 
 
 def decide(facts: MessageFacts, view: BotView) -> Trigger | None:
@@ -101,21 +116,18 @@ def decide(facts: MessageFacts, view: BotView) -> Trigger | None:
     else:
         addressed = mentioned or facts.replied_to_author_id == view.user_id
     text = prompt_text(facts, view.user_id)
-    if not text:
+    if not text and not facts.attachments:
         return None
-    open_thread = view.auto_thread and facts.place is Place.TEXT_CHANNEL
-    # A thread started from a message takes that message's id, so its Chat is known before it
-    # exists, and the thread is only created once the event is claimed.
-    channel_id = facts.message_id if open_thread else facts.channel_id
     inbound = InboundMessage(
         event_id=f"message:{facts.message_id}",
-        chat_key=chat_key(facts.guild_id, channel_id),
+        chat_key=message_chat_key(facts, view),
         author_id=str(facts.author_id),
         text=text,
         platform_message_id=str(facts.message_id),
         author_name=facts.author_name,
+        attachments=facts.attachments,
     )
-    return Trigger(inbound, origin_of(facts, addressed=addressed), open_thread)
+    return Trigger(inbound, origin_of(facts, addressed=addressed), opens_thread(facts, view))
 
 
 def origin_of(facts: MessageFacts, *, addressed: bool) -> Origin:
@@ -205,6 +217,7 @@ def facts_of(message: discord.Message) -> MessageFacts:
         bot_role_id=bot_role.id if bot_role is not None else None,
         replied_to_author_id=_replied_to_author(message),
         user_names=tuple((user.id, user.display_name) for user in message.mentions),
+        attachments=attachment_refs(message),
     )
 
 

@@ -30,6 +30,12 @@ DEFAULT_API = str(DiscordSettings.model_fields["api_base_url"].default)
 DEFAULT_GATEWAY = str(DiscordSettings.model_fields["gateway_url"].default)
 
 OnMessage = Callable[[discord.Message], object]
+# Called with discord.py's event name and its argument, for the events in RAW_EVENTS.
+OnRaw = Callable[[str, Any], object]
+# Edits and deletions (raw: whether or not discord.py cached the message), reactions, clicks.
+RAW_EVENTS = frozenset(
+    {"raw_message_edit", "raw_message_delete", "raw_reaction_add", "interaction"}
+)
 # discord.py identifies a process's shards one after another, 5 s apart (one IDENTIFY per 5 s is
 # what Discord allows a bot without large-bot concurrency).
 IDENTIFY_SPACING = 5.0
@@ -40,11 +46,14 @@ class DiscordGatewayError(RuntimeError):
 
 
 def bridge_intents(*, message_content: bool) -> discord.Intents:
-    """Guild and DM messages, and their text when the privileged intent is granted."""
+    """Guild and DM messages, and their text when the privileged intent is granted; reactions
+    in both (a 🛑 stops a reply). Interactions (button clicks) need no intent."""
     intents = discord.Intents.none()
     intents.guilds = True  # channels and threads (THREAD_CREATE tells us who opened a thread)
     intents.guild_messages = True
     intents.dm_messages = True
+    intents.guild_reactions = True
+    intents.dm_reactions = True
     intents.message_content = message_content
     return intents
 
@@ -59,6 +68,7 @@ class GatewayClient(discord.Client):
         intents: discord.Intents,
         http_trace: aiohttp.TraceConfig,
         guild_ready_timeout: float,
+        on_raw: OnRaw | None = None,
         **shards: Any,
     ) -> None:
         """`shards`: `shard_count` and `shard_ids` for the sharded client."""
@@ -71,6 +81,7 @@ class GatewayClient(discord.Client):
             **shards,
         )
         self._message_created = on_message
+        self._raw = on_raw
         self.tree: app_commands.CommandTree[discord.Client] | None = None
 
     def dispatch(self, event: str, /, *args: Any, **kwargs: Any) -> None:
@@ -82,6 +93,11 @@ class GatewayClient(discord.Client):
                 self._message_created(args[0])
             except Exception:  # never into discord.py's gateway loop
                 log.exception("discord: message %s could not be handled", args[0].id)
+        elif event in RAW_EVENTS and args and self._raw is not None:
+            try:
+                self._raw(event, args[0])
+            except Exception:
+                log.exception("discord: %s could not be handled", event)
         super().dispatch(event, *args, **kwargs)
 
 

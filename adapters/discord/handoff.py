@@ -1,6 +1,11 @@
 """A Discord message as the JSON another instance hands to the holder of its shard's lease
 (`[cluster]`), and back: the decided `Trigger` and where the message was written, never the raw
-gateway payload."""
+gateway payload.
+
+Version 2 adds the message's files (`attachments`); a message without files is still written as
+version 1, which instances of the previous release read during a rolling upgrade (one with files
+they would answer without them, so it stays version 2, which they refuse).
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bridge.domain import ChatKey, InboundMessage
+from bridge.domain import AttachmentRef, ChatKey, InboundMessage
 from bridge.policy.origin import Origin
 
-VERSION = 1
+VERSION = 2
+READS = (1, 2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,8 +34,8 @@ class HandedMessage:
 
 def to_payload(handed: HandedMessage) -> dict[str, Any]:
     inbound, origin = handed.inbound, handed.origin
-    return {
-        "v": VERSION,
+    payload: dict[str, Any] = {
+        "v": VERSION if inbound.attachments else 1,
         "event_id": inbound.event_id,
         "chat": [inbound.chat_key.workspace, inbound.chat_key.channel, inbound.chat_key.thread],
         "author": inbound.author_id,
@@ -50,12 +56,18 @@ def to_payload(handed: HandedMessage) -> dict[str, Any]:
         "channel_id": handed.channel_id,
         "message_id": handed.message_id,
     }
+    if inbound.attachments:
+        payload["attachments"] = [
+            {"id": a.id, "name": a.name, "size": a.size, "mime_type": a.mime_type, "url": a.source}
+            for a in inbound.attachments
+        ]
+    return payload
 
 
 def from_payload(payload: Mapping[str, Any]) -> HandedMessage:
     """Raises ValueError for a payload this version does not read."""
-    if payload.get("v") != VERSION:
-        raise ValueError(f"handoff version {payload.get('v')!r}, this bridge reads {VERSION}")
+    if payload.get("v") not in READS:
+        raise ValueError(f"handoff version {payload.get('v')!r}, this bridge reads {READS}")
     try:
         workspace, channel, thread = (str(part) for part in payload["chat"])
         place = payload["origin"]
@@ -68,6 +80,16 @@ def from_payload(payload: Mapping[str, Any]) -> HandedMessage:
                 text=str(payload["text"]),
                 platform_message_id=str(payload["message_id"]),
                 author_name=payload.get("author_name"),
+                attachments=tuple(
+                    AttachmentRef(
+                        name=str(file["name"]),
+                        size=int(file["size"]),
+                        mime_type=str(file["mime_type"]),
+                        source=str(file["url"]),
+                        id=str(file["id"]),
+                    )
+                    for file in payload.get("attachments") or ()
+                ),
             ),
             origin=Origin(
                 platform="discord",
@@ -85,5 +107,5 @@ def from_payload(payload: Mapping[str, Any]) -> HandedMessage:
             channel_id=int(payload["channel_id"]),
             message_id=int(payload["message_id"]),
         )
-    except (KeyError, TypeError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"handoff not readable: {exc!r}") from None

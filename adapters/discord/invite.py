@@ -21,7 +21,9 @@ SCOPES = ("bot", "applications.commands")
 
 def required_permissions() -> discord.Permissions:
     """What the bridge does in a channel. Renaming a thread the bot opened needs no extra
-    permission: a thread's creator may rename it."""
+    permission: a thread's creator may rename it. Buttons on its own messages, clicks on them
+    and the reactions it reads (🛑) need none either: reaction events come for the channels the
+    bot can view; files are read from their signed CDN links."""
     return discord.Permissions(
         view_channel=True,
         send_messages=True,

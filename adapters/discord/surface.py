@@ -2,7 +2,9 @@
 
 The reply is a Discord reply to the user's message (a placeholder, then edits); continuations are
 plain messages in the same channel. With auto_thread the public thread is opened here, on the first
-write, so only a claimed (never a replayed) event opens one. Every write pings no one.
+write, so only a claimed (never a replayed) event opens one. Every write pings no one. While the
+reply streams its message carries a Stop button; the last write of each message takes it away,
+and the reply's last message gets 👍/👎 under an answer (`adapters.discord.components`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import aiohttp
 import discord
 
+from adapters.discord.components import ButtonsWanted, Shown, view_of
 from adapters.discord.indicators import TypingIndicators
 from adapters.discord.ratelimits import (
     WINDOW_ALLOWANCE,
@@ -35,6 +38,7 @@ from bridge.ports import (
     RateBucket,
     RateLimited,
     RateObservation,
+    ReplyEnding,
 )
 from bridge.scheduler import EditScheduler, Urgency
 
@@ -109,8 +113,10 @@ class DiscordReplySurface:
         open_thread: bool = False,
         thread_name: str = "",
         global_budget: RateBucket | None = None,
+        buttons: ButtonsWanted | None = None,
     ) -> None:
-        """`global_budget`: the process's share of the bot's global limit (all of it if None)."""
+        """`global_budget`: the process's share of the bot's global limit (all of it if None).
+        `buttons`: the Stop and feedback buttons replies show (None: no buttons at all)."""
         self._source = source
         self._client = client
         self._bot_user_id = bot_user_id
@@ -138,6 +144,12 @@ class DiscordReplySurface:
         self._seen: dict[asyncio.Task[object] | None, SeenHeaders] = {}
         # discord.py calls still sleeping out a bucket's window after their response was used.
         self._held: set[asyncio.Task[Any]] = set()
+        self._buttons = buttons if buttons is not None and buttons.any else None
+        self._ending: ReplyEnding | None = None
+        # message id -> the buttons it carries; absent: not known (a message of a reply adopted
+        # from a process that died), so its next write sets them whatever they are.
+        self._carries: dict[str, Shown] = {}
+        self._latest: dict[int, str] = {}  # response number -> its last message posted
 
     # --- the ReplySurface protocol -------------------------------------------------------------
 
@@ -187,27 +199,48 @@ class DiscordReplySurface:
         nonce = post_nonce(self.reply_key, response_number, ordinal)
         repeated = (response_number, ordinal) in self._attempted
         self._attempted.add((response_number, ordinal))
+        # A message posted once the reply ended is its last so far: it carries the end's buttons
+        # at once (a later one takes them over).
+        carries = self._wanted(final=self._ending is not None)
+        view = view_of(carries) if self._buttons is not None else None
         # The first message of each choice replies to the user's message.
-        posted = await self._create(channel, text, nonce=nonce, reply=ordinal == 0)
+        posted = await self._create(channel, text, nonce=nonce, reply=ordinal == 0, view=view)
         message_id = str(posted.id) if isinstance(posted, discord.Message) else _posted_id(posted)
+        if self._buttons is not None and not repeated:
+            self._carries[message_id] = carries
         made = _posted_content(posted)
         if repeated and made is not None and made != text:
             # An attempt that seemed to fail made the message after all, and this one got it
             # back with the text of then; the writer believes it shows `text`.
             self._shown[message_id] = made
-            await self._repair(PostedMessage(message_id), text)
+            await self._extra_edit(PostedMessage(message_id), text, Urgency.FIRST_TEXT)
         self._posts[response_number] += 1
         self._shown[message_id] = text
+        previous = self._latest.get(response_number)
+        self._latest[response_number] = message_id
+        if previous is not None and self._carries.get(previous) is Shown.FEEDBACK:
+            await self._move_feedback(previous)
         return PostedMessage(message_id)
 
-    async def _repair(self, message: PostedMessage, text: str) -> None:
-        """One edit besides the writer's, scheduled like theirs. The post's headers stay the ones
-        the writer reads afterwards (for the post bucket); a 429 blocks the edit bucket here and
-        reaches the writer as the post's, which it tries again (and gets the message again)."""
+    async def _move_feedback(self, previous: str) -> None:
+        """The reply ended while text was still to be written: its message before this one got
+        the votes as its final write, not knowing another would follow. They go from it (this
+        new one, the last so far, has them). Cosmetic: a failure leaves both with votes, which
+        count for the same reply."""
+        try:
+            await self._extra_edit(PostedMessage(previous), self._shown[previous], Urgency.FINAL)
+        except (RateLimited, PlatformError, PlatformUnavailable) as exc:
+            log.info("discord: the votes stay on message %s too (%s)", previous, exc)
+
+    async def _extra_edit(self, message: PostedMessage, text: str, urgency: Urgency) -> None:
+        """One edit besides the writer's, scheduled like theirs (not final: after the end, it
+        takes the buttons away). The post's headers stay the ones the writer reads afterwards
+        (for the post bucket); a 429 blocks the edit bucket here and reaches the writer as the
+        post's, which it tries again (and gets the message again)."""
         task = asyncio.current_task()
         seen = self._seen.get(task)
         bucket = self.edit_bucket()
-        await self._scheduler.acquire(bucket, Urgency.FIRST_TEXT, self._scheduler.now())
+        await self._scheduler.acquire(bucket, urgency, self._scheduler.now())
         try:
             await self.update(message, text, final=False)
         except RateLimited as limited:
@@ -220,15 +253,35 @@ class DiscordReplySurface:
                 self._seen[task] = seen
 
     async def update(self, message: PostedMessage, text: str, *, final: bool) -> None:
-        if self._shown.get(message.id) == text:
+        wanted = self._wanted(final=final)
+        buttons_right = self._buttons is None or self._carries.get(message.id) is wanted
+        if self._shown.get(message.id) == text and buttons_right:
             # The writer marks each message final once; Discord has no stream to end, so an edit
             # to the same text would only spend the channel's bucket.
             return
         channel = await self._destination()
         partial = discord.PartialMessage(channel=channel, id=int(message.id))
         # allowed_mentions on every edit: without it Discord parses the new text with defaults.
-        await self._write(lambda: partial.edit(content=text, allowed_mentions=NO_PINGS))
+        # Components only when they change: an edit without them keeps the message's own.
+        if buttons_right:
+            await self._write(lambda: partial.edit(content=text, allowed_mentions=NO_PINGS))
+        else:
+            view = view_of(wanted)
+            await self._write(
+                lambda: partial.edit(content=text, allowed_mentions=NO_PINGS, view=view)
+            )
+            self._carries[message.id] = wanted
         self._shown[message.id] = text
+
+    def _wanted(self, *, final: bool) -> Shown:
+        """The buttons a write gives its message: Stop while the reply streams; once it ended,
+        the end's buttons on a message's final write (the writer's last one for it)."""
+        if self._buttons is None:
+            return Shown.NONE
+        if self._ending is None:
+            # A message made final before the end is full: the reply goes on in the next one.
+            return Shown.NONE if final else self._buttons.while_streaming()
+        return self._buttons.at_end(self._ending) if final else Shown.NONE
 
     async def set_title(self, title: str) -> None:
         """Name the thread after the conversation, only if the bot opened it (not a user's)."""
@@ -244,6 +297,13 @@ class DiscordReplySurface:
         await self._create(self._channel, text, nonce=nonce, reply=True)
         self._notices += 1
 
+    @property
+    def controls_shown(self) -> bool:
+        return self._buttons is not None
+
+    def end_reply(self, ending: ReplyEnding) -> None:
+        self._ending = ending
+
     def take_rate_observation(self) -> RateObservation | None:
         seen = self._seen.pop(asyncio.current_task(), None)
         return None if seen is None else seen.observation(self._capture.now())
@@ -251,27 +311,27 @@ class DiscordReplySurface:
     # --- writes ------------------------------------------------------------------------------
 
     async def _create(
-        self, channel: MessageableChannel, text: str, *, nonce: str, reply: bool
+        self,
+        channel: MessageableChannel,
+        text: str,
+        *,
+        nonce: str,
+        reply: bool,
+        view: discord.ui.View | None = None,
     ) -> object:
         """A new message of ours, pinging no one; with `reply`, a reply to the user's message
         if it is in that channel (a reply cannot point into another, e.g. a thread opened from
-        it)."""
+        it). `view`: its buttons."""
+        options: dict[str, Any] = {"allowed_mentions": NO_PINGS, "nonce": nonce}
+        if view is not None:
+            options["view"] = view
         if reply and channel.id == self._source.channel.id:
             reference = self._source.to_reference(fail_if_not_exists=False)
             return await self._write(
-                lambda: channel.send(
-                    text,
-                    reference=reference,
-                    mention_author=False,
-                    allowed_mentions=NO_PINGS,
-                    nonce=nonce,
-                ),
+                lambda: channel.send(text, reference=reference, mention_author=False, **options),
                 wants_body=True,
             )
-        return await self._write(
-            lambda: channel.send(text, allowed_mentions=NO_PINGS, nonce=nonce),
-            wants_body=True,
-        )
+        return await self._write(lambda: channel.send(text, **options), wants_body=True)
 
     async def _write(
         self, call: Callable[[], Awaitable[T]], *, wants_body: bool = False

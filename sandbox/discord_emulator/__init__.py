@@ -3,6 +3,7 @@
 See docs/emulators/discord.md for what it emulates and what it does not.
 """
 
+from .cdn import Download, FileUpload
 from .emulator import DiscordEmulator
 from .rate_limits import BucketRule
 from .records import (
@@ -20,6 +21,8 @@ __all__ = [
     "BucketRule",
     "Change",
     "DiscordEmulator",
+    "Download",
+    "FileUpload",
     "EmulatorStats",
     "InteractionRecord",
     "RecordedRequest",

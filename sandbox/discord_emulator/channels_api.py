@@ -88,7 +88,7 @@ class ChannelRoutes:
         channel = self.ctx.channel(request)
         body = request.body()
         form = message_forms.parse(body, request.uploads, self.world.snowflakes)
-        if not (form.content or form.embeds or form.new_attachments or body.get("sticker_ids")):
+        if form.is_empty() and not body.get("sticker_ids"):
             raise message_forms.empty_message()
 
         nonce = _nonce(body)
@@ -107,6 +107,7 @@ class ChannelRoutes:
             form.content or "",
             embeds=form.embeds,
             attachments=form.new_attachments,
+            components=form.components,
             allowed_mentions=form.allowed_mentions,
             reply_to=reply_to,
             reference=reference,
@@ -147,13 +148,15 @@ class ChannelRoutes:
         attachments = form.attachments_after(message.attachments)
         content = message.content if form.content is None else form.content
         embeds = message.embeds if form.embeds is None else form.embeds
-        if not (content or embeds or attachments):
+        components = message.components if form.components is None else form.components
+        if not (content or embeds or attachments or components):
             raise message_forms.empty_message()
         message.attachments = attachments
         self.world.edit_message(
             message,
             content=form.content,
             embeds=form.embeds,
+            components=form.components,
             allowed_mentions=form.allowed_mentions,
             flags=form.flags,
         )

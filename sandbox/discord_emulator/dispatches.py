@@ -18,7 +18,9 @@ GUILDS = 1 << 0
 GUILD_MEMBERS = 1 << 1
 GUILD_PRESENCES = 1 << 8
 GUILD_MESSAGES = 1 << 9
+GUILD_MESSAGE_REACTIONS = 1 << 10
 DIRECT_MESSAGES = 1 << 12
+DIRECT_MESSAGE_REACTIONS = 1 << 13
 MESSAGE_CONTENT = 1 << 15
 KNOWN_INTENTS = (1 << 26) - 1
 
@@ -104,6 +106,13 @@ class EventFeed:
             data["guild_id"] = str(message.guild_id)
         intent = self._message_intent(message)
         await self.sink.dispatch(Dispatch("MESSAGE_DELETE", encode(data), message.guild_id, intent))
+
+    async def reaction_added(self, message: StoredMessage, user: User, emoji: str) -> None:
+        intent = (
+            GUILD_MESSAGE_REACTIONS if message.guild_id is not None else DIRECT_MESSAGE_REACTIONS
+        )
+        data = encode(self.wire.reaction_add(message, user, emoji))
+        await self.sink.dispatch(Dispatch("MESSAGE_REACTION_ADD", data, message.guild_id, intent))
 
     async def replay_create(self, message_id: int) -> bool:
         dispatch = self._creates.get(message_id)

@@ -16,6 +16,7 @@ from aiohttp import web
 from sandbox.local_server import LocalServer
 
 from .api import Context
+from .cdn import MAX_ATTACHMENTS, Cdn, FileUpload
 from .channels_api import ChannelRoutes
 from .dispatches import EventFeed
 from .faults import ServerFaults
@@ -33,6 +34,7 @@ from .model import (
     Json,
     User,
 )
+from .people import PeopleActions
 from .rate_limits import GLOBAL_RULE, BucketRule, RateLimiter, Scope
 from .records import (
     Change,
@@ -50,7 +52,7 @@ from .wire import Wire
 from .world import World
 
 
-class DiscordEmulator(LocalServer):
+class DiscordEmulator(PeopleActions, LocalServer):
     """A local Discord for one bot: guilds, channels, users, and the bot's view of them."""
 
     def __init__(
@@ -76,7 +78,9 @@ class DiscordEmulator(LocalServer):
             clock=clock,
             snowflakes=SnowflakeGenerator(),
         )
-        wire = Wire(self.world)
+        # Files users attach, served on this port at signed, expiring URLs.
+        self.cdn = Cdn()
+        wire = Wire(self.world, self.cdn)
         self.stats = EmulatorStats()
         self.gateway = Gateway(
             self.world, wire, self.stats, token=token, heartbeat_interval=heartbeat_interval
@@ -107,11 +111,16 @@ class DiscordEmulator(LocalServer):
         ]
         self._rest.install(app, specs)
         app.router.add_get("/gateway", self.gateway.handle)
+        self.cdn.install(app)
         super().__init__(app, host=host, port=port)
         self._webhooks: dict[tuple[int, str], User] = {}
         self._background: set[asyncio.Task[None]] = set()
 
     # --- lifecycle and addresses -------------------------------------------------------------
+
+    async def start(self) -> None:
+        await super().start()
+        self.cdn.base_url = self.url
 
     async def stop(self) -> None:
         await self.gateway.close()
@@ -237,12 +246,15 @@ class DiscordEmulator(LocalServer):
         reply_to: int | None = None,
         *,
         embeds: Sequence[Json] | None = None,
+        attachments: Sequence[FileUpload] = (),
         age: float = 0.0,
     ) -> int:
         """Posts as a user and dispatches MESSAGE_CREATE; `mention_bot` prefixes `<@bot>`.
 
-        `age` > 0: the message was sent that many seconds ago, while no bot listened: it is in
-        the channel's history (id and timestamp of then) and nothing is dispatched."""
+        `attachments`: files the user attaches (at most 10, as Discord's client allows; the text
+        may then be empty), served by the emulated CDN at the signed URLs of their attachment
+        objects. `age` > 0: the message was sent that many seconds ago, while no bot listened:
+        it is in the channel's history (id and timestamp of then) and nothing is dispatched."""
         channel = self._channel(channel_id)
         author = self._user(author_id)
         if channel.type == DM_CHANNEL and author.id != channel.recipient_id:
@@ -252,6 +264,14 @@ class DiscordEmulator(LocalServer):
             content = f"{mention} {content}"
         if len(content) > 2000:
             raise ValueError("Discord users cannot send more than 2000 characters either")
+        if len(attachments) > MAX_ATTACHMENTS:
+            raise ValueError(f"Discord users cannot attach more than {MAX_ATTACHMENTS} files")
+        if not content and not attachments and not embeds:
+            raise ValueError("Discord's client sends no empty message")
+        files = [
+            self.cdn.attachment(self.cdn.store(self.world.snowflakes.next(), channel.id, upload))
+            for upload in attachments
+        ]
         replied, reference = None, None
         if reply_to is not None:
             replied = self.world.message(channel.id, reply_to)
@@ -265,6 +285,7 @@ class DiscordEmulator(LocalServer):
             author.id,
             content,
             embeds=list(embeds or []),
+            attachments=files,
             reply_to=replied,
             reference=reference,
             age=age,

@@ -1,7 +1,8 @@
 """REST routes for application commands and interaction responses (callback and webhook follow-ups).
 
 Interaction routes authenticate by the token in the path and must be answered within the
-3-second acknowledgement window, as on Discord.
+3-second acknowledgement window, as on Discord. A click on a button (MESSAGE_COMPONENT) may also
+be answered with 6 (acknowledged, nothing shown) or 7 (the button's message edited).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import re
 from . import message_forms
 from .api import NO_CONTENT, ApiError, ApiReply, ApiRequest, Context, RouteSpec
 from .invocation import SUB_COMMAND, SUB_COMMAND_GROUP
-from .model import EPHEMERAL, LOADING, Interaction, Json, StoredMessage
+from .model import EPHEMERAL, LOADING, MESSAGE_COMPONENT, Interaction, Json, StoredMessage
 
 _NAME = re.compile(r"^[-_'\w]{1,32}$")
 _COMMANDS = "/applications/{application_id}/commands"
@@ -21,7 +22,11 @@ _CALLBACK = "/interactions/{webhook_id}/{webhook_token}/callback"
 
 CHANNEL_MESSAGE = 4
 DEFERRED_CHANNEL_MESSAGE = 5
+DEFERRED_UPDATE_MESSAGE = 6  # a click acknowledged; the message may be edited later
+UPDATE_MESSAGE = 7  # a click answered by editing the message the button is on
 CALLBACK_TYPES = (1, 4, 5, 6, 7, 8, 9, 10, 12)
+# 6 and 7 concern the message a component is on: a slash command has none.
+COMMAND_CALLBACK_TYPES = (1, 4, 5, 8, 9, 10, 12)
 
 
 class InteractionRoutes:
@@ -96,10 +101,14 @@ class InteractionRoutes:
             raise ApiError.unknown("Interaction")  # the 3-second window has passed
         body = request.body()
         kind = body.get("type")
-        if kind not in CALLBACK_TYPES:
-            raise ApiError.bad_choice("type", CALLBACK_TYPES)
+        allowed = (
+            CALLBACK_TYPES if interaction.type == MESSAGE_COMPONENT else COMMAND_CALLBACK_TYPES
+        )
+        if not isinstance(kind, int) or kind not in allowed:
+            raise ApiError.bad_choice("type", allowed)
         data: Json = body.get("data") or {}
         message: StoredMessage | None = None
+        updated: StoredMessage | None = None
         if kind in (CHANNEL_MESSAGE, DEFERRED_CHANNEL_MESSAGE):
             form = message_forms.parse(data, request.uploads, self.world.snowflakes)
             if kind == CHANNEL_MESSAGE and form.is_empty():
@@ -107,14 +116,31 @@ class InteractionRoutes:
             flags = (form.flags or 0) | (LOADING if kind == DEFERRED_CHANNEL_MESSAGE else 0)
             message = self._post(interaction, form, flags)
             interaction.message_id = message.id
+        elif kind in (DEFERRED_UPDATE_MESSAGE, UPDATE_MESSAGE):
+            # The original response is the message the button is on.
+            interaction.message_id = interaction.source_message_id
+            source = self.world.message(interaction.channel_id, interaction.message_id or 0)
+            if kind == UPDATE_MESSAGE and source is not None:
+                form = message_forms.parse(data, request.uploads, self.world.snowflakes)
+                source.attachments = form.attachments_after(source.attachments)
+                self.world.edit_message(
+                    source,
+                    content=form.content,
+                    embeds=form.embeds,
+                    components=form.components,
+                    allowed_mentions=form.allowed_mentions,
+                )
+                updated = source
         interaction.response_type = int(kind)
         interaction.response = body
         interaction.responded_at = self.world.clock()
         if message is not None:
             await self._announce(message)
+        if updated is not None and not updated.flags & EPHEMERAL:
+            await self.ctx.feed.message_updated(updated)
         if request.query.get("with_response") not in ("1", "true", "True"):
             return NO_CONTENT
-        summary: Json = {"id": str(interaction.id), "type": 2}
+        summary: Json = {"id": str(interaction.id), "type": interaction.type}
         reply: Json = {"interaction": summary}
         if message is not None:
             summary["response_message_id"] = str(message.id)
@@ -133,6 +159,7 @@ class InteractionRoutes:
             form.content or "",
             embeds=form.embeds,
             attachments=form.new_attachments,
+            components=form.components,
             allowed_mentions=form.allowed_mentions,
             flags=flags,
             webhook_id=self.world.application.id,
@@ -160,6 +187,7 @@ class InteractionRoutes:
                 message,
                 content=form.content,
                 embeds=form.embeds,
+                components=form.components,
                 allowed_mentions=form.allowed_mentions,
                 flags=message.flags & ~LOADING,
             )
@@ -204,6 +232,7 @@ class InteractionRoutes:
             message,
             content=form.content,
             embeds=form.embeds,
+            components=form.components,
             allowed_mentions=form.allowed_mentions,
             flags=message.flags & ~LOADING,
         )

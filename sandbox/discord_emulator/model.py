@@ -129,6 +129,10 @@ class StoredMessage:
     flags: int = 0
     embeds: list[Json] = field(default_factory=list)
     attachments: list[Json] = field(default_factory=list)
+    # Action rows of buttons, as the bot last sent them.
+    components: list[Json] = field(default_factory=list)
+    # emoji -> the users who reacted with it, in order.
+    reactions: dict[str, list[int]] = field(default_factory=dict)
     message_reference: Json | None = None
     referenced_id: int | None = None
     replied_author_pinged: bool = False
@@ -163,7 +167,15 @@ class StoredMessage:
             edit_times=tuple(self.edit_times),
             webhook_id=self.webhook_id,
             interaction_id=self.interaction_id,
+            components=tuple(self.components),
+            reactions={emoji: tuple(users) for emoji, users in self.reactions.items()},
+            edited=self.edited_at is not None,
         )
+
+    def buttons(self) -> list[Json]:
+        return [
+            c for row in self.components for c in row.get("components", ()) if c.get("type") == 2
+        ]
 
 
 @dataclass
@@ -201,16 +213,27 @@ class Command:
         return RegisteredCommand(self.id, self.name, self.type, self.guild_id, dict(self.payload))
 
 
+APPLICATION_COMMAND = 2
+MESSAGE_COMPONENT = 3
+
+
 @dataclass
 class Interaction:
+    """A slash command run (type 2, with `command`) or a click on a message's button (type 3,
+    with `custom_id` and the `source_message_id` it was on)."""
+
     id: int
     token: str
-    command: Command
+    command: Command | None
     channel_id: int
     guild_id: int | None
     user_id: int
     options: list[Json]
     created_at: float
+    type: int = APPLICATION_COMMAND
+    custom_id: str | None = None
+    component_type: int | None = None
+    source_message_id: int | None = None
     response_type: int | None = None
     response: Json | None = None
     responded_at: float | None = None
@@ -221,7 +244,7 @@ class Interaction:
         return InteractionRecord(
             id=self.id,
             token=self.token,
-            command=self.command.name,
+            command=self.command.name if self.command is not None else "",
             channel_id=self.channel_id,
             user_id=self.user_id,
             options=tuple(self.options),
@@ -231,4 +254,7 @@ class Interaction:
             responded_at=self.responded_at,
             message_id=self.message_id,
             followup_ids=tuple(self.followup_ids),
+            type=self.type,
+            custom_id=self.custom_id,
+            source_message_id=self.source_message_id,
         )

@@ -44,6 +44,20 @@ class ShownMessage:
     edit_times: tuple[float, ...]
     webhook_id: int | None
     interaction_id: int | None
+    # Action rows of buttons (type 1 rows of type 2 buttons), as the bot last sent them.
+    components: tuple[dict[str, Any], ...] = ()
+    # emoji -> the users who reacted with it.
+    reactions: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    edited: bool = False  # edited_timestamp is set
+
+    def custom_ids(self) -> list[str]:
+        """The custom_ids of the message's buttons, row by row."""
+        return [
+            str(button.get("custom_id"))
+            for row in self.components
+            for button in row.get("components", ())
+            if button.get("custom_id") is not None
+        ]
 
 
 class TypingEvent(NamedTuple):
@@ -55,8 +69,8 @@ class TypingEvent(NamedTuple):
 class Change:
     """One visible change, passed to `subscribe` listeners (the sandbox prints these).
 
-    `kind` is "posted", "edited" or "deleted" (with `message`), "typing", "thread" (a thread
-    opened or renamed; `channel_id` is the thread's) or "channel" (a channel renamed).
+    `kind` is "posted", "edited", "deleted" or "reacted" (with `message`), "typing", "thread"
+    (a thread opened or renamed; `channel_id` is the thread's) or "channel" (a channel renamed).
     """
 
     kind: str
@@ -101,6 +115,9 @@ class InteractionRecord:
     responded_at: float | None
     message_id: int | None  # the original response message, once there is one
     followup_ids: tuple[int, ...]
+    type: int = 2  # 2: a slash command (`command`); 3: a click on a button (`custom_id`)
+    custom_id: str | None = None
+    source_message_id: int | None = None  # the message whose button was clicked
 
 
 @dataclass

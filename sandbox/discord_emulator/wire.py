@@ -5,10 +5,12 @@ One place builds every payload, so REST replies and gateway dispatches of an ent
 
 from __future__ import annotations
 
+from .cdn import Cdn
 from .model import (
     BOT_ROLE_PERMISSIONS,
     CATEGORY_CHANNEL,
     DM_CHANNEL,
+    MESSAGE_COMPONENT,
     Channel,
     Command,
     Guild,
@@ -28,10 +30,11 @@ APP_FLAG_GUILD_MEMBERS_LIMITED = 1 << 15
 
 
 class Wire:
-    """Builds payloads from a `World`."""
+    """Builds payloads from a `World`; attachment URLs are signed by the `Cdn` as they go out."""
 
-    def __init__(self, world: World) -> None:
+    def __init__(self, world: World, cdn: Cdn | None = None) -> None:
         self.world = world
+        self.cdn = cdn or Cdn()
 
     def user(self, user: User) -> Json:
         payload: Json = {
@@ -258,10 +261,14 @@ class Wire:
                 self._mentioned(guild if members else None, uid) for uid in message.mentions
             ],
             "mention_roles": [str(r) for r in message.mention_roles],
-            "attachments": [] if redact else list(message.attachments),
+            "attachments": [] if redact else self._attachments(message),
             "embeds": [] if redact else list(message.embeds),
-            "components": [],
+            "components": [] if redact else list(message.components),
         }
+        if message.reactions:
+            payload["reactions"] = [
+                self._reaction(emoji, users) for emoji, users in message.reactions.items()
+            ]
         if guild is not None:
             payload["guild_id"] = str(guild.id)
             if members and not author.webhook:
@@ -290,6 +297,47 @@ class Wire:
                 )
         return payload
 
+    def _attachments(self, message: StoredMessage) -> list[Json]:
+        """As Discord does, every payload signs the files' URLs anew (a day from now)."""
+        shown = []
+        for attachment in message.attachments:
+            file_id = int(attachment["id"])
+            if file_id in self.cdn.files:
+                attachment = {**attachment, **self.cdn.signed(file_id)}
+            shown.append(attachment)
+        return shown
+
+    def _reaction(self, emoji: str, users: list[int]) -> Json:
+        bot = self.world.bot.id
+        return {
+            "emoji": {"id": None, "name": emoji},
+            "count": len(users),
+            "count_details": {"burst": 0, "normal": len(users)},
+            "burst_colors": [],
+            "me": bot in users,
+            "me_burst": False,
+            "burst_me": False,
+            "burst_count": 0,
+        }
+
+    def reaction_add(self, message: StoredMessage, user: User, emoji: str) -> Json:
+        """MESSAGE_REACTION_ADD: who reacted to which message, with the member in a guild."""
+        payload: Json = {
+            "user_id": str(user.id),
+            "channel_id": str(message.channel_id),
+            "message_id": str(message.id),
+            "message_author_id": str(message.author_id),
+            "emoji": {"id": None, "name": emoji},
+            "burst": False,
+            "burst_colors": [],
+            "type": 0,  # normal (1: a super reaction)
+        }
+        if message.guild_id is not None:
+            guild = self.world.guilds[message.guild_id]
+            payload["guild_id"] = str(guild.id)
+            payload["member"] = self.member(guild, user)
+        return payload
+
     def _mentioned(self, guild: Guild | None, user_id: int) -> Json:
         user = self.world.users[user_id]
         payload = self.user(user)
@@ -298,14 +346,18 @@ class Wire:
         return payload
 
     def _interaction_metadata(self, interaction: Interaction) -> Json:
-        return {
+        metadata: Json = {
             "id": str(interaction.id),
-            "type": 2,
-            "name": interaction.command.name,
-            "command_type": interaction.command.type,
+            "type": interaction.type,
             "user": self.user(self.world.users[interaction.user_id]),
             "authorizing_integration_owners": self._owners(interaction),
         }
+        if interaction.command is not None:
+            metadata["name"] = interaction.command.name
+            metadata["command_type"] = interaction.command.type
+        if interaction.source_message_id is not None:
+            metadata["interacted_message_id"] = str(interaction.source_message_id)
+        return metadata
 
     def _owners(self, interaction: Interaction) -> Json:
         if interaction.guild_id is not None:
@@ -315,16 +367,24 @@ class Wire:
     def interaction(self, interaction: Interaction) -> Json:
         channel = self.world.channels[interaction.channel_id]
         user = self.world.users[interaction.user_id]
-        data: Json = {
-            "id": str(interaction.command.id),
-            "name": interaction.command.name,
-            "type": interaction.command.type,
-            "options": interaction.options,
-        }
+        command = interaction.command
+        data: Json
+        if command is not None:
+            data = {
+                "id": str(command.id),
+                "name": command.name,
+                "type": command.type,
+                "options": interaction.options,
+            }
+        else:
+            data = {
+                "custom_id": interaction.custom_id,
+                "component_type": interaction.component_type,
+            }
         payload: Json = {
             "id": str(interaction.id),
             "application_id": str(self.world.application.id),
-            "type": 2,
+            "type": interaction.type,
             "data": data,
             "token": interaction.token,
             "version": 1,
@@ -338,10 +398,15 @@ class Wire:
             "context": 0 if interaction.guild_id is not None else 1,
             "attachment_size_limit": ATTACHMENT_SIZE_LIMIT,
         }
+        if interaction.type == MESSAGE_COMPONENT:
+            # The message whose button was clicked, as it shows now.
+            source = self.world.find_message(interaction.source_message_id or 0)
+            if source is not None:
+                payload["message"] = self.message(source, members=False)
         if interaction.guild_id is not None:
             guild = self.world.guilds[interaction.guild_id]
-            if interaction.command.guild_id is not None:
-                data["guild_id"] = str(interaction.command.guild_id)
+            if command is not None and command.guild_id is not None:
+                data["guild_id"] = str(command.guild_id)
             payload["guild_id"] = str(guild.id)
             payload["guild"] = {"id": str(guild.id), "locale": "en-US", "features": []}
             payload["guild_locale"] = "en-US"

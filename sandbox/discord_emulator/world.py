@@ -13,12 +13,14 @@ from . import mentions
 from .model import (
     ADMINISTRATOR,
     ALL_PERMISSIONS,
+    APPLICATION_COMMAND,
     BOT_ROLE_PERMISSIONS,
     CATEGORY_CHANNEL,
     CHAT_INPUT_COMMAND_MESSAGE,
     DEFAULT_MESSAGE,
     DM_CHANNEL,
     EVERYONE_PERMISSIONS,
+    MESSAGE_COMPONENT,
     PUBLIC_THREAD,
     REPLY_MESSAGE,
     TEXT_CHANNEL,
@@ -259,6 +261,7 @@ class World:
         *,
         embeds: list[Json] | None = None,
         attachments: list[Json] | None = None,
+        components: list[Json] | None = None,
         allowed_mentions: Json | None = None,
         reply_to: StoredMessage | None = None,
         reference: Json | None = None,
@@ -270,7 +273,7 @@ class World:
     ) -> StoredMessage:
         """`age`: seconds before now the message was sent (its id and timestamp say so)."""
         message_type = DEFAULT_MESSAGE
-        if interaction is not None:
+        if interaction is not None and interaction.type == APPLICATION_COMMAND:
             message_type = CHAT_INPUT_COMMAND_MESSAGE
         elif reference is not None:
             message_type = REPLY_MESSAGE
@@ -285,6 +288,7 @@ class World:
             flags=flags,
             embeds=list(embeds or []),
             attachments=list(attachments or []),
+            components=list(components or []),
             message_reference=reference,
             referenced_id=reply_to.id if reply_to is not None else None,
             allowed_mentions=allowed_mentions,
@@ -317,6 +321,7 @@ class World:
         *,
         content: str | None = None,
         embeds: list[Json] | None = None,
+        components: list[Json] | None = None,
         allowed_mentions: Json | None = None,
         flags: int | None = None,
     ) -> None:
@@ -325,6 +330,8 @@ class World:
             message.content = content
         if embeds is not None:
             message.embeds = list(embeds)
+        if components is not None:
+            message.components = list(components)
         if flags is not None:
             message.flags = flags
         message.allowed_mentions = allowed_mentions
@@ -332,6 +339,21 @@ class World:
         message.edit_times.append(self.clock())
         self._apply_mentions(message)
         self.notify("edited", message.channel_id, message)
+
+    def resolve_embeds(self, message: StoredMessage, embeds: list[Json]) -> None:
+        """Discord adding link previews: the message changes, but it is not edited (its
+        `edited_timestamp` stays as it was)."""
+        message.embeds = list(embeds)
+        self.notify("edited", message.channel_id, message)
+
+    def add_reaction(self, message: StoredMessage, user_id: int, emoji: str) -> bool:
+        """False when the user had already reacted with that emoji (Discord sends nothing)."""
+        users = message.reactions.setdefault(emoji, [])
+        if user_id in users:
+            return False
+        users.append(user_id)
+        self.notify("reacted", message.channel_id, message)
+        return True
 
     def delete_message(self, message: StoredMessage) -> None:
         message.deleted = True
@@ -430,6 +452,26 @@ class World:
             user_id=user_id,
             options=options,
             created_at=self.clock(),
+        )
+        self.interactions[interaction.id] = interaction
+        self._interactions_by_token[interaction.token] = interaction
+        return interaction
+
+    def new_click(self, message: StoredMessage, user_id: int, button: Json) -> Interaction:
+        """A user clicks one of a message's buttons: a MESSAGE_COMPONENT interaction."""
+        interaction = Interaction(
+            id=self.snowflakes.next(),
+            token=f"aW50ZXJhY3Rpb24{secrets.token_urlsafe(48)}",
+            command=None,
+            channel_id=message.channel_id,
+            guild_id=message.guild_id,
+            user_id=user_id,
+            options=[],
+            created_at=self.clock(),
+            type=MESSAGE_COMPONENT,
+            custom_id=str(button["custom_id"]),
+            component_type=int(button["type"]),
+            source_message_id=message.id,
         )
         self.interactions[interaction.id] = interaction
         self._interactions_by_token[interaction.token] = interaction

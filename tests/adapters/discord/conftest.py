@@ -20,8 +20,12 @@ from adapters.discord import DiscordAdapter
 from adapters.discord.events import chat_key
 from adapters.llm import OpenAICompatibleModel
 from bridge.config import DiscordSettings, LLMSettings, Settings, StreamingSettings
+from bridge.controls import ReplyControls, StopOutcome
+from bridge.domain import ChatKey
+from bridge.edits import EditOutcome, UserEdits
 from bridge.lifecycle import Lifecycle
 from bridge.policy import build_policy
+from bridge.policy.origin import Origin
 from bridge.policy.policy import Policy
 from bridge.policy.settings import AccessSettings, LimitSettings, OverrideSettings
 from bridge.responder import Responder, ResponderSettings
@@ -159,6 +163,46 @@ class Core:
     policy: Policy
     intake: RecordingIntake
     commands: RecordingCommands
+    edits: RecordingEdits
+    controls: RecordingControls
+
+
+class RecordingControls(ReplyControls):
+    """The core's Stop and votes, remembering what the adapter asked for and what came of it."""
+
+    def __init__(self, **parts: Any) -> None:
+        super().__init__(**parts)
+        self.stops: list[tuple[Origin, ChatKey, str, StopOutcome]] = []
+        self.votes: list[tuple[Origin, ChatKey, str, str | None, bool]] = []
+
+    async def stop(self, origin: Origin, chat: ChatKey, message_id: str) -> StopOutcome:
+        outcome = await super().stop(origin, chat, message_id)
+        self.stops.append((origin, chat, message_id, outcome))
+        return outcome
+
+    async def vote(self, origin: Origin, chat: ChatKey, message_id: str, value: str | None) -> bool:
+        changed = await super().vote(origin, chat, message_id, value)
+        self.votes.append((origin, chat, message_id, value, changed))
+        return changed
+
+
+class RecordingEdits(UserEdits):
+    """The core's UserEdits, remembering the edits and deletions the adapter passed on."""
+
+    def __init__(self, **parts: Any) -> None:
+        super().__init__(**parts)
+        self.edits: list[tuple[ChatKey, str, str, EditOutcome]] = []
+        self.deletions: list[tuple[ChatKey, str, bool]] = []
+
+    async def edited(self, chat: ChatKey, platform_message_id: str, text: str) -> EditOutcome:
+        outcome = await super().edited(chat, platform_message_id, text)
+        self.edits.append((chat, platform_message_id, text, outcome))
+        return outcome
+
+    async def deleted(self, chat: ChatKey, platform_message_id: str) -> bool:
+        found = await super().deleted(chat, platform_message_id)
+        self.deletions.append((chat, platform_message_id, found))
+        return found
 
 
 @pytest.fixture
@@ -201,10 +245,12 @@ async def make_core(llm: LLMServer, tmp_path: Path) -> AsyncIterator[Callable[..
         cleanups.extend([model.stop, engine.dispose])
         scheduler = EditScheduler(interval=INTERVAL)
         store = SqlChatStore(engine)
+        controls = RecordingControls(store=store)
         responder = Responder(
             store=store,
             llm=model,
             scheduler=scheduler,
+            controls=controls,
             settings=ResponderSettings(
                 model="local-llm", titles=titles, n=n, idle_timeout=5.0, **responder
             ),
@@ -223,6 +269,8 @@ async def make_core(llm: LLMServer, tmp_path: Path) -> AsyncIterator[Callable[..
             policy,
             RecordingIntake(policy=policy, responder=responder, store=store),
             RecordingCommands(policy=policy, store=store),
+            RecordingEdits(store=store, in_flight=responder.begun),
+            controls,
         )
 
     yield build
@@ -241,6 +289,8 @@ def adapter_for(scene: Scene, core: Core, **settings: Any) -> DiscordAdapter:
         commands=core.commands,
         reset_admins_only=core.settings.access.reset == "admins",
         guild_ready_timeout=0.05,
+        controls=core.controls,
+        edits=core.edits,
     )
 
 
