@@ -1,11 +1,14 @@
 """`SlackAdapter`: the Bolt app, its ingress (Socket Mode or HTTP) and the routing from Slack
-events to the core's intake, and from the admin slash command to the core's admin commands.
+events to the core's intake, and from the admin slash command to the core's admin commands;
+also people's edits and deletions (to the core's `UserEdits`), the Stop and feedback buttons and
+🛑 reactions (to `ReplyControls`), and the files of their messages (`files`, a `FileSource`).
 A service of the lifecycle: `start()` returns once connected.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import re
@@ -16,18 +19,27 @@ import aiohttp
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
-from adapters.slack.api import ReplaySafeRetryHandler, SlackCallFailed, call
+from adapters.slack.api import ReplaySafeRetryHandler, SlackCallFailed
+from adapters.slack.app_views import AppViews
+from adapters.slack.changes import MessageChange, is_change, parse_change
+from adapters.slack.controls import (
+    FEEDBACK_ACTION,
+    STOP_ACTION,
+    ControlRequest,
+    ReplyButtons,
+    SlackControls,
+)
 from adapters.slack.events import (
     PLATFORM,
     BotIdentity,
     CommandCall,
     ReplyPlace,
     SlackMessage,
-    parse_assistant_thread,
     parse_command,
     parse_message,
 )
-from adapters.slack.formatting import escaped_text, prompt_title
+from adapters.slack.files import MAX_FILES, SlackFiles, look_up_files
+from adapters.slack.formatting import escaped_text
 from adapters.slack.handoff import from_payload, to_payload
 from adapters.slack.history import thread_history
 from adapters.slack.ingress import HttpIngress, Identity, Ingress, SocketModeIngress
@@ -36,7 +48,9 @@ from bridge.admin import AdminCommands
 from bridge.cluster.handoffs import NotReady
 from bridge.cluster.router import lease_name
 from bridge.config import SlackSettings
+from bridge.controls import ReplyControls
 from bridge.domain import ChatKey, Role, StoredMessage
+from bridge.edits import UserEdits
 from bridge.intake import Handoff, Intake, MayRead
 from bridge.lifecycle import AccessRevoked, Lifecycle
 from bridge.policy.effective import EffectiveSettings
@@ -74,7 +88,11 @@ class SlackAdapter:
         lifecycle: Lifecycle,
         intake: Intake,
         commands: AdminCommands,
+        controls: ReplyControls | None = None,
+        edits: UserEdits | None = None,
     ) -> None:
+        """`controls`: the Stop and feedback buttons and 🛑 (None: off); `edits`: people's edits
+        and deletions reach the stored history (None: ignored)."""
         if settings.bot_token is None:
             raise ValueError("slack.bot_token is required")
         if settings.mode == "socket" and settings.app_token is None:
@@ -109,6 +127,12 @@ class SlackAdapter:
         # The token after Bolt is built: given a client with one, Bolt would warn that `authorize`
         # makes it ignore the token. Each request's client gets it from `authorize`.
         self._client.token = settings.bot_token.get_secret_value()
+        # The core downloads the files of admitted messages through this (`FileSource`).
+        self.files = SlackFiles(settings.bot_token.get_secret_value(), settings.api_base_url)
+        self._controls = None if controls is None else SlackControls(controls, self._client)
+        self._buttons = ReplyButtons.of(controls)
+        self._edits = edits
+        self._views = AppViews(settings, self._client, store)
         self._register_listeners()
         self._ingress: Ingress
         if settings.mode == "socket":
@@ -162,6 +186,7 @@ class SlackAdapter:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        await self.files.stop()
         await self._close_session()
 
     async def drain(self) -> None:
@@ -181,18 +206,61 @@ class SlackAdapter:
         app.event("app_mention")(self._on_message)
         app.event("message")(self._on_message)
         app.event("assistant_thread_started")(self._on_assistant_thread)
+        app.event("app_home_opened")(self._on_home_opened)
+        app.event("reaction_added")(self._on_reaction)
+        app.event("agent_session_stopped")(self._on_session_stopped)
         app.event("app_uninstalled")(self._on_uninstalled)
         app.event("tokens_revoked")(self._on_tokens_revoked)
         app.command(self._settings.command)(self._on_command)
+        # Registered even when the controls are off: a click on an older message is still
+        # acknowledged (Slack shows the clicker an error otherwise).
+        app.action(STOP_ACTION)(self._on_click)
+        app.action(FEEDBACK_ACTION)(self._on_click)
         # Last: every other event is acknowledged too, so Bolt never answers 404 (and Slack never
         # retries an event nobody here wants).
         app.event(re.compile(".*"))(self._on_other_event)
 
     async def _on_message(self, body: dict[str, Any]) -> None:
         assert self._bot is not None, "events arrive only after start()"
+        if is_change(body):
+            change = parse_change(body, self._bot) if self._edits is not None else None
+            if change is not None:
+                self._spawn(self._follow_change(change))
+            return  # an edit is never a new message to answer
         message = parse_message(body, self._bot, ignore_other_bots=self._settings.ignore_other_bots)
         if message is not None:
             self._spawn(self._answer(message))
+
+    async def _follow_change(self, change: MessageChange) -> None:
+        assert self._edits is not None
+        if change.text is None:
+            await self._edits.deleted(change.chat, change.ts)
+        else:
+            await self._edits.edited(change.chat, change.ts, change.text)
+
+    async def _on_click(self, ack: AsyncAck, body: dict[str, Any]) -> None:
+        await ack()  # at once: Slack shows the clicker an error after 3 s
+        if self._controls is not None:
+            self._spawn(self._controls.handle(self._controls.click(body)))
+
+    async def _on_reaction(self, body: dict[str, Any]) -> None:
+        if self._controls is not None and self._bot is not None:
+            self._spawn(self._controls.handle(self._controls.reaction(body, self._bot.user_id)))
+
+    async def _on_session_stopped(self, body: dict[str, Any]) -> None:
+        """Slack's own Stop button on an agent session (it stopped the streams already)."""
+        if self._controls is None:
+            return
+        found = self._controls.session_stop(body)
+        if found is not None:
+            self._spawn(self._stop_session(*found))
+
+    async def _stop_session(self, request: ControlRequest, message_ids: list[str]) -> None:
+        assert self._controls is not None
+        await self._controls.stop(request, message_ids)
+
+    async def _on_home_opened(self, body: dict[str, Any]) -> None:
+        self._spawn(self._views.home_opened(body))
 
     async def _on_command(self, ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
         # Acknowledged before anything else: Slack shows the person an error after 3 s, and
@@ -203,9 +271,7 @@ class SlackAdapter:
             self._spawn(self._run_command(call, respond))
 
     async def _on_assistant_thread(self, body: dict[str, Any]) -> None:
-        key = parse_assistant_thread(body)
-        if key is not None:
-            self._spawn(self._open_assistant_thread(key))
+        self._spawn(self._views.thread_started(body))
 
     async def _on_uninstalled(self, body: dict[str, Any]) -> None:
         self._lifecycle.fail(
@@ -239,14 +305,29 @@ class SlackAdapter:
     async def _answer(self, message: SlackMessage) -> None:
         where = f"{message.channel}/{message.thread_ts}"
         try:
+            if message.files_to_look_up:
+                message = await self._look_up_files(message)
             await self._route(message, handoff=functools.partial(to_payload, message))
         except Exception:
             log.exception("slack: answering message %s in %s failed", message.ts, where)
+
+    async def _look_up_files(self, message: SlackMessage) -> SlackMessage:
+        """Slack Connect announces files by id: files.info names them (metadata, no download),
+        so the core can decide on them like on any other file."""
+        room = MAX_FILES - len(message.inbound.attachments)
+        found = await look_up_files(
+            self._client, message.files_to_look_up[:room], f"{message.channel}/{message.ts}"
+        )
+        attachments = (*message.inbound.attachments, *found)
+        inbound = dataclasses.replace(message.inbound, attachments=attachments)
+        return dataclasses.replace(message, inbound=inbound, files_to_look_up=())
 
     async def _route(self, message: SlackMessage, *, handoff: Handoff | None) -> None:
         """Hand the message to the core with the facts its policy decides on. Whether the bot
         takes part in a thread costs a read, so only messages in threads pay it."""
         where = f"{message.channel}/{message.thread_ts}"
+        if self._controls is not None:  # a 🛑 on the question finds its thread
+            self._controls.threads.remember(message.channel, message.ts, message.thread_ts)
         addressed = message.is_dm or message.mentions_bot
         chat = None
         if message.in_existing_thread:
@@ -352,6 +433,12 @@ class SlackAdapter:
         return self._surface_at(message.reply_place, effective.native_streaming)
 
     def _surface_at(self, place: ReplyPlace, native: NativeStreaming) -> SlackReplySurface:
+        on_posted = None
+        if self._controls is not None:  # a 🛑 on the reply finds its thread
+            threads = self._controls.threads
+            on_posted = functools.partial(
+                threads.remember, place.channel, thread_ts=place.thread_ts
+            )
         return SlackReplySurface(
             self._client,
             self._settings,
@@ -360,6 +447,8 @@ class SlackAdapter:
             native_streaming=native,
             placeholder=self._placeholder,
             scheduler=self._responder.scheduler,
+            buttons=self._buttons,
+            on_posted=on_posted,
         )
 
     def surface_for(
@@ -387,27 +476,6 @@ class SlackAdapter:
         if adopt:
             surface.adopt(adopt, limit)
         return surface
-
-    async def _open_assistant_thread(self, key: ChatKey) -> None:
-        # The thread exists before its first message: its chat too, so that first message is not
-        # taken for a mention in the middle of a thread (whose history would be read first).
-        await self._store.get_or_create_chat(key)
-        if not self._settings.suggested_prompts:
-            return
-        prompts = [
-            {"title": prompt_title(prompt), "message": prompt}
-            for prompt in self._settings.suggested_prompts
-        ]
-        try:
-            await call(
-                "assistant.threads.setSuggestedPrompts",
-                f"{key.channel}/{key.thread}",
-                self._client.assistant_threads_setSuggestedPrompts(
-                    channel_id=key.channel, thread_ts=key.thread, prompts=prompts
-                ),
-            )
-        except (RateLimited, PlatformError) as exc:
-            log.warning("slack: no suggested prompts in %s/%s: %s", key.channel, key.thread, exc)
 
 
 def _refused(exc: SlackCallFailed, token: str) -> Exception:

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from adapters.slack.files import files_to_look_up, parse_files
 from bridge.domain import ChatKey, InboundMessage
 from bridge.policy.origin import Origin
 from bridge.text import clean_text
@@ -55,6 +56,8 @@ class SlackMessage:
     is_dm: bool
     mentions_bot: bool
     recipient_team: str  # the author's workspace (differs in Slack Connect channels)
+    # Files announced by id only (Slack Connect): files.info completes them before routing.
+    files_to_look_up: tuple[str, ...] = ()
 
     @property
     def in_existing_thread(self) -> bool:
@@ -173,11 +176,14 @@ def _parse_message(
     author = user if user is not None else bot_id
     if not isinstance(author, str) or not (_USER.match(author) or _BOT.match(author)):
         raise _Skip("bad author", malformed=True)
-    text = event.get("text")
+    # A file shared without a comment comes with an empty text (or none at all).
+    text = event.get("text", "" if "files" in event else None)
     if not isinstance(text, str) or len(text) > MAX_TEXT_CHARS:
         raise _Skip("text missing or too long", malformed=True)
     text = clean_text(text)  # NUL and lone surrogates stop here
-    if not text.strip():
+    files = parse_files(event, f"{channel}/{ts}")
+    look_up = files_to_look_up(event)
+    if not text.strip() and not files and not look_up:
         raise _Skip("no text")
     channel_type = event.get("channel_type")
     is_dm = channel_type == "im" or (channel_type is None and channel.startswith("D"))
@@ -189,6 +195,7 @@ def _parse_message(
             author_id=author,
             text=prompt_text(text, bot.user_id),
             platform_message_id=ts,
+            attachments=files,
         ),
         team=team,
         channel=channel,
@@ -197,6 +204,7 @@ def _parse_message(
         is_dm=is_dm,
         mentions_bot=event["type"] == "app_mention" or mentions(text, bot.user_id),
         recipient_team=user_team if isinstance(user_team, str) and _TEAM.match(user_team) else team,
+        files_to_look_up=look_up,
     )
 
 
@@ -215,6 +223,18 @@ def prompt_text(text: str, bot_user_id: str) -> str:
 def unescape(text: str) -> str:
     """Slack's three escapes undone (it sends every text with &, < and > escaped)."""
     return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
+def valid_team(value: Any) -> bool:
+    return isinstance(value, str) and bool(_TEAM.match(value))
+
+
+def valid_channel(value: Any) -> bool:
+    return isinstance(value, str) and bool(_CHANNEL.match(value))
+
+
+def valid_ts(value: Any) -> bool:
+    return isinstance(value, str) and bool(_TS.match(value))
 
 
 def ts_order(ts: str) -> tuple[int, int]:

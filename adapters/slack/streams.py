@@ -7,6 +7,8 @@ mention (`<`, `@he`, `<!cha`), and says when a text is no longer an extension of
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from typing import Any
 
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -52,8 +54,11 @@ class NativeStream:
         stream.last_text = text
         return stream
 
-    async def extend(self, text: str, *, final: bool) -> bool:
-        """Show `text` (and stop, if `final`); False when `text` does not extend what is shown.
+    async def extend(
+        self, text: str, *, final: bool, blocks: Sequence[dict[str, Any]] = ()
+    ) -> bool:
+        """Show `text` (and stop, if `final`, with `blocks` under it: the feedback buttons);
+        False when `text` does not extend what is shown.
 
         Raises RateLimited (nothing changed: retry later) or StreamEnded (the stream is closed).
         """
@@ -67,7 +72,7 @@ class NativeStream:
         delta = wanted[len(self.shown) :]
         try:
             if final:
-                await self._stop(delta)
+                await self._stop(delta, blocks)
             elif delta:
                 await call(
                     "chat.appendStream",
@@ -90,12 +95,15 @@ class NativeStream:
             log.info("slack: stream in %s already ended (%s)", self._place, exc.code)
             self.open = False
 
-    async def _stop(self, delta: str) -> None:
+    async def _stop(self, delta: str, blocks: Sequence[dict[str, Any]] = ()) -> None:
         await call(
             "chat.stopStream",
             str(self._place),
             self._client.chat_stopStream(
-                channel=self._place.channel, ts=self.ts, markdown_text=delta or None
+                channel=self._place.channel,
+                ts=self.ts,
+                markdown_text=delta or None,
+                blocks=list(blocks) or None,
             ),
         )
         self.open = False

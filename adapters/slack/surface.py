@@ -2,6 +2,10 @@
 appendStream / stopStream) or posted and edited (chat.postMessage + chat.update), with the
 assistant status ("is thinking…") shown until the reply is done, and notices only its author sees
 (chat.postEphemeral).
+
+Posted and edited messages carry a Stop button while the reply streams; the last write of the
+reply's last message drops it and, under an answer, adds Slack's feedback buttons (a native
+stream gets those from chat.stopStream).
 """
 
 from __future__ import annotations
@@ -10,10 +14,12 @@ import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.api import SlackCallFailed, SlackUnavailable, call
+from adapters.slack.controls import NO_BUTTONS, ReplyButtons, feedback_block, stop_block
 from adapters.slack.events import ReplyPlace
 from adapters.slack.formatting import message_content
 from adapters.slack.streams import NativeStream, StreamEnded
@@ -26,6 +32,7 @@ from bridge.ports import (
     RateBucket,
     RateLimited,
     RateObservation,
+    ReplyEnding,
 )
 from bridge.scheduler import EditScheduler, Urgency
 
@@ -43,6 +50,8 @@ STREAMING_UNAVAILABLE = frozenset(
     {"not_allowed", "missing_scope", "unknown_method", "not_allowed_token_type",
      "feature_not_enabled", "no_permission", "method_deprecated"}
 )  # fmt: skip
+# The endings whose last message gets the feedback buttons.
+RATED_ENDINGS = frozenset({ReplyEnding.ANSWERED, ReplyEnding.STOPPED})
 FINISHING_ATTEMPTS = 3
 MAX_FINISHING_WAIT = 5.0
 # New messages in one channel (chat.postMessage, chat.startStream): Slack documents "1 per second"
@@ -88,6 +97,8 @@ class SlackReplySurface:
         native_streaming: NativeStreaming = "auto",
         placeholder: str,
         scheduler: EditScheduler,
+        buttons: ReplyButtons = NO_BUTTONS,
+        on_posted: Callable[[str], None] | None = None,
     ) -> None:
         self._client = client
         self._scheduler = scheduler
@@ -105,6 +116,14 @@ class SlackReplySurface:
         self._status_shown = False
         # Messages of a dead process's reply (crash recovery): they may still be streaming.
         self._adopted: set[str] = set()
+        self._buttons = buttons
+        self._on_posted = on_posted
+        self._ending: ReplyEnding | None = None
+        self._stop_shown = False  # a message of the reply may show the Stop button
+        self._newest: dict[int, str] = {}  # response number -> its newest message
+        self._response_of: dict[str, int] = {}
+        self._rated: dict[int, str] = {}  # response number -> the message with feedback buttons
+        self._texts: dict[str, str] = {}  # the text last written to each message
 
     def adopt(self, message_ids: Sequence[str], limit: MessageLimit | None) -> None:
         """Finish a reply a dead process left: with chat.update, after stopping any stream it
@@ -113,6 +132,11 @@ class SlackReplySurface:
         self._native = False
         self._limit = limit or UPDATE_LIMIT
         self._status_shown = True
+        # The dead process may have left a Stop button on them; the last write takes it away.
+        self._stop_shown = self._buttons.stop
+        for ts in message_ids:
+            self._response_of[ts] = 0
+            self._newest[0] = ts
 
     # --- what the writer reads --------------------------------------------------------------
 
@@ -123,6 +147,14 @@ class SlackReplySurface:
     @property
     def shows_own_progress(self) -> bool:
         return bool(self._native)
+
+    @property
+    def controls_shown(self) -> bool:
+        # The feedback buttons come with a last write too, even when the text is already shown.
+        return self._stop_shown or self._buttons.feedback
+
+    def end_reply(self, ending: ReplyEnding) -> None:
+        self._ending = ending
 
     def post_bucket(self) -> RateBucket:
         key = f"slack:chat.postMessage:{self._place.team}:{self._place.channel}"
@@ -236,6 +268,8 @@ class SlackReplySurface:
                 if not self._streams:  # nothing streamed yet: this reply is laid out afresh
                     self._limit = UPDATE_LIMIT
         if ts is None:
+            # A message posted once the reply is ending is written once more at the end anyway.
+            stop = self._buttons.stop and self._ending is None
             answer = await call(
                 "chat.postMessage",
                 str(self._place),
@@ -244,12 +278,28 @@ class SlackReplySurface:
                     thread_ts=self._place.thread_ts,
                     unfurl_links=False,
                     unfurl_media=False,
-                    **message_content(text),
+                    **_with_blocks(message_content(text), [stop_block()] if stop else []),
                 ),
             )
             ts = str(answer["ts"])
+            self._stop_shown = self._stop_shown or stop
+        self._texts[ts] = text
+        await self._posted(ts, response_number)
         await self._keep_status()
         return PostedMessage(ts)
+
+    async def _posted(self, ts: str, response_number: int) -> None:
+        self._response_of[ts] = response_number
+        self._newest[response_number] = ts
+        if self._on_posted is not None:
+            self._on_posted(ts)
+        rated = self._rated.pop(response_number, None)
+        if rated is not None:
+            # The feedback buttons went under a message that turned out not to be the last.
+            try:
+                await self._chat_update(rated, self._texts.get(rated, self._placeholder))
+            except (RateLimited, PlatformError) as exc:
+                log.info("slack: feedback buttons left above the end in %s: %s", self._place, exc)
 
     async def _start_stream(self, text: str) -> str | None:
         """The new stream's ts, or None when this reply must use chat.postMessage instead."""
@@ -279,17 +329,40 @@ class SlackReplySurface:
     async def update(self, message: PostedMessage, text: str, *, final: bool) -> None:
         if message.id in self._adopted:
             await self._stop_adopted_stream(message.id)
+        feedback = self._feedback_for(message.id, final)
         stream = self._streams.get(message.id)
         if stream is not None and stream.open:
-            if self._native and await self._extend(stream, text, final=final):
+            if self._native and await self._extend(stream, text, final=final, blocks=feedback):
+                self._rated_if(message.id, feedback)
                 return
             if stream.open:  # the text no longer extends what the stream shows (a split)
                 await stream.stop()
-        await self._chat_update(message.id, text)
+        stop = self._buttons.stop and not final and self._ending is None
+        await self._chat_update(message.id, text, [stop_block()] if stop else feedback)
+        self._stop_shown = self._stop_shown or stop
+        self._rated_if(message.id, feedback)
 
-    async def _extend(self, stream: NativeStream, text: str, *, final: bool) -> bool:
+    def _feedback_for(self, ts: str, final: bool) -> list[dict[str, Any]]:
+        """The feedback buttons, if this is the last write of a response's last message."""
+        if not (final and self._buttons.feedback and self._ending in RATED_ENDINGS):
+            return []
+        response = self._response_of.get(ts)
+        return [feedback_block()] if response is not None and self._newest[response] == ts else []
+
+    def _rated_if(self, ts: str, feedback: list[dict[str, Any]]) -> None:
+        if feedback:
+            self._rated[self._response_of[ts]] = ts
+
+    async def _extend(
+        self,
+        stream: NativeStream,
+        text: str,
+        *,
+        final: bool,
+        blocks: Sequence[dict[str, Any]] = (),
+    ) -> bool:
         try:
-            return await stream.extend(text, final=final)
+            return await stream.extend(text, final=final, blocks=blocks)
         except StreamEnded as ended:
             # Expired (message_not_in_streaming_state) or broken: the rest of the reply goes
             # through chat.update on the same message, with the whole text.
@@ -300,10 +373,12 @@ class SlackReplySurface:
     async def _finish_stream(self, stream: NativeStream) -> None:
         """Show a stream's held-back tail and stop it (the writer sends no final edit when the
         final text equals the last one it streamed)."""
-        if not await self._extend(stream, stream.last_text, final=True):
+        feedback = self._feedback_for(stream.ts, True)
+        if not await self._extend(stream, stream.last_text, final=True, blocks=feedback):
             if stream.open:
                 await stream.stop()
-            await self._chat_update(stream.ts, stream.last_text or self._placeholder)
+            await self._chat_update(stream.ts, stream.last_text or self._placeholder, feedback)
+        self._rated_if(stream.ts, feedback)
 
     async def _stop_adopted_stream(self, ts: str) -> None:
         # A stream a crashed process left open keeps the message "streaming" until Slack expires
@@ -318,12 +393,17 @@ class SlackReplySurface:
             log.debug("slack: no stream to stop in %s (%s)", self._place, exc.code)
         self._adopted.discard(ts)
 
-    async def _chat_update(self, ts: str, text: str) -> None:
+    async def _chat_update(
+        self, ts: str, text: str, controls: Sequence[dict[str, Any]] = ()
+    ) -> None:
+        """Show `text` (and `controls` below it); any earlier controls go."""
+        content = _with_blocks(message_content(text), controls)
         await call(
             "chat.update",
             str(self._place),
-            self._client.chat_update(channel=self._place.channel, ts=ts, **message_content(text)),
+            self._client.chat_update(channel=self._place.channel, ts=ts, **content),
         )
+        self._texts[ts] = text
 
     # --- notices -----------------------------------------------------------------------------
 
@@ -358,3 +438,10 @@ class SlackReplySurface:
             )
         except (RateLimited, PlatformError) as exc:
             log.info("slack: no title for %s: %s", self._place, exc)
+
+
+def _with_blocks(content: dict[str, Any], more: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """`message_content` with blocks added after the text (the text and its fallback unchanged)."""
+    if more:
+        content["blocks"] = [*content["blocks"], *more]
+    return content

@@ -8,6 +8,8 @@ from sandbox.slack_emulator.arguments import ApiError
 from sandbox.slack_emulator.commands import SlashCommand
 from sandbox.slack_emulator.delivery import Attempt, Delivery, slack_signature
 from sandbox.slack_emulator.emulator import EmulatorStats, SlackEmulator
+from sandbox.slack_emulator.files import FileDownload, UploadedFile
+from sandbox.slack_emulator.interactions import Interaction
 from sandbox.slack_emulator.model import Change, Ephemeral, Message, User
 from sandbox.slack_emulator.rate_limits import SLACK_POST_BURST, SLACK_TIERS
 from sandbox.slack_emulator.rendering import ShownMessage, render_blocks
@@ -24,11 +26,14 @@ __all__ = [
     "Delivery",
     "Ephemeral",
     "EmulatorStats",
+    "FileDownload",
+    "Interaction",
     "Message",
     "ShownMessage",
     "SlackEmulator",
     "SlashCommand",
     "SocketAck",
+    "UploadedFile",
     "User",
     "render_blocks",
     "slack_signature",

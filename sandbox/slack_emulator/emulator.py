@@ -20,6 +20,9 @@ from sandbox.local_server import LocalServer
 from sandbox.slack_emulator import events
 from sandbox.slack_emulator.commands import RESPONSE_PATH, SlashCommands
 from sandbox.slack_emulator.delivery import Delivery, DeliveryMode, EventDelivery
+from sandbox.slack_emulator.files import FILES_PATH, SIGN_IN_PATH, FileDownload, FileHost
+from sandbox.slack_emulator.interactions import RESPONSE_PATH as ACTIONS_PATH
+from sandbox.slack_emulator.interactions import Interaction, Interactions
 from sandbox.slack_emulator.model import AppIdentity, Change, Ephemeral, User, Workspace
 from sandbox.slack_emulator.people import PeopleActions
 from sandbox.slack_emulator.rate_limits import (
@@ -31,6 +34,13 @@ from sandbox.slack_emulator.rate_limits import (
 from sandbox.slack_emulator.rendering import ShownMessage, show
 from sandbox.slack_emulator.socket_mode import LINK_PATH, SocketAck, SocketHub
 from sandbox.slack_emulator.web_api import ApiCall, WebApi
+
+# What an app installed from chat-bridge's manifest holds (auth.test's x-oauth-scopes).
+DEFAULT_SCOPES = frozenset(
+    {"app_mentions:read", "assistant:write", "channels:history", "chat:write", "commands",
+     "files:read", "groups:history", "im:history", "im:read", "im:write", "mpim:history",
+     "reactions:read", "users:read"}
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +94,10 @@ class SlackEmulator(PeopleActions):
         self.sockets = SocketHub(app_id=app_id, clock=clock, on_ack=self._on_ack)
         self.events = EventDelivery(hub=self.sockets, signing_secret=signing_secret, clock=clock)
         self.commands = SlashCommands(self)
+        self.file_host = FileHost(self)
+        self.interactions = Interactions(self)
+        # The bot token's scopes; tests remove some (files:read) to see what Slack does then.
+        self.scopes: set[str] = set(DEFAULT_SCOPES)
         self._changed = asyncio.Event()
         self.workspace.subscribe(lambda _change: self.poke())
         self.events.on_change = self.poke
@@ -108,6 +122,9 @@ class SlackEmulator(PeopleActions):
         app.router.add_route("*", "/api/{method}", WebApi(self).handle)
         app.router.add_get(LINK_PATH, self.sockets.handle)
         app.router.add_post(RESPONSE_PATH, self.commands.handle_response_url)
+        app.router.add_post(ACTIONS_PATH, self.interactions.handle_response_url)
+        app.router.add_get(FILES_PATH, self.file_host.handle)
+        app.router.add_get(SIGN_IN_PATH, self.file_host.sign_in_page)
         app.on_shutdown.append(self.sockets.close_all)
         self._server = LocalServer(app, host=host, port=port)
 
@@ -118,6 +135,8 @@ class SlackEmulator(PeopleActions):
         await self._server.start()
         self.sockets.base_url = self._server.url.replace("http://", "ws://", 1)
         self.commands.base_url = self._server.url
+        self.file_host.base_url = self._server.url
+        self.interactions.base_url = self._server.url
 
     async def stop(self) -> None:
         await self.events.stop()
@@ -158,6 +177,16 @@ class SlackEmulator(PeopleActions):
     @event_url.setter
     def event_url(self, url: str | None) -> None:
         self.events.event_url = url
+
+    @property
+    def interactivity_url(self) -> str | None:
+        """Where clicks go over HTTP (the manifest's interactivity request_url); None: event_url,
+        where Bolt takes them too."""
+        return self.interactions.url
+
+    @interactivity_url.setter
+    def interactivity_url(self, url: str | None) -> None:
+        self.interactions.url = url
 
     @property
     def ack_timeout(self) -> float:
@@ -226,6 +255,19 @@ class SlackEmulator(PeopleActions):
             and channel in (None, shown.channel)
             and (shown.visible or hidden)
         ]
+
+    @property
+    def clicks(self) -> list[Interaction]:
+        return self.interactions.runs
+
+    @property
+    def file_downloads(self) -> list[FileDownload]:
+        """Every request for a file's bytes, served or not."""
+        return self.file_host.downloads
+
+    def downloaded(self, file_id: str) -> bool:
+        """Whether the file's bytes were ever served to the app."""
+        return self.file_host.downloaded(file_id)
 
     def calls_to(self, method: str) -> list[ApiCall]:
         return [call for call in self.calls if call.method == method]
@@ -338,3 +380,4 @@ class SlackEmulator(PeopleActions):
     def _on_ack(self, ack: SocketAck) -> None:
         self.events.on_ack(ack)
         self.commands.on_ack(ack)
+        self.interactions.on_ack(ack)

@@ -124,3 +124,61 @@ def assistant_thread_started_event(
         },
         "event_ts": f"{time.time():.6f}",
     }
+
+
+def reaction_added_event(
+    user: str, reaction: str, message: Message, channel_type: str, event_ts: str
+) -> dict[str, Any]:
+    event: dict[str, Any] = {"type": "reaction_added", "user": user, "reaction": reaction}
+    if message.author and message.author != "USLACKBOT":
+        event["item_user"] = message.author  # absent for messages no user wrote
+    event["item"] = {
+        "type": "message",
+        "channel": message.channel,
+        "ts": message.ts,
+        "channel_type": channel_type,
+    }
+    event["event_ts"] = event_ts
+    return event
+
+
+def app_home_opened_event(user: str, channel: str, tab: str, event_ts: str) -> dict[str, Any]:
+    """The user opened the app's Home or Messages tab (under the agent view, the Messages tab is
+    where a conversation with the agent starts)."""
+    return {"type": "app_home_opened", "user": user, "channel": channel, "tab": tab,
+            "event_ts": event_ts}  # fmt: skip
+
+
+def agent_session_stopped_event(
+    user: str, channel: str, thread_ts: str, streams: list[str], event_ts: str
+) -> dict[str, Any]:
+    """The user clicked Slack's own Stop button on an agent session; `streams` lists the app's
+    streaming messages Slack stopped (empty when none was streaming)."""
+    return {
+        "type": "agent_session_stopped",
+        "user": user,
+        "channel": channel,
+        "thread_ts": thread_ts,
+        "streaming_message_ts": streams,
+        "event_ts": event_ts,
+    }
+
+
+def tombstone_changed_event(
+    previous: dict[str, Any], tombstone: Message, channel_type: str, event_ts: str
+) -> dict[str, Any]:
+    """A thread's root deleted while it has replies: Slack leaves a tombstone in its place and
+    sends message_changed (not message_deleted)."""
+    message = tombstone.to_api()
+    message["hidden"] = True
+    return {
+        "type": "message",
+        "subtype": "message_changed",
+        "message": message,
+        "previous_message": previous,
+        "channel": tombstone.channel,
+        "hidden": True,
+        "ts": event_ts,
+        "event_ts": event_ts,
+        "channel_type": channel_type,
+    }

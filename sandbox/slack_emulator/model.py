@@ -110,6 +110,12 @@ class Message:
     client_msg_id: str | None = None
     team: str | None = None
     metadata: dict[str, Any] | None = None
+    # Files shared with the message (subtype file_share): Slack's file objects.
+    files: list[dict[str, Any]] | None = None
+    # Legacy attachments, e.g. the link previews Slack adds when it unfurls a link.
+    attachments: list[dict[str, Any]] | None = None
+    # Emoji reactions: {"name": ..., "users": [...], "count": n}, in the order added.
+    reactions: list[dict[str, Any]] = field(default_factory=list)
     edits: int = 0
     edited: dict[str, str] | None = None
     streaming: bool = False
@@ -136,11 +142,15 @@ class Message:
         if self.subtype:
             data["subtype"] = self.subtype
         data["text"] = self.text
+        if self.files is not None:
+            data.update(files=self.files, upload=False, display_as_bot=False)
         for key in ("user", "bot_id", "app_id", "username", "client_msg_id", "team"):
             value = getattr(self, key)
             if value is not None:
                 data[key] = value
         data["ts"] = self.ts
+        if self.attachments:
+            data["attachments"] = self.attachments
         if self.blocks is not None:
             data["blocks"] = self.blocks
         if self.bot_profile is not None:
@@ -153,6 +163,8 @@ class Message:
             data["edited"] = dict(self.edited)
         if self.metadata is not None:
             data["metadata"] = self.metadata
+        if self.reactions:
+            data["reactions"] = [dict(r, users=list(r["users"])) for r in self.reactions]
         return data
 
 

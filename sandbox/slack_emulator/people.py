@@ -1,16 +1,21 @@
-"""What people in the workspace do: post, edit, delete, open assistant threads, and the raw
-event injection behind it. Each action changes the model first, then reaches the app as events.
+"""What people in the workspace do: post (with files), edit, delete, react, click the app's
+buttons, open assistant threads or the app's Messages tab, press Slack's Stop on an agent session,
+and the raw event injection behind it. Each action changes the model first, then reaches the app
+as events.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from sandbox.slack_emulator import events
 from sandbox.slack_emulator.commands import SlashCommand, SlashCommands, default_channel_name
 from sandbox.slack_emulator.delivery import Delivery, EventDelivery
+from sandbox.slack_emulator.files import FileHost, UploadedFile
+from sandbox.slack_emulator.interactions import Interaction, Interactions
 from sandbox.slack_emulator.methods.chat import thread_root
 from sandbox.slack_emulator.model import (
     AppIdentity,
@@ -23,12 +28,14 @@ from sandbox.slack_emulator.model import (
 
 
 class PeopleActions:
-    """Mixed into SlackEmulator, which provides the three attributes below."""
+    """Mixed into SlackEmulator, which provides the attributes below."""
 
     identity: AppIdentity
     workspace: Workspace
     events: EventDelivery
     commands: SlashCommands
+    file_host: FileHost
+    interactions: Interactions
 
     async def user_message(
         self,
@@ -37,8 +44,12 @@ class PeopleActions:
         user: str = "U0ALICE",
         thread_ts: str | None = None,
         channel_type: str | None = None,
+        files: Sequence[UploadedFile] = (),
     ) -> str:
-        """A person posts: a `message` event, and `app_mention` outside DMs if the bot is named."""
+        """A person posts: a `message` event, and `app_mention` outside DMs if the bot is named.
+
+        With `files`, the message shares them (subtype file_share; `text` may be empty): each
+        gets a file object in `files[]`, its bytes served at its url_private(_download)."""
         self._known_user(user)
         message = Message(
             ts=self.workspace.next_ts(),
@@ -47,9 +58,13 @@ class PeopleActions:
             user=user,
             team=self.identity.team_id,
             client_msg_id=str(uuid.uuid4()),
-            blocks=events.rich_text_blocks(text),
+            # The client attaches rich text only to what was typed.
+            blocks=events.rich_text_blocks(text) if text or not files else None,
             thread_ts=thread_root(self.workspace, channel, thread_ts),
         )
+        if files:
+            message.subtype = "file_share"
+            message.files = [self.file_host.upload(user, f, channel) for f in files]
         await self._post_and_announce(message, channel_type)
         return message.ts
 
@@ -90,10 +105,79 @@ class PeopleActions:
         await self.deliver(events.message_changed_event(previous, message, kind, event_ts))
 
     async def delete_user_message(self, channel: str, ts: str) -> None:
+        """The author deletes the message: message_deleted, or, for a thread's root that has
+        replies, message_changed to the tombstone Slack leaves in its place."""
         message = self._message(channel, ts)
+        previous = message.to_api()
         self.workspace.remove(channel, ts)
         kind = channel_type_of(channel)
-        await self.deliver(events.message_deleted_event(message, kind, self.workspace.next_ts()))
+        event_ts = self.workspace.next_ts()
+        tombstone = self.workspace.find(channel, ts)
+        if tombstone is not None:
+            await self.deliver(events.tombstone_changed_event(previous, tombstone, kind, event_ts))
+            return
+        await self.deliver(events.message_deleted_event(message, kind, event_ts))
+
+    async def unfurl_link(self, channel: str, ts: str, url: str, title: str = "") -> None:
+        """Slack adds a link preview to a message: message_changed with the same text."""
+        message = self._message(channel, ts)
+        previous = message.to_api()
+        preview = {"from_url": url, "original_url": url, "title": title or url, "id": 1}
+        message.attachments = [*(message.attachments or []), preview]
+        self.workspace.notify(Change("updated", channel, ts, message))
+        kind = channel_type_of(channel)
+        event_ts = self.workspace.next_ts()
+        await self.deliver(events.message_changed_event(previous, message, kind, event_ts))
+
+    async def react(
+        self, user: str, channel: str, ts: str, reaction: str = "octagonal_sign"
+    ) -> Delivery:
+        """A person adds an emoji reaction (🛑 is `octagonal_sign`): reaction_added."""
+        self._known_user(user)
+        message = self._message(channel, ts)
+        entry = next((r for r in message.reactions if r["name"] == reaction), None)
+        if entry is None:
+            entry = {"name": reaction, "users": [], "count": 0}
+            message.reactions.append(entry)
+        if user not in entry["users"]:
+            entry["users"].append(user)
+            entry["count"] = len(entry["users"])
+        self.workspace.notify(Change("updated", channel, ts, message))
+        event = events.reaction_added_event(
+            user, reaction, message, channel_type_of(channel), self.workspace.next_ts()
+        )
+        return await self.deliver(event)
+
+    async def click(
+        self, user: str, channel: str, ts: str, action_id: str, *, choice: str | None = None
+    ) -> Interaction:
+        """A person clicks an element of one of the app's messages (`choice`: "positive" or
+        "negative" for feedback buttons). Returns once the app acknowledged it or Slack gave up
+        (3 s). Raises ValueError if the message shows no element with that action_id."""
+        self._known_user(user)
+        return await self.interactions.click(user, channel, ts, action_id, choice)
+
+    async def open_messages_tab(self, user: str, channel: str) -> Delivery:
+        """The user opens the app's Messages tab (its DM with them): app_home_opened."""
+        self._known_user(user)
+        self.workspace.join(channel, user)
+        event = events.app_home_opened_event(user, channel, "messages", self.workspace.next_ts())
+        return await self.deliver(event)
+
+    async def stop_agent_session(self, user: str, channel: str, thread_ts: str) -> Delivery:
+        """The user clicks Slack's own Stop on the agent session of a thread: Slack stops the
+        app's streaming messages there and sends agent_session_stopped."""
+        self._known_user(user)
+        stopped = []
+        for message in self.workspace.thread(channel, thread_ts):
+            if message.user == self.identity.bot_user_id and message.streaming:
+                message.streaming = False
+                stopped.append(message.ts)
+                self.workspace.notify(Change("updated", channel, message.ts, message))
+        event = events.agent_session_stopped_event(
+            user, channel, thread_ts, stopped, self.workspace.next_ts()
+        )
+        return await self.deliver(event)
 
     async def start_assistant_thread(
         self, user: str, channel: str, context_channel: str | None = None

@@ -1,6 +1,8 @@
 """What a person would see in the Slack client: messages flattened to text, blocks rendered roughly.
 
-Tests assert on this view and the sandbox prints it; exact visual fidelity is not the goal.
+Tests assert on this view and the sandbox prints it; exact visual fidelity is not the goal. A
+message's buttons (actions and context_actions blocks) are shown apart from its content, in
+`controls`, so a reply's text reads the same with or without them.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 from sandbox.slack_emulator.model import Message, User
 
 _USER_MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
+_CONTROL_BLOCKS = ("actions", "context_actions")
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +33,8 @@ class ShownMessage:
     chunks: tuple[dict[str, Any], ...] = ()
     # Who the message notified: user ids, user-group ids (S…), "@here"/"@channel"/"@everyone".
     notified: tuple[str, ...] = ()
+    # Its buttons, one entry per interactive block: "[Stop]", "[👍] [👎]".
+    controls: tuple[str, ...] = ()
 
     @property
     def is_bot(self) -> bool:
@@ -37,7 +42,9 @@ class ShownMessage:
 
 
 def show(message: Message, users: Mapping[str, User]) -> ShownMessage:
-    rendered = render_blocks(message.blocks, users) if message.blocks else ""
+    content = [b for b in message.blocks or () if b.get("type") not in _CONTROL_BLOCKS]
+    controls = [b for b in message.blocks or () if b.get("type") in _CONTROL_BLOCKS]
+    rendered = render_blocks(content, users) if content else ""
     if message.streamed or not rendered:
         # Streamed text lives in `text`; blocks given to chat.stopStream sit below it.
         rendered = "\n".join(part for part in (message.text, rendered) if part)
@@ -54,6 +61,7 @@ def show(message: Message, users: Mapping[str, User]) -> ShownMessage:
         thread_ts=message.thread_ts,
         chunks=tuple(message.chunks),
         notified=tuple(message.notified),
+        controls=tuple(_render_block(block, users) for block in controls),
     )
 
 
@@ -77,7 +85,7 @@ def _render_block(block: dict[str, Any], users: Mapping[str, User]) -> str:
         return _mentions(" ".join(_element(e) for e in block.get("elements") or ()), users)
     if kind == "divider":
         return "---"
-    if kind == "actions":
+    if kind in ("actions", "context_actions"):
         return " ".join(_element(e) for e in block.get("elements") or ())
     if kind == "image":
         return f"[image: {block.get('alt_text', '')}]"
@@ -94,8 +102,11 @@ def _element(element: dict[str, Any]) -> str:
     kind = element.get("type")
     if kind in ("mrkdwn", "plain_text"):
         return _text_object(element)
-    if kind == "button":
+    if kind in ("button", "icon_button"):
         return f"[{_text_object(element.get('text'))}]"
+    if kind == "feedback_buttons":
+        sides = (element.get("positive_button"), element.get("negative_button"))
+        return " ".join(f"[{_text_object(s.get('text'))}]" for s in sides if isinstance(s, dict))
     if kind == "image":
         return f"[image: {element.get('alt_text', '')}]"
     return f"[{kind}]"

@@ -5,6 +5,8 @@ Errors carry `response_metadata.messages` in Slack's `[ERROR] ... [json-pointer:
 
 from __future__ import annotations
 
+import random
+import string
 from typing import Any
 
 from sandbox.slack_emulator.arguments import ApiError, Args
@@ -16,6 +18,11 @@ MAX_SECTION_FIELDS = 10
 MAX_HEADER_TEXT = 150
 MAX_MARKDOWN_BLOCKS_TEXT = 12_000  # cumulative over all `markdown` blocks in one message
 MAX_MARKDOWN_TEXT = 12_000  # per markdown_text argument or chunk of the streaming methods
+MAX_ACTIONS_ELEMENTS = 25
+MAX_CONTEXT_ACTIONS_ELEMENTS = 5
+MAX_BUTTON_TEXT = 75
+MAX_ACTION_ID = 255
+MAX_VALUE = 2_000
 
 
 def check_text(text: str, limit: int) -> None:
@@ -24,7 +31,8 @@ def check_text(text: str, limit: int) -> None:
 
 
 def message_blocks(args: Args) -> list[dict[str, Any]] | None:
-    """The validated `blocks` argument, or None when absent."""
+    """The validated `blocks` argument, or None when absent. Interactive blocks without a
+    block_id get one, as Slack gives them (interaction payloads name it)."""
     blocks = args.json_list("blocks", error="invalid_blocks_format")
     if blocks is None:
         return None
@@ -50,13 +58,73 @@ def message_blocks(args: Args) -> list[dict[str, Any]] | None:
                 problems.append(f"[ERROR] missing required field: text [json-pointer:{pointer}]")
             else:
                 markdown_total += len(text)
+        elif kind in ("actions", "context_actions"):
+            problems += _interactive_problems(block, pointer)
     if markdown_total > MAX_MARKDOWN_BLOCKS_TEXT:
         problems.append(
             f"[ERROR] markdown text over {MAX_MARKDOWN_BLOCKS_TEXT} chars [json-pointer:/blocks]"
         )
     if problems:
         raise ApiError("invalid_blocks", messages=problems)
-    return blocks
+    return [_with_block_id(block) for block in blocks]
+
+
+def _with_block_id(block: dict[str, Any]) -> dict[str, Any]:
+    # Only where a click names it; other blocks are kept as sent.
+    if "block_id" in block or block.get("type") not in ("actions", "context_actions"):
+        return block
+    return {**block, "block_id": "".join(random.choices(string.ascii_letters + string.digits, k=5))}
+
+
+def _interactive_problems(block: dict[str, Any], pointer: str) -> list[str]:
+    """actions (buttons...) and context_actions (feedback_buttons, icon_button) blocks."""
+    elements = block.get("elements")
+    limit = MAX_ACTIONS_ELEMENTS if block["type"] == "actions" else MAX_CONTEXT_ACTIONS_ELEMENTS
+    if not isinstance(elements, list) or not elements:
+        return [f"[ERROR] missing required field: elements [json-pointer:{pointer}]"]
+    if len(elements) > limit:
+        return [f"[ERROR] no more than {limit} items allowed [json-pointer:{pointer}/elements]"]
+    problems: list[str] = []
+    allowed = (
+        {"button", "static_select", "overflow", "datepicker", "checkboxes", "radio_buttons"}
+        if block["type"] == "actions"
+        else {"feedback_buttons", "icon_button"}
+    )
+    seen: set[str] = set()
+    for index, element in enumerate(elements):
+        at = f"{pointer}/elements/{index}"
+        kind = element.get("type") if isinstance(element, dict) else None
+        if kind not in allowed:
+            problems.append(f"[ERROR] unsupported type: {kind} [json-pointer:{at}/type]")
+            continue
+        assert isinstance(element, dict)
+        action_id = element.get("action_id", "")
+        if not isinstance(action_id, str) or len(action_id) > MAX_ACTION_ID:
+            problems.append(f"[ERROR] invalid action_id [json-pointer:{at}/action_id]")
+        elif action_id and action_id in seen:
+            problems.append(f"[ERROR] action_id must be unique [json-pointer:{at}/action_id]")
+        seen.add(str(action_id))
+        if kind == "feedback_buttons":
+            for side in ("positive_button", "negative_button"):
+                problems += _button_problems(element.get(side), f"{at}/{side}", needs_value=True)
+        elif kind in ("button", "icon_button"):
+            problems += _button_problems(element, at, needs_value=False)
+    return problems
+
+
+def _button_problems(button: Any, pointer: str, *, needs_value: bool) -> list[str]:
+    if not isinstance(button, dict):
+        return [f"[ERROR] missing required field [json-pointer:{pointer}]"]
+    text = button.get("text")
+    if not isinstance(text, dict) or text.get("type") != "plain_text":
+        return [f"[ERROR] text must be a plain_text object [json-pointer:{pointer}/text]"]
+    problems = _too_long(str(text.get("text", "")), MAX_BUTTON_TEXT, f"{pointer}/text/text")
+    value = button.get("value")
+    if needs_value and not isinstance(value, str):
+        problems.append(f"[ERROR] missing required field: value [json-pointer:{pointer}]")
+    elif isinstance(value, str):
+        problems += _too_long(value, MAX_VALUE, f"{pointer}/value")
+    return problems
 
 
 def _section_problems(block: dict[str, Any], pointer: str) -> list[str]:

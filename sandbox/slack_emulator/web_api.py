@@ -102,10 +102,12 @@ class WebApi:
         headers: dict[str, str] | None = None,
     ) -> web.Response:
         self._record(method, args, body, status)
+        # Slack names the token's scopes on every answer (Bolt reads them from auth.test's).
+        sent = {"x-oauth-scopes": ",".join(sorted(self._emu.scopes)), **(headers or {})}
         return web.Response(
             text=json.dumps(body),
             status=status,
-            headers=headers,
+            headers=sent,
             content_type="application/json",
             charset="utf-8",
         )

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from sandbox.slack_emulator.arguments import Handler
-from sandbox.slack_emulator.methods import assistant, chat, directory, ephemeral, streaming
+from sandbox.slack_emulator.methods import (
+    assistant,
+    chat,
+    directory,
+    ephemeral,
+    files,
+    streaming,
+)
 
 HANDLERS: dict[str, Handler] = {
     **chat.HANDLERS,
@@ -11,4 +18,5 @@ HANDLERS: dict[str, Handler] = {
     **streaming.HANDLERS,
     **assistant.HANDLERS,
     **directory.HANDLERS,
+    **files.HANDLERS,
 }

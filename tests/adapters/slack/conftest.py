@@ -19,8 +19,12 @@ from pydantic import SecretStr
 from adapters.llm import OpenAICompatibleModel
 from adapters.slack import SlackAdapter
 from bridge.config import LLMSettings, SlackSettings, load_settings
+from bridge.controls import ReplyControls, StopOutcome
+from bridge.domain import ChatKey
+from bridge.edits import EditOutcome, UserEdits
 from bridge.lifecycle import Lifecycle
 from bridge.policy import build_policy
+from bridge.policy.origin import Origin
 from bridge.policy.policy import Policy
 from bridge.responder import Responder, ResponderSettings
 from bridge.scheduler import EditScheduler
@@ -53,6 +57,8 @@ class Bridge:
     policy: Policy
     intake: RecordingIntake
     commands: RecordingCommands
+    controls: RecordingControls
+    edits: RecordingEdits
 
     def bot_messages(self, channel: str, thread_ts: str) -> list[ShownMessage]:
         """The bot's replies (not the root Slack posts for it when an assistant thread opens)."""
@@ -90,6 +96,41 @@ class Bridge:
 Factory = Callable[..., Awaitable[Bridge]]
 
 
+class RecordingControls(ReplyControls):
+    """The core's ReplyControls, remembering what the adapter asked of it."""
+
+    def __init__(self, **parts: Any) -> None:
+        super().__init__(**parts)
+        self.stops: list[tuple[Origin, ChatKey, str, StopOutcome]] = []
+        self.votes: list[tuple[Origin, ChatKey, str, str | None, bool]] = []
+
+    async def stop(self, origin: Origin, chat: ChatKey, message_id: str) -> StopOutcome:
+        outcome = await super().stop(origin, chat, message_id)
+        self.stops.append((origin, chat, message_id, outcome))
+        return outcome
+
+    async def vote(self, origin: Origin, chat: ChatKey, message_id: str, value: str | None) -> bool:
+        changed = await super().vote(origin, chat, message_id, value)
+        self.votes.append((origin, chat, message_id, value, changed))
+        return changed
+
+
+class RecordingEdits(UserEdits):
+    """The core's UserEdits, remembering the edits and deletions the adapter reported."""
+
+    def __init__(self, **parts: Any) -> None:
+        super().__init__(**parts)
+        self.calls: list[tuple[str, ChatKey, str, str | None]] = []
+
+    async def edited(self, chat: ChatKey, platform_message_id: str, text: str) -> EditOutcome:
+        self.calls.append(("edited", chat, platform_message_id, text))
+        return await super().edited(chat, platform_message_id, text)
+
+    async def deleted(self, chat: ChatKey, platform_message_id: str) -> bool:
+        self.calls.append(("deleted", chat, platform_message_id, None))
+        return await super().deleted(chat, platform_message_id)
+
+
 @pytest.fixture(scope="session")
 def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One migrated SQLite file; each test copies it instead of running Alembic again."""
@@ -121,13 +162,21 @@ async def make_bridge(
         mode: str = "socket",
         titles: bool = False,
         sections: dict[str, Any] | None = None,
+        controls: bool = False,
+        edits: bool = False,
+        store_wrapper: Callable[[Any], Any] | None = None,
         **slack: Any,
     ) -> Bridge:
-        """`sections`: more of the configuration ([access], [limits], [[overrides]]...)."""
+        """`sections`: more of the configuration ([access], [limits], [[overrides]]...).
+        `controls`: the Stop and feedback buttons and 🛑 (the app's default; off here so other
+        tests see replies as before); `edits`: people's edits reach the store.
+        `store_wrapper`: wraps the store the controls and edits use."""
         database = tmp_path / f"bridge{len(started)}.db"
         shutil.copy(migrated_template, database)
         engine = create_engine(f"sqlite+aiosqlite:///{database}")
         store = SqlChatStore(engine)
+        side_store = store_wrapper(store) if store_wrapper is not None else store
+        recording_controls = RecordingControls(store=side_store)
         model = OpenAICompatibleModel(
             LLMSettings(base_url=llm.base_url, api_key=SecretStr("k"), idle_timeout=5.0)
         )
@@ -136,6 +185,7 @@ async def make_bridge(
             llm=model,
             scheduler=EditScheduler(interval=EDIT_INTERVAL),
             settings=ResponderSettings(model="m", titles=titles, idle_timeout=5.0, max_retries=0),
+            controls=recording_controls,
         )
         port = free_port()
         fields: dict[str, Any] = {
@@ -167,6 +217,8 @@ async def make_bridge(
         parts = build_policy(config, responder=responder, store=store)
         intake = RecordingIntake(policy=parts.policy, responder=responder, store=store)
         commands = RecordingCommands(policy=parts.policy, store=store)
+        recording_controls.set_admin_check(commands.is_admin)
+        recording_edits = RecordingEdits(store=side_store, in_flight=responder.begun)
         lifecycle = Lifecycle()
         adapter = SlackAdapter(
             settings,
@@ -175,12 +227,14 @@ async def make_bridge(
             lifecycle=lifecycle,
             intake=intake,
             commands=commands,
+            controls=recording_controls if controls else None,
+            edits=recording_edits if edits else None,
         )
         if mode == "http":
             emu.delivery = "http"
             emu.event_url = f"http://127.0.0.1:{settings.http_port}/slack/events"
         bridge = Bridge(emu, llm, store, responder, adapter, lifecycle, settings, parts.policy,
-                        intake, commands)  # fmt: skip
+                        intake, commands, recording_controls, recording_edits)  # fmt: skip
         started.append((bridge, engine, model))
         await parts.policy.start()
         await responder.start()

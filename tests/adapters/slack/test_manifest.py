@@ -14,6 +14,7 @@ NEEDED_SCOPE = {
     "message.im": "im:history",
     "message.mpim": "mpim:history",
     "assistant_thread_started": "assistant:write",
+    "reaction_added": "reactions:read",
 }
 
 
@@ -51,6 +52,11 @@ def test_http_manifest_points_at_the_events_endpoint() -> None:
     subscriptions = manifest["settings"]["event_subscriptions"]
     assert manifest["settings"]["socket_mode_enabled"] is False
     assert subscriptions["request_url"] == "http://0.0.0.0:8080/slack/events"
+    # Button clicks go to the same endpoint (Bolt serves both).
+    assert manifest["settings"]["interactivity"] == {
+        "is_enabled": True,
+        "request_url": subscriptions["request_url"],
+    }
     # Bolt takes slash commands on the events endpoint too.
     assert manifest["features"]["slash_commands"][0]["url"] == subscriptions["request_url"]
     assert "public" in " ".join(manifest_notes(config))
@@ -64,6 +70,17 @@ def test_every_event_has_its_scope_and_the_reply_scopes_are_there() -> None:
     # Every message event: channels whose trigger is "always" are answered without mentions.
     assert set(NEEDED_SCOPE) <= set(events)
     assert {"chat:write", "im:read", "im:write", "users:read"} <= scopes
+
+
+def test_files_buttons_and_reactions_have_what_they_need() -> None:
+    manifest = json.loads(render_manifest(settings()))
+    scopes = set(manifest["oauth_config"]["scopes"]["bot"])
+    assert {"files:read", "reactions:read"} <= scopes
+    assert "reaction_added" in manifest["settings"]["event_subscriptions"]["bot_events"]
+    # Socket Mode delivers clicks over the socket: no request URL.
+    assert manifest["settings"]["interactivity"] == {"is_enabled": True}
+    notes = " ".join(manifest_notes(settings()))
+    assert "files:read" in notes and "reinstalled" in notes
 
 
 def test_suggested_prompts_appear_in_the_assistant_view() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from slack_sdk.web.async_client import AsyncWebClient
 
+from adapters.slack.controls import ReplyButtons
 from adapters.slack.events import ReplyPlace
 from adapters.slack.surface import POST_BURST, SlackReplySurface, StreamingSupport
 from bridge.config import SlackSettings
@@ -14,6 +15,7 @@ from bridge.ports import (
     PlatformUnavailable,
     RateBucket,
     RateLimited,
+    ReplyEnding,
 )
 from bridge.scheduler import EditScheduler
 from sandbox.slack_emulator import SlackEmulator
@@ -160,3 +162,57 @@ async def test_notify_shows_the_author_a_notice_where_they_wrote_and_pings_nobod
         outsider = ReplyPlace("T0TEAM", "C0GENERAL", top, "U0NOBODY", "T0TEAM", is_dm=False)
         with pytest.raises(PlatformError, match="user_not_found"):
             await writing_to(outsider).notify("who?")
+
+
+async def test_feedback_buttons_move_to_a_message_posted_after_them() -> None:
+    # The reply ended and its message got its last write, then the rest of the text needed
+    # another message: the buttons go under that one, and only there.
+    async with SlackEmulator() as emu:
+        emu.echo_own_messages = False
+        root = await emu.user_message("C0GENERAL", "<@U0BOT> hi", user="U0ALICE")
+        place = ReplyPlace("T0TEAM", "C0GENERAL", root, "U0ALICE", "T0TEAM", is_dm=False)
+        client = AsyncWebClient(token="xoxb-test", base_url=emu.api_base_url)
+        reply = SlackReplySurface(
+            client,
+            SlackSettings(),
+            place,
+            StreamingSupport(),
+            native_streaming="never",
+            placeholder="…",
+            scheduler=EditScheduler(interval=1.0),
+            buttons=ReplyButtons(stop=True, feedback=True),
+        )
+        first = await reply.post("…", response_number=0)
+        assert reply.controls_shown
+        await reply.update(first, "Part one", final=False)
+        reply.end_reply(ReplyEnding.ANSWERED)
+        await reply.update(first, "Part one", final=True)
+        assert _kinds(emu, first.id) == ["markdown", "context_actions"]
+
+        second = await reply.post("Part two", response_number=0)
+        assert _kinds(emu, first.id) == ["markdown"]
+        assert _kinds(emu, second.id) == ["markdown"]  # posted after the end: no Stop
+        await reply.update(second, "Part two", final=True)
+        assert _kinds(emu, second.id) == ["markdown", "context_actions"]
+
+        failed = SlackReplySurface(
+            client,
+            SlackSettings(),
+            place,
+            StreamingSupport(),
+            native_streaming="never",
+            placeholder="…",
+            scheduler=EditScheduler(interval=1.0),
+            buttons=ReplyButtons(stop=True, feedback=True),
+        )
+        message = await failed.post("…", response_number=0)
+        assert _kinds(emu, message.id) == ["markdown", "actions"]
+        failed.end_reply(ReplyEnding.FAILED)
+        await failed.update(message, "The model failed.", final=True)
+        assert _kinds(emu, message.id) == ["markdown"]  # no Stop, and nothing to rate
+
+
+def _kinds(emu: SlackEmulator, ts: str) -> list[str]:
+    shown = emu.message("C0GENERAL", ts)
+    assert shown is not None
+    return [block["type"] for block in shown.blocks or ()]
