@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from sandbox.llm_server import ScriptedReply
+from sandbox.llm_server.content import image_count
 from sandbox.llm_server.script import message_text
 
 INTRO = (
@@ -117,14 +118,40 @@ _FALLBACK = (
 )
 
 
+SCREENSHOT = (
+    "I can see your screenshot. It shows a Python traceback that ends in\n\n"
+    "```\nConnectionResetError: [Errno 104] Connection reset by peer\n```\n\n"
+    "raised from `fetch_report()` while it reads the response. The server closed the connection "
+    "before it finished answering: usually a proxy's idle timeout or the server restarting.\n\n"
+    "- Retry the call with backoff (it is safe: it only reads).\n"
+    "- If it happens on every large report, stream the response or raise the proxy's timeout."
+)
+
+# Long enough to be stopped halfway: the sandbox's Stop step asks for it.
+STORY = "\n\n".join(
+    f"**Chapter {n}.** "
+    + " ".join(
+        f"The bridge carried message {n * 10 + i} across the river, one word at a time, "
+        "and nobody waited for it."
+        for i in range(6)
+    )
+    for n in range(1, 13)
+)
+
+
 def rate_limits(platform: str) -> str:
     name = "Discord" if platform == "discord" else "Slack"
     return _RATE_LIMITS.format(budget=_BUDGETS[name.lower()], platform=name)
 
 
-def answer_for(prompt: str) -> str:
-    """The canned answer to a user's prompt (the bot's mention already removed)."""
+def answer_for(prompt: str, images: int = 0) -> str:
+    """The canned answer to a user's prompt (the bot's mention already removed) and the images
+    that came with it."""
     text = prompt.lower()
+    if images:
+        return SCREENSHOT
+    if "story" in text:
+        return STORY
     if any(word in text for word in ("backoff", "code", "example", "function", "python")):
         return BACKOFF
     if "rate limit" in text:
@@ -164,14 +191,13 @@ class SandboxModel:
     def __call__(self, request: dict[str, Any]) -> ScriptedReply:
         messages = request.get("messages")
         turns = messages if isinstance(messages, list) else []
-        last_user = next(
-            (message_text(m) for m in reversed(turns) if _role(m) == "user"),
-            "",
-        )
+        last = next((m for m in reversed(turns) if _role(m) == "user"), None)
+        last_user = message_text(last) if last is not None else ""
         if request.get("stream") is not True:
             # The bridge asks for titles without streaming, with the conversation as one turn.
             return ScriptedReply(text=title_for(last_user))
-        return ScriptedReply(text=answer_for(last_user), first_token_delay=self.first_token_delay)
+        answer = answer_for(last_user, image_count(last))
+        return ScriptedReply(text=answer, first_token_delay=self.first_token_delay)
 
 
 def _role(message: Any) -> str:

@@ -11,13 +11,14 @@ from collections.abc import Callable
 from typing import Any
 
 from adapters.discord.events import chat_key
-from sandbox.discord_emulator import Change, DiscordEmulator
+from sandbox.discord_emulator import Change, DiscordEmulator, FileUpload
 from sandbox.exchange import Exchange, PlatformCounts, ReplyState, Where
 
 TOKEN = "sandbox-discord-token"
 BOT_NAME = "chat-bridge"
 EDIT_ROUTE = "PATCH /channels/{channel_id}/messages/{message_id}"
 TYPING_SHOWS_FOR = 10.0  # seconds, unless the typer posts a message first
+STOP = "chat-bridge:stop"  # the custom_id of the bridge's Stop button
 
 
 class DiscordStage:
@@ -52,11 +53,14 @@ class DiscordStage:
             "guild_ready_timeout": 0.1,
         }
 
-    async def say(self, where: Where, text: str) -> Exchange:
+    async def say(self, where: Where, text: str, image: bytes | None = None) -> Exchange:
         sent_at = time.monotonic()
         emu = self.emu
+        files = (FileUpload("screenshot.png", image, "image/png"),) if image else ()
         if where == "channel":
-            message_id = await emu.user_message(self.general_id, self.alice_id, text, True)
+            message_id = await emu.user_message(
+                self.general_id, self.alice_id, text, True, attachments=files
+            )
             place = message_id  # the thread the bot opens from the message takes its id
         else:
             if where == "dm":
@@ -65,10 +69,19 @@ class DiscordStage:
                 raise LookupError("no Discord conversation yet: start one with `discord: TEXT`")
             else:
                 place = self._latest
-            message_id = await emu.user_message(place, self.alice_id, text)
+            message_id = await emu.user_message(place, self.alice_id, text, attachments=files)
         self._latest = place
         key = chat_key(None if place == self.dm_id else self.guild_id, place)
         return Exchange(self.name, where, text, key, str(message_id), str(place), sent_at)
+
+    async def press_stop(self, exchange: Exchange) -> None:
+        place = int(exchange.place_id)
+        bot = self.emu.bot_user_id
+        for message in reversed(self.emu.messages(place)):
+            if message.author_id == bot and STOP in message.custom_ids():
+                await self.emu.click(place, message.id, self.alice_id, STOP)
+                return
+        raise LookupError(f"discord: no Stop button shows in {self.label(exchange)}")
 
     def state(self, exchange: Exchange, now: float, after: str | None) -> ReplyState:
         place = int(exchange.place_id)

@@ -27,6 +27,9 @@ def tail(text: str, size: int = TAIL_CHARS) -> str:
 
 def outcome(exchange: Exchange) -> str:
     """The line that ends a reply: how it went and how long it took."""
+    if exchange.status == "stopped":
+        shown = _seconds(exchange.since_sent(exchange.done_at))
+        return f"⏹ reply stopped by the user after {shown}, its text so far kept"
     if exchange.status != "complete":
         return f"✗ reply {exchange.status}: {exchange.error or 'no reason given'}"
     parts = [f"✓ reply done in {_seconds(exchange.since_sent(exchange.done_at))}"]

@@ -95,8 +95,14 @@ class Stage(Protocol):
         """The platform's section of the bridge's Settings, pointing at the emulator."""
         ...
 
-    async def say(self, where: Where, text: str) -> Exchange:
-        """Post as alice; raises LookupError for "thread" before any conversation exists."""
+    async def say(self, where: Where, text: str, image: bytes | None = None) -> Exchange:
+        """Post as alice, with `image` (a PNG) attached if given; raises LookupError for
+        "thread" before any conversation exists."""
+        ...
+
+    async def press_stop(self, exchange: Exchange) -> None:
+        """Alice presses the Stop button of the reply while it streams (or, where the reply
+        shows none, reacts to it with 🛑)."""
         ...
 
     def state(self, exchange: Exchange, now: float, after: str | None) -> ReplyState:

@@ -10,6 +10,7 @@ import asyncio
 from dataclasses import dataclass
 
 from sandbox.exchange import Exchange, Stage, Where
+from sandbox.screenshot import screenshot_png
 from sandbox.tracker import Tracker
 
 
@@ -17,15 +18,20 @@ from sandbox.tracker import Tracker
 class Step:
     where: Where
     text: str
+    image: bool = False  # attach a screenshot (a PNG of a traceback)
+    stop_after: float = 0.0  # press Stop this many seconds after the reply shows text
 
 
 def conversation(platform: str) -> tuple[Step, ...]:
-    """A mention, two follow-ups in its thread (the second asks for code), then a DM."""
+    """A mention, follow-ups in its thread (one asks for code, one about a screenshot, one is
+    stopped halfway), then a DM."""
     name = "Discord" if platform == "discord" else "Slack"
     return (
         Step("channel", "What is chat-bridge, in two sentences?"),
         Step("thread", f"How do you stay under {name}'s rate limits?"),
         Step("thread", "Show me a Python example: retry an API call with exponential backoff."),
+        Step("thread", "What is wrong here?", image=True),
+        Step("thread", "Tell me a long story about the bridge.", stop_after=2.0),
         Step("dm", "Can you keep a secret? We need a name for our team's bot."),
     )
 
@@ -35,7 +41,24 @@ CONVERSATIONS_PER_PLATFORM = 2
 
 
 class ScriptFailed(Exception):
-    """A reply of the script did not complete."""
+    """A reply of the script did not end as the script expects."""
+
+
+async def _press_stop_once_shown(
+    tracker: Tracker, stage: Stage, exchange: Exchange, after: float, within: float
+) -> None:
+    """Wait until the reply shows text, then `after` seconds more, then press Stop."""
+    try:
+        async with asyncio.timeout(within):
+            while exchange.first_text_at is None:
+                tracker.refresh()
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise ScriptFailed(
+            f"{stage.name}: the reply to “{exchange.prompt}” showed no text"
+        ) from None
+    await asyncio.sleep(after)
+    await stage.press_stop(exchange)
 
 
 async def play(
@@ -45,13 +68,20 @@ async def play(
     *,
     pause: float,
     timeout: float,  # noqa: ASYNC109 (per reply, reported with the reply that was late)
+    speed: float = 1.0,
 ) -> list[Exchange]:
     """Say each step as alice, wait for the bot's reply, pause as if reading it, go on."""
     played = []
     for step in steps:
-        exchange = await tracker.say(stage, step.where, step.text)
+        image = screenshot_png() if step.image else None
+        exchange = await tracker.say(stage, step.where, step.text, image)
+        expected = "complete"
+        if step.stop_after:
+            stop_after = step.stop_after / speed  # the local model streams `speed` times faster
+            await _press_stop_once_shown(tracker, stage, exchange, stop_after, timeout)
+            expected = "stopped"
         await tracker.wait(exchange, timeout)
-        if exchange.status != "complete":
+        if exchange.status != expected:
             raise ScriptFailed(
                 f"{stage.name}: the reply to “{step.text}” ended {exchange.status}: "
                 f"{exchange.error or 'no reason given'}"

@@ -217,6 +217,7 @@ class Sandbox:
                     conversation(stage.name),
                     pause=pause,
                     timeout=self.options.timeout,
+                    speed=self.options.speed if self.options.llm_base_url is None else 1.0,
                 )
             )
             for stage in self.stages

@@ -12,13 +12,14 @@ from typing import Any
 from adapters.slack.events import PLATFORM, ts_order
 from bridge.domain import ChatKey
 from sandbox.exchange import Exchange, PlatformCounts, ReplyState, Where
-from sandbox.slack_emulator import Change, ShownMessage, SlackEmulator
+from sandbox.slack_emulator import Change, ShownMessage, SlackEmulator, UploadedFile
 
 GENERAL = "C0GENERAL"
 DM = "D0ALICE"
 ALICE = "U0ALICE"
 BOT_NAME = "chat-bridge"
 EDIT_METHODS = ("chat.update", "chat.appendStream")
+STOP = "chat_bridge_stop"  # the action_id of the bridge's Stop button
 
 
 class SlackStage:
@@ -48,22 +49,44 @@ class SlackStage:
             "app_token": identity.app_token,
         }
 
-    async def say(self, where: Where, text: str) -> Exchange:
+    async def say(self, where: Where, text: str, image: bytes | None = None) -> Exchange:
         sent_at = time.monotonic()
+        files = (UploadedFile("screenshot.png", image, "image/png"),) if image else ()
         if where == "thread":
             if self._latest is None:
                 raise LookupError("no Slack conversation yet: start one with `slack: TEXT`")
             channel, root = self._latest
-            ts = await self.emu.user_message(channel, text, user=ALICE, thread_ts=root)
+            ts = await self.emu.user_message(
+                channel, text, user=ALICE, thread_ts=root, files=files
+            )
         else:
             channel = DM if where == "dm" else GENERAL
             # In a channel the bot answers when named; in its DM everything is for it.
             body = text if where == "dm" else f"<@{self.emu.identity.bot_user_id}> {text}"
-            ts = root = await self.emu.user_message(channel, body, user=ALICE)
+            ts = root = await self.emu.user_message(channel, body, user=ALICE, files=files)
             self._latest = (channel, root)
             self._threads[f"{channel}/{root}"] = len(self._threads) + 1
         key = ChatKey(PLATFORM, self.emu.identity.team_id, channel, root)
         return Exchange(self.name, where, text, key, ts, f"{channel}/{root}", sent_at)
+
+    async def press_stop(self, exchange: Exchange) -> None:
+        """The Stop button where the reply shows one (posted and edited replies); a native
+        stream shows none while it streams, so alice reacts to it with 🛑 instead."""
+        channel, root = exchange.place_id.split("/")
+        replies = self._replies(channel, root, ts_order(exchange.user_message_id))
+        if not replies:
+            raise LookupError(f"slack: no reply shows in {self.label(exchange)}")
+        latest = replies[-1]
+        buttons = [
+            element.get("action_id")
+            for block in latest.blocks or ()
+            if block.get("type") == "actions"
+            for element in block.get("elements", ())
+        ]
+        if STOP in buttons:
+            await self.emu.click(ALICE, channel, latest.ts, STOP)
+        else:
+            await self.emu.react(ALICE, channel, latest.ts, "octagonal_sign")
 
     def state(self, exchange: Exchange, now: float, after: str | None) -> ReplyState:
         channel, root = exchange.place_id.split("/")

@@ -28,6 +28,11 @@ class PlatformReport:
     def complete(self) -> int:
         return sum(1 for exchange in self.exchanges if exchange.status == "complete")
 
+    @property
+    def stopped(self) -> int:
+        """Replies a user stopped with the Stop button or 🛑 (the script stops one)."""
+        return sum(1 for exchange in self.exchanges if exchange.status == "stopped")
+
 
 @dataclass(frozen=True, slots=True)
 class Totals:
@@ -40,13 +45,14 @@ class Totals:
 def render(platforms: Sequence[PlatformReport], totals: Totals) -> list[str]:
     replies = sum(len(p.exchanges) for p in platforms)
     complete = sum(p.complete for p in platforms)
+    stopped = sum(p.stopped for p in platforms)
     conversations = sum(p.conversations for p in platforms)
     per_platform = ", ".join(f"{p.name} {len(p.exchanges)}" for p in platforms)
+    ended = f"{complete} of {replies} complete" + (f", {stopped} stopped" if stopped else "")
     lines = [
         "",
         "── summary " + "─" * 60,
-        f"replies: {complete} of {replies} complete ({per_platform}) "
-        f"in {conversations} conversations",
+        f"replies: {ended} ({per_platform}) in {conversations} conversations",
         "",
         *_table(platforms),
         "",

@@ -74,9 +74,11 @@ class Tracker:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poller
 
-    async def say(self, stage: Stage, where: Where, text: str) -> Exchange:
+    async def say(
+        self, stage: Stage, where: Where, text: str, image: bytes | None = None
+    ) -> Exchange:
         """Post as the stage's person and follow the reply."""
-        exchange = await stage.say(where, text)
+        exchange = await stage.say(where, text, image)
         self.exchanges.append(exchange)
         self._stages[exchange] = stage
         self._finished[exchange] = asyncio.Event()
