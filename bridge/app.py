@@ -170,7 +170,7 @@ async def build(
 
     cluster = None
     if settings.cluster.enabled:
-        cluster = _cluster(settings, store, platforms, policy, known_dead)
+        cluster = _cluster(settings, store, platforms, policy, known_dead, controls)
     owner_timeout = settings.recovery.owner_timeout
     if cluster is not None:
         # The cluster's ticks beat the heartbeat: a dead instance is known when its leases end.
@@ -252,6 +252,7 @@ def _cluster(
     platforms: list[SlackAdapter | DiscordAdapter],
     policy: PolicyParts,
     known_dead: Callable[[str], Awaitable[bool]],
+    controls: ReplyControls,
 ) -> Cluster:
     from bridge.cluster import Cluster, LeaseTiming
 
@@ -269,6 +270,9 @@ def _cluster(
     )
     policy.intake.route_through(cluster.router)
     cluster.on_overrides(policy.policy.refresh_runtime)
+    # A Stop reaches whichever instance the platform chose; the one writing the reply stops it.
+    controls.relay_through(cluster.relay_stop)
+    cluster.on_stop(controls.relayed)
     log.info("cluster: instance %s", instance)
     return cluster
 

@@ -8,9 +8,10 @@ reply: the person who asked, an admin (`[access] admins`), or anyone in a DM.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 
 from bridge.domain import ChatKey, Role
@@ -26,6 +27,9 @@ class StopOutcome(StrEnum):
     STOPPED = "stopped"
     REFUSED = "refused"  # not the asker, not an admin, not a DM
     NOT_RUNNING = "not_running"  # finished already, or not a reply of this process
+    # Not streaming here: asked of the other instances (`[cluster]`); the one writing the reply
+    # stops it if this person may.
+    RELAYED = "relayed"
 
 
 @dataclass(eq=False)
@@ -81,6 +85,12 @@ class ReplyControls:
         self._is_admin = is_admin
         self._on_vote = on_vote
         self._live: dict[ChatKey, list[LiveReply]] = {}
+        self._relay: Callable[[str], Awaitable[None]] | None = None
+
+    def relay_through(self, send: Callable[[str], Awaitable[None]]) -> None:
+        """Where a Stop for a reply not streaming here goes (`[cluster]`: every instance, through
+        the database's wake-ups); `relayed` is what the others call with it."""
+        self._relay = send
 
     def set_admin_check(self, is_admin: Callable[[Origin], bool]) -> None:
         self._is_admin = is_admin
@@ -116,23 +126,50 @@ class ReplyControls:
 
     async def stop(self, origin: Origin, chat: ChatKey, message_id: str) -> StopOutcome:
         """A Stop on `message_id` (a message of the reply, or the question it answers)."""
-        for live in self._live.get(chat, ()):
-            if not live.shows(message_id):
-                continue
-            if not self.may_stop(origin, live):
-                log.info("stop refused: %s is not the asker of the reply in %s",
-                         origin.user, chat)  # fmt: skip
-                return StopOutcome.REFUSED
-            if live.stop_requested:
-                return StopOutcome.STOPPED
-            log.info("reply in %s stopped by %s", chat, origin.user)
-            live.stop(origin.user)
-            return StopOutcome.STOPPED
-        return StopOutcome.NOT_RUNNING
+        live = next((r for r in self._live.get(chat, ()) if r.shows(message_id)), None)
+        if live is not None:
+            return self._stop(origin, live)
+        if self._relay is None:
+            return StopOutcome.NOT_RUNNING
+        request = {"origin": _origin_fields(origin), "chat": asdict(chat), "message": message_id}
+        try:
+            await self._relay(json.dumps(request))
+        except Exception as exc:
+            log.warning("stop in %s not relayed to the other instances: %s", chat, exc)
+            return StopOutcome.NOT_RUNNING
+        return StopOutcome.RELAYED
 
-    async def vote(
-        self, origin: Origin, chat: ChatKey, message_id: str, value: str | None
-    ) -> bool:
+    async def relayed(self, detail: str) -> None:
+        """A Stop another instance received for a reply it does not write. The reply is looked
+        for by its message in every chat of the workspace: the receiver may have guessed the
+        chat (a question's thread, its channel), and message ids do not repeat within one."""
+        try:
+            request = json.loads(detail)
+            origin = Origin(**{**request["origin"], "roles": frozenset(request["origin"]["roles"])})
+            chat = ChatKey(**request["chat"])
+            message_id = str(request["message"])
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("a relayed stop was unreadable: %s", exc)
+            return
+        for key, replies in list(self._live.items()):
+            if (key.platform, key.workspace) != (chat.platform, chat.workspace):
+                continue
+            for live in replies:
+                if live.shows(message_id):
+                    self._stop(origin, live)
+                    return
+
+    def _stop(self, origin: Origin, live: LiveReply) -> StopOutcome:
+        if not self.may_stop(origin, live):
+            log.info("stop refused: %s is not the asker of the reply in %s",
+                     origin.user, live.chat)  # fmt: skip
+            return StopOutcome.REFUSED
+        if not live.stop_requested:
+            log.info("reply in %s stopped by %s", live.chat, origin.user)
+            live.stop(origin.user)
+        return StopOutcome.STOPPED
+
+    async def vote(self, origin: Origin, chat: ChatKey, message_id: str, value: str | None) -> bool:
         """A 👍/👎 (or its removal, `None`) on a reply's message; one vote per user and reply,
         the last one counts. False when `message_id` is no reply of the bot's or nothing
         changed."""
@@ -145,3 +182,9 @@ class ReplyControls:
         if changed and self._on_vote is not None:
             self._on_vote(origin.platform, value)
         return changed
+
+
+def _origin_fields(origin: Origin) -> dict[str, object]:
+    fields = asdict(origin)
+    fields["roles"] = sorted(origin.roles)
+    return fields

@@ -65,6 +65,7 @@ class Cluster:
         self.keeper.on_gained(self._gained)
         self._on_gain: list[Callable[[str], Awaitable[None]]] = []
         self._on_overrides: list[Callable[[], Awaitable[None]]] = []
+        self._on_stop: list[Callable[[str], Awaitable[None]]] = []
         self._subscription: Subscription | None = None
         self._ticks: asyncio.Task[None] | None = None
         self._tick_now = asyncio.Event()
@@ -77,6 +78,14 @@ class Cluster:
     def on_overrides(self, callback: Callable[[], Awaitable[None]]) -> None:
         """Run when another instance changed the runtime overrides (an admin command)."""
         self._on_overrides.append(callback)
+
+    def on_stop(self, callback: Callable[[str], Awaitable[None]]) -> None:
+        """Run with a Stop another instance received for a reply it does not write."""
+        self._on_stop.append(callback)
+
+    async def relay_stop(self, detail: str) -> None:
+        """Tell every instance about a Stop for a reply this one does not write."""
+        await self._store.wake("stop", detail)
 
     def runs_maintenance(self) -> bool:
         return self.keeper.holds(MAINTENANCE)
@@ -153,6 +162,9 @@ class Cluster:
             self._refresh_overrides()
         elif topic == "overrides":
             self._refresh_overrides()
+        elif topic == "stop":
+            for callback in self._on_stop:
+                self._spawn(callback(detail))
 
     def _refresh_overrides(self) -> None:
         async def refresh() -> None:

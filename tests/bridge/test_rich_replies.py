@@ -371,3 +371,36 @@ def test_an_edit_before_the_answer_is_answered_and_one_after_changes_only_histor
         assert store.rows[1].metadata["deleted"] is True
 
     run_virtual(scenario())
+
+
+def test_a_stop_received_by_another_instance_is_relayed_to_the_one_writing_the_reply() -> None:
+    async def scenario() -> None:
+        llm = ScriptedLLM(slow_text())
+        writer, store, _ = build(llm)  # the instance holding the lease, streaming the reply
+        receiver = ReplyControls(store=store)  # the instance the platform sent the click to
+        relayed: list[str] = []
+
+        async def relay(detail: str) -> None:  # the database's NOTIFY, to every instance
+            relayed.append(detail)
+            await writer.controls.relayed(detail)
+            await receiver.relayed(detail)
+
+        receiver.relay_through(relay)
+        surface = RecordingSurface()
+        replying = asyncio.ensure_future(writer.handle("test", message("hi", "e1"), surface))
+        await asyncio.sleep(1.0)
+        placeholder = surface.writes[0].message_id
+        stranger = Origin("test", "U2", workspace="W1", channel="C1")
+        assert await receiver.stop(stranger, KEY, placeholder) is StopOutcome.RELAYED
+        await asyncio.sleep(0.5)
+        assert not replying.done()  # refused where the reply is written: U2 did not ask
+        # The receiver guessed another chat of the workspace: found by the message id.
+        elsewhere = ChatKey("test", "W1", "C1", "")
+        asker = Origin("test", "U1", workspace="W1", channel="C1", roles=frozenset({"R1"}))
+        assert await receiver.stop(asker, elsewhere, placeholder) is StopOutcome.RELAYED
+        report = await replying
+        assert report is not None and report.status is MessageStatus.STOPPED
+        assert len(relayed) == 2
+        await writer.controls.relayed("not json")  # an unreadable relay is dropped, logged
+
+    run_virtual(scenario())
