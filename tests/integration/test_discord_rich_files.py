@@ -135,3 +135,36 @@ async def test_a_reply_is_stopped_with_its_button_and_voted_on(
     assert "word399" not in stopped.content
     assert answer.status is MessageStatus.STOPPED
     assert votes == {str(server.alice): "up"}
+
+
+async def test_a_reasoning_model_shows_a_live_thinking_status_and_never_its_reasoning(
+    tmp_path: Path, server: Server
+) -> None:
+    emu = server.emu
+    server.llm.script(
+        ScriptedReply(
+            text="The answer is 42.",
+            reasoning="Let me think about the question step by step. SECRET-REASONING " * 20,
+            reasoning_as="think",  # a local model's <think> block in the content
+            reasoning_seconds=7.0,
+        )
+    )
+    async with whole_bridge(config(tmp_path, server), SECRETS) as bridge:
+        await emu.user_message(server.channel, server.alice, "think hard", mention_bot=True)
+        await eventually(lambda: server.replies() and not bridge.responder.in_flight, timeout=30)
+        await settled(bridge)
+
+    [reply] = server.replies()
+    assert reply.content == "The answer is 42."
+    # Every text the message showed on its way: the placeholder, the thinking status, the
+    # answer; never a word of the reasoning.
+    writes = [
+        r.json.get("content", "")
+        for r in emu.requests
+        if r.route in ("POST /channels/{channel_id}/messages",
+                       "PATCH /channels/{channel_id}/messages/{message_id}")
+        and isinstance(r.json, dict)
+    ]  # fmt: skip
+    assert not any("SECRET-REASONING" in w or "<think>" in w for w in writes), writes
+    statuses = [w for w in writes if w.startswith("thinking…")]
+    assert "thinking… 5 s" in statuses, writes

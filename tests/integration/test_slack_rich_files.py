@@ -117,6 +117,41 @@ async def test_a_denied_users_file_is_never_downloaded(
     assert not emu.downloaded(files[refused][0])
 
 
+async def test_a_large_log_is_cut_with_its_note_and_a_pdf_or_oversized_file_is_named_only(
+    tmp_path: Path, world: tuple[SlackEmulator, LLMServer]
+) -> None:
+    emu, llm = world
+    log = b"2026-12-03T10:00:00Z ERROR worker 7: connection reset by peer\n" * 50_000  # 3.1 MB
+    limits = "[limits]\nmax_attachment_bytes = 5000000\nmax_text_attachment_bytes = 100000\n"
+    async with whole_bridge(config(tmp_path, emu, llm, limits), secrets(emu)) as bridge:
+        root = await emu.user_message(
+            GENERAL, mention(emu, "why does it fail?"), user=ALICE,
+            files=[
+                UploadedFile("worker.log", log, "text/plain"),
+                UploadedFile("report.pdf", b"%PDF-1.7 " * 1000, "application/pdf"),
+                UploadedFile("scan.png", png() + b"\0" * 6_000_000, "image/png"),
+            ],
+        )  # fmt: skip
+        await eventually(lambda: replies(emu, root) and not bridge.responder.in_flight)
+        await settled(bridge)
+
+    ids = {f["name"]: f["id"] for f in emu.workspace.find(GENERAL, root).files or ()}  # type: ignore[union-attr]
+    # Only the log was downloaded: the PDF is a type the model cannot read, the scan too large.
+    assert [d.file_id for d in emu.file_downloads] == [ids["worker.log"]]
+    [request] = [r for r in llm.requests if r.get("stream")]
+    asked = request["messages"][-1]["content"]
+    assert isinstance(asked, str)
+    assert "[attached file: worker.log (truncated: the first 100 KB of 3.1 MB)]" in asked
+    assert "[… truncated: 3.1 MB in all, the first 100 KB shown]" in asked
+    assert 100_000 < len(asked) < 110_000
+    assert "[attached: report.pdf, 9 KB, not readable]" in asked
+    assert "[attached: scan.png, 6.0 MB, too large to read]" in asked
+    # The author was told once, privately, which files the model could not read.
+    [told] = emu.ephemerals(ALICE)
+    assert "report.pdf (9 KB): not a file type I can read" in told.text
+    assert "scan.png (6.0 MB): larger than 5.0 MB" in told.text
+
+
 async def test_a_reply_is_stopped_with_its_button_and_rated(
     tmp_path: Path, world: tuple[SlackEmulator, LLMServer]
 ) -> None:
