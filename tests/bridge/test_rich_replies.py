@@ -404,3 +404,25 @@ def test_a_stop_received_by_another_instance_is_relayed_to_the_one_writing_the_r
         await writer.controls.relayed("not json")  # an unreadable relay is dropped, logged
 
     run_virtual(scenario())
+
+
+def test_votes_are_counted_in_the_metrics() -> None:
+    from bridge.metrics import Registry
+    from bridge.telemetry import BridgeMetrics
+
+    async def scenario() -> None:
+        metrics = BridgeMetrics(Registry(), ["test"])
+        responder, store, _ = build(ScriptedLLM(Script.text("an answer")))
+        controls = ReplyControls(store=store, on_vote=metrics.vote)
+        surface = RecordingSurface()
+        await responder.handle("test", message("hi", "e1"), surface)
+        shown_as = surface.writes[0].message_id
+        for user, vote in (("U1", "up"), ("U2", "up"), ("U1", "down"), ("U2", None)):
+            await controls.vote(Origin("test", user), KEY, shown_as, vote)
+        assert metrics.votes.value("test", "up") == 2
+        assert metrics.votes.value("test", "down") == 1
+        assert metrics.votes.value("test", "withdrawn") == 1
+        text = metrics.registry.render()
+        assert 'chat_bridge_feedback_votes_total{platform="test",vote="up"} 2' in text
+
+    run_virtual(scenario())
