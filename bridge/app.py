@@ -137,6 +137,7 @@ async def build(
             max_images=limits.max_images_per_message,
             max_text_bytes=limits.max_text_attachment_bytes,
             image_max_side=settings.llm.image_max_side,
+            images=settings.llm.vision is not False,
         )
 
     attachments = Attachments(store=store, vault=vault, limits=attachment_limits)

@@ -69,10 +69,12 @@ class AttachmentLimits:
     max_images: int = 4
     max_text_bytes: int = 100_000
     image_max_side: int = 1568
+    # False (`llm.vision = false`): images are named to the model, never downloaded.
+    images: bool = True
 
 
 def kind_of(name: str, mime_type: str) -> str:
-    """ "image", "text" or "other", from the announced type and, failing that, the name."""
+    """A file's kind ("image", "text" or "other"): from the announced type, else the name."""
     mime = mime_type.partition(";")[0].strip().lower()
     extension = os.path.splitext(name.lower())[1]
     if mime in IMAGE_TYPES or (not mime and extension in _IMAGE_EXTENSIONS):
@@ -88,7 +90,8 @@ def announced(refs: Sequence[AttachmentRef]) -> list[dict[str, Any]]:
     """The metadata entries of a new message's files, before anything is downloaded."""
     return [
         {
-            "name": clean_text(ref.name)[:200] or "file",
+            # Names come from users: no control characters (a newline would forge log lines).
+            "name": "".join(c for c in clean_text(ref.name) if c.isprintable())[:200] or "file",
             "size": max(int(ref.size), 0),
             "mime_type": clean_text(ref.mime_type)[:100],
             "source": ref.source,
@@ -129,7 +132,9 @@ class Attachments:
         # many large ones arrive at once; decoding runs in threads of their own at a lower
         # priority, so the event loop (every other reply's text) keeps its core.
         # One core fewer than the machine has (at least one): the event loop keeps its own.
-        image_workers = image_workers or max(1, (os.cpu_count() or 2) - 1)
+        # One or two: one core fewer than the machine's, so the event loop keeps one, and never
+        # more than two decoded photos (up to 60 megapixels each) in memory at once.
+        image_workers = image_workers or min(2, max(1, (os.cpu_count() or 2) - 1))
         self._images = asyncio.Semaphore(image_workers)
         self._decoder = ThreadPoolExecutor(
             image_workers, thread_name_prefix="images", initializer=_lower_priority
@@ -163,6 +168,9 @@ class Attachments:
             kind = entry.get("kind")
             if kind not in ("image", "text"):
                 entry["state"] = State.UNREADABLE
+            elif kind == "image" and not limits.images:
+                entry["state"] = State.UNREADABLE
+                entry["reason"] = "images are not sent to the model here"
             elif int(entry.get("size", 0)) > limits.max_bytes:
                 entry["state"] = State.TOO_LARGE
             elif kind == "image" and images >= limits.max_images:
@@ -176,6 +184,8 @@ class Attachments:
                 pending.append(asyncio.ensure_future(fetching))
         if pending:
             await asyncio.gather(*pending)
+        for entry in entries:
+            entry.pop("source", None)  # a signed URL is of no use once the file is decided
         await self._store.update_metadata(message.id, {"attachments": entries})
         metadata = {**message.metadata, "attachments": entries}
         return _with_metadata(message, metadata), True
@@ -199,7 +209,9 @@ class Attachments:
                              stored_bytes=len(image.data))  # fmt: skip
                 entry["key"] = await self._vault.put(message_id, entry["name"], image.data)
             else:
-                data = await source.fetch(ref, limits.max_bytes)
+                # Under the same bound: a text file may be as large as an image before it is cut.
+                async with self._images:
+                    data = await source.fetch(ref, limits.max_bytes)
                 text, truncated = _text_of(data, limits.max_text_bytes)
                 entry.update(stored_bytes=len(text.encode()), truncated=truncated,
                              downloaded_bytes=len(data))  # fmt: skip
@@ -208,13 +220,13 @@ class Attachments:
         except FileUnavailable as exc:
             entry["state"] = State.TOO_LARGE if exc.too_large else State.FAILED
             entry["reason"] = str(exc)[:200]
-            log.warning("attachment %r of message %s not downloaded: %s",
-                        entry["name"][:60], message_id, exc)  # fmt: skip
+            log.warning("attachment %r of message %s not downloaded: %r",
+                        entry["name"][:60], message_id, str(exc)[:200])  # fmt: skip
         except ImageRefused as exc:
             entry["state"] = State.FAILED
             entry["reason"] = str(exc)[:200]
-            log.warning("attachment %r of message %s is no image we can read: %s",
-                        entry["name"][:60], message_id, exc)  # fmt: skip
+            log.warning("attachment %r of message %s is no image we can read: %r",
+                        entry["name"][:60], message_id, str(exc)[:200])  # fmt: skip
         except Exception as exc:  # one bad file never costs the reply
             entry["state"] = State.FAILED
             entry["reason"] = f"{type(exc).__name__}"
@@ -229,7 +241,9 @@ class Attachments:
         for entry in message.metadata.get("attachments") or ():
             state = entry.get("state")
             name, size = entry.get("name", "file"), size_text(int(entry.get("size", 0)))
-            if state == State.UNREADABLE:
+            if state == State.UNREADABLE and entry.get("kind") == "image":
+                lines.append(f"{name} ({size}): images are not sent to the model here")
+            elif state == State.UNREADABLE:
                 lines.append(f"{name} ({size}): not a file type I can read")
             elif state == State.TOO_LARGE:
                 lines.append(f"{name} ({size}): larger than {size_text(self.limits.max_bytes)}")
@@ -244,8 +258,9 @@ class Attachments:
     async def for_prompt(
         self, history: Sequence[StoredMessage], *, image_turns: int, vision: bool
     ) -> dict[int, tuple[str, tuple[ImagePart, ...]]]:
-        """Per user message with files: the text that names (and inlines) them, and the images
-        sent again (only those of the newest `image_turns` user turns)."""
+        """Per user message with files: the text that names (and inlines) them, and its images:
+        always those of the newest message, those of earlier ones only within `image_turns`
+        user turns before it."""
         result: dict[int, tuple[str, tuple[ImagePart, ...]]] = {}
         user_turns = 0
         for message in reversed(history):
@@ -255,7 +270,7 @@ class Attachments:
             entries = message.metadata.get("attachments")
             if not entries:
                 continue
-            with_images = vision and user_turns <= image_turns
+            with_images = vision and user_turns - 1 <= image_turns
             result[message.id] = await self._turn(entries, with_images)
         return result
 

@@ -70,8 +70,13 @@ def build_prompt(
     """
     turns: list[ChatTurn] = []
     used = budget.estimate(model, system_prompt) if system_prompt else 0
+    # A deleted message's reply goes with it: two assistant turns in a row are refused by chat
+    # templates that require the roles to alternate.
+    deleted = {m.id for m in history if m.metadata.get("deleted")}
     for message in reversed(history):
-        if message.metadata.get("deleted"):
+        if message.id in deleted or (
+            message.reply_to_id is not None and message.reply_to_id in deleted
+        ):
             continue
         content = message.content
         images: tuple[ImagePart, ...] = ()

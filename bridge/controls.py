@@ -127,6 +127,9 @@ class ReplyControls:
     async def stop(self, origin: Origin, chat: ChatKey, message_id: str) -> StopOutcome:
         """A Stop on `message_id` (a message of the reply, or the question it answers)."""
         live = next((r for r in self._live.get(chat, ()) if r.shows(message_id)), None)
+        if live is None:
+            # The adapter may have guessed the chat (a question's thread, its channel).
+            live = self._find(chat, message_id)
         if live is not None:
             return self._stop(origin, live)
         if self._relay is None:
@@ -151,13 +154,19 @@ class ReplyControls:
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("a relayed stop was unreadable: %s", exc)
             return
-        for key, replies in list(self._live.items()):
+        live = self._find(chat, message_id)
+        if live is not None:
+            self._stop(origin, live)
+
+    def _find(self, chat: ChatKey, message_id: str) -> LiveReply | None:
+        """The reply showing `message_id` in any chat of `chat`'s workspace."""
+        for key, replies in self._live.items():
             if (key.platform, key.workspace) != (chat.platform, chat.workspace):
                 continue
             for live in replies:
                 if live.shows(message_id):
-                    self._stop(origin, live)
-                    return
+                    return live
+        return None
 
     def _stop(self, origin: Origin, live: LiveReply) -> StopOutcome:
         if not self.may_stop(origin, live):

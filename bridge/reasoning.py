@@ -101,7 +101,7 @@ class Thinking:
 
 
 def summary_block(seconds: float, reasoning: str) -> str:
-    """"Thought for 12 s" and the reasoning's first sentences, as a quote above the answer."""
+    """The "Thought for 12 s" line and the first sentences of the reasoning, quoted."""
     text = _SPACE.sub(" ", reasoning).strip()
     if len(text) > SUMMARY_CHARS:
         cut = text[:SUMMARY_CHARS]

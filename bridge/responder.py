@@ -467,7 +467,6 @@ class Responder:
         cut: _Cut | None = None
         cancelled = False
         chat: Chat | None = None
-        live: LiveReply | None = None
 
         async def show_thinking(status: str) -> None:
             for writer in writers:
@@ -475,6 +474,29 @@ class Responder:
             await _quietly(surface.start_typing(status), "show thinking", where)
 
         thinking = Thinking(settings.show_reasoning, clock=self._scheduler.now, show=show_thinking)
+        # Registered before the placeholder (and its Stop button) shows: a Stop from then on is
+        # kept, and applied as soon as there is something to stop.
+        live = self.controls.register(
+            platform,
+            key,
+            asker=user_message.author_id or "",
+            user_message_id=next(iter(user_message.platform_message_ids), ""),
+            message_ids=lambda: [i for w in writers for i in w.platform_message_ids],
+        )
+
+        async def ask_and_stream(chat: Chat, asked: StoredMessage) -> None:
+            # All a Stop can cut short: waiting for the files, for an LLM slot, the stream.
+            if files is not None:
+                asked = await files
+            request, estimated = await self._durably(
+                lambda: self._request(chat, asked, settings), "reading the history", where
+            )
+            report.estimated_prompt_tokens = estimated
+            if ticket is not None:
+                await self._wait_for_llm(ticket, writers, surface, where)
+            async with asyncio.timeout(settings.reply_timeout):
+                await self._stream(request, estimated, writers, report, settings, thinking, where)
+
         try:
             if len(resume) == len(writers):
                 for writer, row in zip(writers, resume, strict=True):
@@ -483,35 +505,20 @@ class Responder:
             else:
                 await self._open(writers, platform, user_message, where)
                 await self._create_rows(writers, saves, user_message, settings, where)
-            live = self.controls.register(
-                platform,
-                key,
-                asker=user_message.author_id or "",
-                user_message_id=next(iter(user_message.platform_message_ids), ""),
-                message_ids=lambda: [i for w in writers for i in w.platform_message_ids],
-            )
             report.assistant_message_ids = list(saves.ids.values())
             chat = await self._durably(
                 lambda: self._store.get_chat(key), "reading the conversation", where
             )
             if chat is None:
                 raise _Failure("the conversation is missing from storage", ErrorKind.STORAGE)
-            if files is not None:
-                user_message = await files
-            request, estimated = await self._durably(
-                lambda: self._request(chat, user_message, settings), "reading the history", where
-            )
-            report.estimated_prompt_tokens = estimated
-            if ticket is not None:
-                await self._wait_for_llm(ticket, writers, surface, where)
-            async with asyncio.timeout(settings.reply_timeout):
-                streaming = self._stream(
-                    request, estimated, writers, report, settings, thinking, where
-                )
-                await _stoppable(live, streaming)
+            await _stoppable(live, ask_and_stream(chat, user_message))
         except asyncio.CancelledError:
             cancelled = True
-            failure = _Failure("the bridge is shutting down", ErrorKind.SHUTDOWN)
+            if live.stop_requested:
+                # Stopped by its user, then the bridge shut down: it ends as they asked.
+                cut = _Stopped(live.stopped_by or "")
+            else:
+                failure = _Failure("the bridge is shutting down", ErrorKind.SHUTDOWN)
         except _Failure as exc:
             failure = exc
         except _Cut as exc:
@@ -534,8 +541,7 @@ class Responder:
             # Shielded: even a cancelled reply must leave its final state on screen and on disk.
             if ticket is not None:
                 ticket.give_slot()
-            if live is not None:
-                self.controls.unregister(live)
+            self.controls.unregister(live)
             thinking.close()
             concluding = self._conclude(
                 writers, saves, report, failure, cut, surface, user_message, settings, where,
@@ -856,12 +862,9 @@ async def _quietly(call: Any, what: str, where: Mapping[str, object]) -> None:
         log.warning("could not %s: %s", what, exc, extra=where)
 
 
-async def _stoppable(live: LiveReply | None, streaming: Awaitable[None]) -> None:
+async def _stoppable(live: LiveReply, streaming: Awaitable[None]) -> None:
     """Run the LLM stream so that a Stop cancels it (and its HTTP request) without cancelling
     the reply, which then ends with its text so far."""
-    if live is None:
-        await streaming
-        return
     stream = asyncio.ensure_future(streaming)
     live.bind(stream.cancel)
     try:

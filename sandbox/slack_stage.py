@@ -56,9 +56,7 @@ class SlackStage:
             if self._latest is None:
                 raise LookupError("no Slack conversation yet: start one with `slack: TEXT`")
             channel, root = self._latest
-            ts = await self.emu.user_message(
-                channel, text, user=ALICE, thread_ts=root, files=files
-            )
+            ts = await self.emu.user_message(channel, text, user=ALICE, thread_ts=root, files=files)
         else:
             channel = DM if where == "dm" else GENERAL
             # In a channel the bot answers when named; in its DM everything is for it.

@@ -72,9 +72,12 @@ class DiscordFiles:
     Discord's, e.g. an emulator or a proxy) are fetched from, whatever a stored URL says.
     """
 
-    def __init__(self, *, extra_hosts: Iterable[str] = (), read_timeout: float = 30.0) -> None:
+    def __init__(
+        self, *, extra_hosts: Iterable[str] = (), read_timeout: float = 30.0, total: float = 120.0
+    ) -> None:
         self._hosts = CDN_HOSTS | {host.lower() for host in extra_hosts}
-        self._timeout = aiohttp.ClientTimeout(total=None, connect=10.0, sock_read=read_timeout)
+        # `total`: a host that drips bytes cannot hold a reply's files for ever.
+        self._timeout = aiohttp.ClientTimeout(total=total, connect=10.0, sock_read=read_timeout)
         self._session: aiohttp.ClientSession | None = None
 
     async def fetch(self, ref: AttachmentRef, max_bytes: int) -> bytes:
@@ -84,7 +87,8 @@ class DiscordFiles:
         if host not in self._hosts:
             raise FileUnavailable(f"discord: {ref.name}: {host or 'its URL'} is not Discord's CDN")
         try:
-            async with self._session_now().get(ref.source) as response:
+            # No redirects: a signed CDN link answers itself, and a hop could leave the CDN.
+            async with self._session_now().get(ref.source, allow_redirects=False) as response:
                 if response.status != 200:
                     raise FileUnavailable(await _refused(ref, response))
                 length = response.content_length

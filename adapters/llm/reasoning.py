@@ -17,16 +17,19 @@ CLOSE = "</think>"
 class ThinkBlocks:
     """One choice's content, split into reasoning (inside think blocks) and answer text.
 
-    A tag may arrive cut across deltas ("<thi" + "nk>"): a trailing piece that could still grow
-    into the awaited tag is held back until the next delta or the end. A block that never closes
-    is reasoning until the end. The blank lines a model puts between a block and its answer are
+    A think block is one only before the answer begins (models reason first): once any answer
+    text was given, "<think>" is text like any other (an answer about the tag itself). A tag may
+    arrive cut across deltas ("<thi" + "nk>"): a trailing piece that could still grow into the
+    awaited tag is held back until the next delta or the end. A block that never closes is
+    reasoning until the end. The blank lines a model puts between a block and its answer are
     dropped, so that the answer does not open with them.
     """
 
-    __slots__ = ("inside", "_held", "_trim")
+    __slots__ = ("inside", "answered", "_held", "_trim")
 
-    def __init__(self) -> None:
+    def __init__(self, *, answered: bool = False) -> None:
         self.inside = False
+        self.answered = answered
         self._held = ""
         self._trim = False
 
@@ -36,8 +39,13 @@ class ThinkBlocks:
             text = self._held + text
             self._held = ""
         while text:
+            if self.answered and not self.inside:
+                self._emit(index, text, out)
+                return
             tag = CLOSE if self.inside else OPEN
             at = text.find(tag)
+            if at > 0 and not self.inside and text[:at].strip():
+                at = -1  # answer text before the tag: the tag is part of the answer
             if at < 0:
                 # Each tag holds one "<", at its start: only the text from the last "<" on can
                 # be the beginning of the tag.
@@ -68,6 +76,8 @@ class ThinkBlocks:
             if not text:
                 return
             self._trim = False
+        if text.strip():
+            self.answered = True
         out.append(Delta(index, text))
 
 

@@ -58,10 +58,12 @@ class StreamDecoder:
     time a "<" shows up in its content). Call `end_events` once the stream is over.
     """
 
-    __slots__ = ("_written", "_finished", "_thinks")
+    __slots__ = ("_written", "_answered", "_finished", "_thinks")
 
     def __init__(self) -> None:
         self._written: set[int] = set()
+        # Choices whose answer text has begun: a "<think>" after it is the answer's own text.
+        self._answered: set[int] = set()
         self._finished: set[int] = set()
         self._thinks: dict[int, ThinkBlocks] | None = None
 
@@ -118,6 +120,8 @@ class StreamDecoder:
                     blocks = thinks.get(index) if thinks else None
                     if blocks is None and "<" not in content:
                         events.append(Delta(index, content))
+                        if not content.isspace():
+                            self._answered.add(index)
                     else:
                         if blocks is None:
                             blocks = self._think_blocks(index)
@@ -141,5 +145,5 @@ class StreamDecoder:
     def _think_blocks(self, index: int) -> ThinkBlocks:
         if self._thinks is None:
             self._thinks = {}
-        blocks = self._thinks[index] = ThinkBlocks()
+        blocks = self._thinks[index] = ThinkBlocks(answered=index in self._answered)
         return blocks

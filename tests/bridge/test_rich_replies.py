@@ -241,7 +241,7 @@ def test_an_image_question_sends_the_image_as_an_image_part_downscaled() -> None
         big = png(4000, 1000)
         files = MemoryFiles({"files/shot.png": big})
         llm = ScriptedLLM(Script.text("A red rectangle."))
-        responder, store, vault = build(llm, files, image_turns=2)
+        responder, store, vault = build(llm, files, image_turns=1)
         shot = ref("shot.png", len(big), "image/png")
         await responder.handle(
             "test", message("what is this?", "e1", files=(shot,)), RecordingSurface()
@@ -265,6 +265,75 @@ def test_an_image_question_sends_the_image_as_an_image_part_downscaled() -> None
         assert "shown in an earlier turn, not sent again" in third.messages[0].content
         assert files.fetched == ["files/shot.png"]  # downloaded once, read from the vault since
         assert len(vault.files) == 1
+
+    run_virtual(scenario())
+
+
+def test_with_vision_off_images_are_named_never_downloaded_and_the_author_told() -> None:
+    async def scenario() -> None:
+        files = MemoryFiles({"files/shot.png": png(20, 20)})
+        llm = ScriptedLLM(Script.text("ok"))
+        store, vault = MemoryStore(), MemoryVault()
+        attachments = Attachments(
+            store=store,
+            vault=vault,
+            limits=AttachmentLimits(images=False),
+            sources={"test": files},
+        )
+        responder = Responder(
+            store=store,
+            llm=llm,
+            scheduler=EditScheduler(interval=1.0),
+            settings=replace(SETTINGS, vision=False),
+            attachments=attachments,
+        )
+        surface = RecordingSurface()
+        shot = ref("shot.png", 1200, "image/png")
+        await responder.handle("test", message("see?", "e1", files=(shot,)), surface)
+        assert files.fetched == []
+        [turn] = llm.requests[0].messages
+        assert turn.images == () and "[attached: shot.png, 1 KB, not readable]" in turn.content
+        assert "shot.png (1 KB): images are not sent to the model here" in surface.notices[0]
+
+    run_virtual(scenario())
+
+
+def test_a_stop_while_the_reply_waits_for_its_files_ends_it_at_once() -> None:
+    async def scenario() -> None:
+        files = MemoryFiles({"files/slow.png": png(20, 20)})
+        files.delay = 60.0  # a slow download
+        llm = ScriptedLLM(Script.text("never asked"))
+        responder, store, _ = build(llm, files)
+        surface = RecordingSurface()
+        slow = ref("slow.png", 100, "image/png")
+        replying = asyncio.ensure_future(
+            responder.handle("test", message("hi", "e1", files=(slow,)), surface)
+        )
+        await asyncio.sleep(1.0)
+        asker = Origin("test", "U1", workspace="W1", channel="C1")
+        assert await responder.controls.stop(asker, KEY, "m-e1") is StopOutcome.STOPPED
+        report = await replying
+        assert report is not None and report.status is MessageStatus.STOPPED
+        assert report.final_at is not None and report.final_at - report.received_at < 2.0
+        assert llm.requests == []  # the model was never asked
+
+    run_virtual(scenario())
+
+
+def test_a_reply_stopped_and_then_cut_by_the_shutdown_ends_as_stopped() -> None:
+    async def scenario() -> None:
+        responder, store, _ = build(ScriptedLLM(slow_text()), drain_timeout=0.0)
+        surface = RecordingSurface()
+        replying = asyncio.ensure_future(responder.handle("test", message("hi", "e1"), surface))
+        await asyncio.sleep(1.0)
+        asker = Origin("test", "U1", workspace="W1", channel="C1")
+        await responder.controls.stop(asker, KEY, "m-e1")
+        await responder.stop()  # no drain: the shutdown cancels the reply in the same instant
+        await asyncio.gather(replying, return_exceptions=True)
+        await asyncio.sleep(1.0)  # its conclusion is shielded from the cancel: it runs on
+        [reply] = store.replies()
+        assert reply.status is MessageStatus.STOPPED
+        assert surface.shown[surface.writes[0].message_id].endswith("⏹️ _Stopped._")
 
     run_virtual(scenario())
 

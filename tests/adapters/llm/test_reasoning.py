@@ -128,14 +128,24 @@ async def test_a_think_block_that_never_closes_is_reasoning_to_the_end(
     assert Finished(0, "stop") in events
 
 
-async def test_text_around_think_blocks_and_plain_markup_stay_text(
+async def test_once_the_answer_began_think_tags_and_plain_markup_are_its_text(
     server: LLMServer, model: OpenAICompatibleModel
 ) -> None:
-    chunks = ["Use <b>bold</b>", " and a < b.", "<think>aside</think>", " Done."]
+    # Models reason before they answer: an answer that writes about the tag keeps every word.
+    chunks = ["Use <b>bold</b>", " and a < b.", " In R1 the <think>", " tag wraps", " it. Done."]
     server.script(ScriptedReply(chunks=chunks))
     events = await collect(model, REQUEST)
-    assert answer(events) == "Use <b>bold</b> and a < b.Done."
-    assert reasoning(events) == "aside"
+    assert answer(events) == "Use <b>bold</b> and a < b. In R1 the <think> tag wraps it. Done."
+    assert reasoning(events) == ""
+
+
+async def test_a_think_block_after_leading_blank_lines_is_still_reasoning(
+    server: LLMServer, model: OpenAICompatibleModel
+) -> None:
+    server.script(ScriptedReply(chunks=["\n", "<think>plan", "</think>\n\n", "Answer."]))
+    events = await collect(model, REQUEST)
+    assert answer(events).strip() == "Answer."
+    assert reasoning(events) == "plan"
 
 
 async def test_reasoning_of_n_choices_is_told_apart(
