@@ -63,6 +63,9 @@ class Kill:
     replacement: str | None = None
     owner: str | None = None  # the victim's id in the owners table
     failed_starts: list[str] = field(default_factory=list)  # replacements that exited at once
+    # (platform, platform id) of the victim's mentions on its other platforms: an instance may
+    # hold both platforms' leases, and a kill cuts both.
+    also_cut: list[tuple[str, str]] = field(default_factory=list)
 
 
 class Faults:
@@ -133,10 +136,13 @@ class Faults:
         if victim is None:
             return {"error": f"no live instance answers {platform}"}
         in_flight = await soak.in_flight(victim, platform)
+        others = [p for p in ("slack", "discord") if p != platform]
+        also_cut = [(p, pid) for p in others for pid in await soak.in_flight(victim, p)]
         owner = await soak.owner_of(victim)
         soak.fleet.kill(victim)
         kill = Kill(platform, lease, victim.name, victim.pid, soak.now(), time.time(), in_flight)
         kill.owner = owner
+        kill.also_cut = also_cut
         self.kills.append(kill)
         self._spawn(self._replace(kill, victim))
         return {"victim": victim.name, "lease": lease, "in_flight": len(in_flight)}

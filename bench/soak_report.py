@@ -59,6 +59,7 @@ def figures(
     fault_times = [r.at for r in soak.faults.records]
     llm_asked = _llm_requests(soak.workdir / "llm.jsonl")
     cut = {(k.platform, pid) for k in soak.faults.kills for pid in k.in_flight}
+    cut |= {entry for k in soak.faults.kills for entry in k.also_cut}
     platforms: dict[str, Any] = {}
     for platform in PLATFORMS:
         asked = [a for a in world.asked if a.platform == platform]
