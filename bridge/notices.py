@@ -41,6 +41,7 @@ REASONS: dict[ErrorKind, str] = {
 }
 TOO_LONG = "it reached the length limit"
 TOO_SLOW = "it took too long"
+QUESTION_DELETED = "its question was deleted"
 
 
 def new_ref() -> str:

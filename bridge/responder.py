@@ -29,6 +29,7 @@ from bridge.controls import LiveReply, ReplyControls
 from bridge.domain import Chat, ChatKey, InboundMessage, MessageStatus, Role, StoredMessage
 from bridge.domain import TokenUsage as Usage
 from bridge.notices import (
+    QUESTION_DELETED,
     TOO_LONG,
     TOO_SLOW,
     NoticePoster,
@@ -593,6 +594,9 @@ class Responder:
         history = await self._store.context_messages(
             chat, upto_id=user_message.id, limit=settings.history_limit
         )
+        if not any(m.id == user_message.id for m in reversed(history)):
+            # Its author deleted it while it waited for the chat's previous reply.
+            raise _Cut(QUESTION_DELETED)
         system_prompt = str(chat.settings.get("system_prompt", settings.system_prompt))
         budget = settings.max_context_tokens - (settings.max_output_tokens or 0)
         files = None

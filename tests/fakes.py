@@ -159,6 +159,7 @@ class MemoryStore:
             and m.id > chat.context_floor
             and position(m)[0] <= upto_id
             and m.response_number == 0
+            and not m.metadata.get("deleted")  # as the SQL store: deleted ones are left out
             and (
                 m.role is not Role.ASSISTANT
                 or (m.status not in (MessageStatus.PENDING, MessageStatus.STREAMING) and m.content)

@@ -495,3 +495,25 @@ def test_votes_are_counted_in_the_metrics() -> None:
         assert 'chat_bridge_feedback_votes_total{platform="test",vote="up"} 2' in text
 
     run_virtual(scenario())
+
+
+def test_a_message_deleted_while_it_waits_is_not_answered() -> None:
+    async def scenario() -> None:
+        llm = ScriptedLLM(slow_text(words=8))
+        responder, store, _ = build(llm)
+        edits = UserEdits(store=store, in_flight=responder.begun)
+        first = asyncio.ensure_future(
+            responder.handle("test", message("one", "e1"), RecordingSurface())
+        )
+        await asyncio.sleep(0.1)
+        surface = RecordingSurface()
+        queued = asyncio.ensure_future(responder.handle("test", message("two", "e2"), surface))
+        await asyncio.sleep(0.1)
+        assert await edits.deleted(KEY, "m-e2")
+        await asyncio.gather(first, queued)
+        assert len(llm.requests) == 1  # the model was not asked about a deleted question
+        assert surface.shown[surface.writes[0].message_id] == (
+            "✂️ _Reply cut: its question was deleted._"
+        )
+
+    run_virtual(scenario())
