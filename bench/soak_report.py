@@ -299,6 +299,12 @@ def _log_summary(instance: Instance) -> dict[str, Any]:
         "errors": levels["ERROR"] + levels["CRITICAL"],
         "tracebacks": sum(1 for line in instance.lines if line.text.startswith("Traceback")),
         "top": [f"{n}x {shape}" for shape, n in shapes.most_common(12)],
+        # Every ERROR in full (the soak's working folder, with the logs, is removed at the end).
+        "errors_seen": [
+            f"{line.logger}: {line.text[:300]}"
+            for line in instance.lines
+            if line.level in ("ERROR", "CRITICAL")
+        ][:20],
     }
 
 
