@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
@@ -21,7 +20,7 @@ from sandbox.slack_emulator import events
 from sandbox.slack_emulator.methods.chat import new_bot_message
 from sandbox.slack_emulator.methods.ephemeral import SLACKBOT, show_ephemeral
 from sandbox.slack_emulator.model import Ephemeral, channel_type_of
-from sandbox.slack_emulator.socket_mode import SocketAck
+from sandbox.slack_emulator.socket_mode import SocketAck, deliver_awaiting_ack
 
 if TYPE_CHECKING:
     from sandbox.slack_emulator.emulator import SlackEmulator
@@ -114,23 +113,9 @@ class SlashCommands:
         return run
 
     async def _send_envelope(self, run: SlashCommand) -> None:
-        emu = self._emu
-        run.envelope_id = str(uuid.uuid4())
-        envelope = {
-            "envelope_id": run.envelope_id,
-            "payload": run.payload,
-            "type": "slash_commands",
-            "accepts_response_payload": True,
-        }
-        self._by_envelope[run.envelope_id] = run
-        if await emu.sockets.send(envelope) is None:
-            del self._by_envelope[run.envelope_id]
-            run.failure = "dispatch_failed"
-            return
-        try:
-            await asyncio.wait_for(run.answered.wait(), emu.ack_timeout)
-        except TimeoutError:
-            run.failure = "operation_timeout"  # Slack does not retry a command
+        await deliver_awaiting_ack(
+            self._emu, self._by_envelope, run, "slash_commands", accepts_response_payload=True
+        )
 
     def on_ack(self, ack: SocketAck) -> None:
         run = self._by_envelope.pop(ack.envelope_id, None)

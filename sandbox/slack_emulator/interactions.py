@@ -10,7 +10,6 @@ import asyncio
 import json
 import secrets
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -20,7 +19,7 @@ import aiohttp
 from aiohttp import web
 
 from sandbox.slack_emulator.model import Message
-from sandbox.slack_emulator.socket_mode import SocketAck
+from sandbox.slack_emulator.socket_mode import SocketAck, deliver_awaiting_ack
 
 if TYPE_CHECKING:
     from sandbox.slack_emulator.emulator import SlackEmulator
@@ -120,23 +119,10 @@ class Interactions:
         }
 
     async def _send_envelope(self, run: Interaction) -> None:
-        emu = self._emu
-        run.envelope_id = str(uuid.uuid4())
-        envelope = {
-            "envelope_id": run.envelope_id,
-            "payload": run.payload,
-            "type": "interactive",
-            "accepts_response_payload": False,
-        }
-        self._by_envelope[run.envelope_id] = run
-        if await emu.sockets.send(envelope) is None:
-            del self._by_envelope[run.envelope_id]
-            run.failure = "dispatch_failed"
-            return
-        try:
-            await asyncio.wait_for(run.answered.wait(), emu.ack_timeout)
-        except TimeoutError:
-            run.failure = "operation_timeout"  # Slack shows the clicker an error, no retry
+        # Unacknowledged, Slack shows the clicker an error and does not retry.
+        await deliver_awaiting_ack(
+            self._emu, self._by_envelope, run, "interactive", accepts_response_payload=False
+        )
 
     def on_ack(self, ack: SocketAck) -> None:
         run = self._by_envelope.pop(ack.envelope_id, None)

@@ -12,9 +12,12 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import WSMsgType, web
+
+if TYPE_CHECKING:
+    from sandbox.slack_emulator.emulator import SlackEmulator
 
 LINK_PATH = "/link/"
 _log = logging.getLogger(__name__)
@@ -150,3 +153,41 @@ class SocketHub:
     def _signal(self) -> None:
         self._changed.set()
         self.on_change()
+
+
+class AwaitingAck(Protocol):
+    """A delivery that waits for the app's ack: an interaction or a slash command."""
+
+    envelope_id: str | None
+    payload: dict[str, Any]
+    answered: asyncio.Event
+    failure: str | None
+
+
+async def deliver_awaiting_ack(
+    emu: SlackEmulator,
+    waiting: dict[str, Any],
+    run: AwaitingAck,
+    kind: str,
+    *,
+    accepts_response_payload: bool,
+) -> None:
+    """Send `run.payload` as one Socket Mode envelope of `kind` ("interactive",
+    "slash_commands") and wait for the ack (its `on_ack` sets `answered`). Slack retries
+    neither: no connection is "dispatch_failed", no ack within 3 s "operation_timeout"."""
+    run.envelope_id = str(uuid.uuid4())
+    envelope = {
+        "envelope_id": run.envelope_id,
+        "payload": run.payload,
+        "type": kind,
+        "accepts_response_payload": accepts_response_payload,
+    }
+    waiting[run.envelope_id] = run
+    if await emu.sockets.send(envelope) is None:
+        del waiting[run.envelope_id]
+        run.failure = "dispatch_failed"
+        return
+    try:
+        await asyncio.wait_for(run.answered.wait(), emu.ack_timeout)
+    except TimeoutError:
+        run.failure = "operation_timeout"
