@@ -153,6 +153,8 @@ def message(i: int, base: str | None, size: int) -> InboundMessage:
 
 
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
+    if args.pin:
+        os.sched_setaffinity(0, {0})  # the bridge alone on core 0
     limit_malloc_arenas()
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite+aiosqlite:///{tmp}/bench.db"
@@ -236,6 +238,7 @@ def run_apart(args: argparse.Namespace, url: str, images: int) -> dict[str, Any]
     command = [sys.executable, "-m", "bench.attachments", "--one", "--llm-url", url]
     command += ["--replies", str(args.replies), "--images", str(images)]
     command += ["--files-url", args.files_url, "--photo-bytes", str(args.photo_bytes)]
+    command += ["--pin"] if args.pin else []
     out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True)
     result: dict[str, Any] = json.loads(out.stdout)
     return result
@@ -243,6 +246,9 @@ def run_apart(args: argparse.Namespace, url: str, images: int) -> dict[str, Any]
 
 def compare(args: argparse.Namespace) -> dict[str, Any]:
     rounds = []
+    if args.pin:
+        # The model's server and the file host (and this harness) on core 1, as if elsewhere.
+        os.sched_setaffinity(0, {1})
     with llm_server(args.tokens, args.rate) as url, file_host() as (files_url, size):
         args.files_url, args.photo_bytes = files_url, size
         for n in range(args.rounds):
@@ -285,6 +291,11 @@ def main() -> None:
     parser.add_argument("--files-url")
     parser.add_argument("--photo-bytes", type=int, default=0)
     parser.add_argument("--serve", action="store_true", help="be the file host")
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="the bridge on core 0, the model's server and the file host on core 1",
+    )
     parser.add_argument("--json")
     args = parser.parse_args()
     if args.serve:

@@ -313,10 +313,11 @@ class Attachments:
 
 
 def _lower_priority() -> None:
-    """Run this (image) thread at a lower scheduling priority than the event loop's (Linux
-    applies a nice value per thread); elsewhere it runs as it is."""
+    """Run this (image) thread at the lowest scheduling priority, nice 19 (Linux applies it per
+    thread), so every other reply's work, and a model server on the same machine, come first
+    (docs/benchmarks.md section 8); elsewhere it runs as it is."""
     with contextlib.suppress(AttributeError, OSError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
 
 
 def _text_of(data: bytes, max_bytes: int) -> tuple[str, bool]:
