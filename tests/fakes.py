@@ -15,6 +15,7 @@ from datetime import date
 from typing import Any
 
 from bridge.context import estimate_tokens
+from bridge.controls import ReplyControls, StopOutcome
 from bridge.domain import (
     AttachmentRef,
     Chat,
@@ -26,6 +27,7 @@ from bridge.domain import (
     StoredMessage,
     TokenUsage,
 )
+from bridge.policy.origin import Origin
 from bridge.ports import (
     CompletionRequest,
     Delta,
@@ -449,3 +451,25 @@ class MemoryFiles:
         if len(data) > max_bytes:
             raise FileUnavailable(f"{ref.source}: over {max_bytes} bytes", too_large=True)
         return data
+
+
+# --- the core's controls, as the adapters' tests watch them -----------------------------------
+
+
+class RecordingControls(ReplyControls):
+    """The core's Stop and votes, remembering what the adapter asked for and what came of it."""
+
+    def __init__(self, **parts: Any) -> None:
+        super().__init__(**parts)
+        self.stops: list[tuple[Origin, ChatKey, str, StopOutcome]] = []
+        self.votes: list[tuple[Origin, ChatKey, str, str | None, bool]] = []
+
+    async def stop(self, origin: Origin, chat: ChatKey, message_id: str) -> StopOutcome:
+        outcome = await super().stop(origin, chat, message_id)
+        self.stops.append((origin, chat, message_id, outcome))
+        return outcome
+
+    async def vote(self, origin: Origin, chat: ChatKey, message_id: str, value: str | None) -> bool:
+        changed = await super().vote(origin, chat, message_id, value)
+        self.votes.append((origin, chat, message_id, value, changed))
+        return changed

@@ -20,12 +20,10 @@ from adapters.discord import DiscordAdapter
 from adapters.discord.events import chat_key
 from adapters.llm import OpenAICompatibleModel
 from bridge.config import DiscordSettings, LLMSettings, Settings, StreamingSettings
-from bridge.controls import ReplyControls, StopOutcome
 from bridge.domain import ChatKey
 from bridge.edits import EditOutcome, UserEdits
 from bridge.lifecycle import Lifecycle
 from bridge.policy import build_policy
-from bridge.policy.origin import Origin
 from bridge.policy.policy import Policy
 from bridge.policy.settings import AccessSettings, LimitSettings, OverrideSettings
 from bridge.responder import Responder, ResponderSettings
@@ -35,6 +33,7 @@ from sandbox.discord_emulator.records import RecordedRequest, ShownMessage
 from sandbox.llm_server import LLMServer
 from storage import SqlChatStore, create_engine, migrate
 from tests.adapters.recording import RecordingCommands, RecordingIntake
+from tests.fakes import RecordingControls
 from tests.sandbox.discord_emulator_harness import wait_until
 
 TOKEN = "test-token"
@@ -165,25 +164,6 @@ class Core:
     commands: RecordingCommands
     edits: RecordingEdits
     controls: RecordingControls
-
-
-class RecordingControls(ReplyControls):
-    """The core's Stop and votes, remembering what the adapter asked for and what came of it."""
-
-    def __init__(self, **parts: Any) -> None:
-        super().__init__(**parts)
-        self.stops: list[tuple[Origin, ChatKey, str, StopOutcome]] = []
-        self.votes: list[tuple[Origin, ChatKey, str, str | None, bool]] = []
-
-    async def stop(self, origin: Origin, chat: ChatKey, message_id: str) -> StopOutcome:
-        outcome = await super().stop(origin, chat, message_id)
-        self.stops.append((origin, chat, message_id, outcome))
-        return outcome
-
-    async def vote(self, origin: Origin, chat: ChatKey, message_id: str, value: str | None) -> bool:
-        changed = await super().vote(origin, chat, message_id, value)
-        self.votes.append((origin, chat, message_id, value, changed))
-        return changed
 
 
 class RecordingEdits(UserEdits):

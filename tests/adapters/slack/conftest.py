@@ -19,12 +19,10 @@ from pydantic import SecretStr
 from adapters.llm import OpenAICompatibleModel
 from adapters.slack import SlackAdapter
 from bridge.config import LLMSettings, SlackSettings, load_settings
-from bridge.controls import ReplyControls, StopOutcome
 from bridge.domain import ChatKey
 from bridge.edits import EditOutcome, UserEdits
 from bridge.lifecycle import Lifecycle
 from bridge.policy import build_policy
-from bridge.policy.origin import Origin
 from bridge.policy.policy import Policy
 from bridge.responder import Responder, ResponderSettings
 from bridge.scheduler import EditScheduler
@@ -32,6 +30,7 @@ from sandbox.llm_server import LLMServer
 from sandbox.slack_emulator import ShownMessage, SlackEmulator
 from storage import SqlChatStore, create_engine, migrate
 from tests.adapters.recording import RecordingCommands, RecordingIntake
+from tests.fakes import RecordingControls
 
 GENERAL = "C0GENERAL"
 DM = "D0ALICE"
@@ -94,25 +93,6 @@ class Bridge:
 
 
 Factory = Callable[..., Awaitable[Bridge]]
-
-
-class RecordingControls(ReplyControls):
-    """The core's ReplyControls, remembering what the adapter asked of it."""
-
-    def __init__(self, **parts: Any) -> None:
-        super().__init__(**parts)
-        self.stops: list[tuple[Origin, ChatKey, str, StopOutcome]] = []
-        self.votes: list[tuple[Origin, ChatKey, str, str | None, bool]] = []
-
-    async def stop(self, origin: Origin, chat: ChatKey, message_id: str) -> StopOutcome:
-        outcome = await super().stop(origin, chat, message_id)
-        self.stops.append((origin, chat, message_id, outcome))
-        return outcome
-
-    async def vote(self, origin: Origin, chat: ChatKey, message_id: str, value: str | None) -> bool:
-        changed = await super().vote(origin, chat, message_id, value)
-        self.votes.append((origin, chat, message_id, value, changed))
-        return changed
 
 
 class RecordingEdits(UserEdits):
