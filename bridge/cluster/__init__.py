@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from bridge.cluster.handoffs import HandoffConsumer, HandoffPlace, NotReady
 from bridge.cluster.leases import MAINTENANCE, LeaseKeeper, LeaseTiming
 from bridge.cluster.router import Router, lease_name, shard_lease
-from bridge.ports import ClusterStore, Subscription
+from bridge.ports import ClusterStore, StoreUnavailable, Subscription
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +190,10 @@ class Cluster:
         async def run() -> None:
             try:
                 await work
+            except StoreUnavailable as exc:
+                # The database is away (a wake-up on reconnecting comes while it still is): the
+                # follow-ups are done again, at the next tick, refresh or takeover.
+                log.warning("cluster: a follow-up waits for the database: %s", exc)
             except Exception:
                 log.exception("cluster: a follow-up failed")
 
