@@ -253,14 +253,16 @@ class EventDelivery:
         answer = await self.exchange(body, headers)
         return answer.status, answer.header("X-Slack-No-Retry") == "1"
 
-    async def exchange(self, body: bytes, headers: dict[str, str]) -> HttpAnswer:
-        """POST to event_url and read the whole answer (a slash command's body is its reply)."""
-        if self.event_url is None or self._session is None:
+    async def exchange(
+        self, body: bytes, headers: dict[str, str], url: str | None = None
+    ) -> HttpAnswer:
+        """POST to `url` (default: event_url) and read the whole answer (a slash command's body
+        is its reply; an interaction's is its ack)."""
+        url = url or self.event_url
+        if url is None or self._session is None:
             raise RuntimeError("event_url is not set or the emulator is not started")
         timeout = aiohttp.ClientTimeout(total=self.ack_timeout)
-        async with self._session.post(
-            self.event_url, data=body, headers=headers, timeout=timeout
-        ) as response:
+        async with self._session.post(url, data=body, headers=headers, timeout=timeout) as response:
             content = await response.read()
             return HttpAnswer(response.status, dict(response.headers), content)
 

@@ -141,11 +141,8 @@ class Interactions:
         headers = emu.events.signed_headers(body)
         headers["Content-Type"] = "application/x-www-form-urlencoded"
         try:
-            async with aiohttp.ClientSession() as session:
-                timeout = aiohttp.ClientTimeout(total=emu.ack_timeout)
-                async with session.post(url, data=body, headers=headers, timeout=timeout) as answer:
-                    await answer.read()
-                    run.http_status = answer.status
+            answer = await emu.events.exchange(body, headers, url)
+            run.http_status = answer.status
         except TimeoutError:
             run.failure = "operation_timeout"
             return
