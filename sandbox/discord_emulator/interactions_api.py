@@ -122,14 +122,7 @@ class InteractionRoutes:
             source = self.world.message(interaction.channel_id, interaction.message_id or 0)
             if kind == UPDATE_MESSAGE and source is not None:
                 form = message_forms.parse(data, request.uploads, self.world.snowflakes)
-                source.attachments = form.attachments_after(source.attachments)
-                self.world.edit_message(
-                    source,
-                    content=form.content,
-                    embeds=form.embeds,
-                    components=form.components,
-                    allowed_mentions=form.allowed_mentions,
-                )
+                self.world.edit_with_form(source, form)
                 updated = source
         interaction.response_type = int(kind)
         interaction.response = body
@@ -183,15 +176,7 @@ class InteractionRoutes:
             # After a deferred response the first follow-up replaces the "thinking..." message,
             # keeping the ephemeral choice made when deferring.
             message = original
-            self.world.edit_message(
-                message,
-                content=form.content,
-                embeds=form.embeds,
-                components=form.components,
-                allowed_mentions=form.allowed_mentions,
-                flags=message.flags & ~LOADING,
-            )
-            message.attachments = form.attachments_after(message.attachments)
+            self.world.edit_with_form(message, form, flags=message.flags & ~LOADING)
             if not message.flags & EPHEMERAL:
                 await self.ctx.feed.message_updated(message)
         else:
@@ -226,16 +211,8 @@ class InteractionRoutes:
     async def edit_webhook_message(self, request: ApiRequest) -> ApiReply:
         _, message = self._webhook_message(request)
         form = message_forms.parse(request.body(), request.uploads, self.world.snowflakes)
-        message.attachments = form.attachments_after(message.attachments)
         # Editing a deferred ("thinking...") response replaces the loading state with the answer.
-        self.world.edit_message(
-            message,
-            content=form.content,
-            embeds=form.embeds,
-            components=form.components,
-            allowed_mentions=form.allowed_mentions,
-            flags=message.flags & ~LOADING,
-        )
+        self.world.edit_with_form(message, form, flags=message.flags & ~LOADING)
         if not message.flags & EPHEMERAL:
             await self.ctx.feed.message_updated(message)
         return ApiReply(200, self.ctx.wire.message(message))

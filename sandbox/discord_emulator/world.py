@@ -8,6 +8,7 @@ from __future__ import annotations
 import secrets
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from . import mentions
 from .model import (
@@ -36,6 +37,9 @@ from .model import (
 )
 from .records import Change
 from .snowflakes import SnowflakeGenerator, now_iso
+
+if TYPE_CHECKING:
+    from .message_forms import MessageForm
 
 Listener = Callable[[Change], None]
 # How long a create's nonce is remembered for `enforce_nonce`. Discord says only "the past few
@@ -339,6 +343,21 @@ class World:
         message.edit_times.append(self.clock())
         self._apply_mentions(message)
         self.notify("edited", message.channel_id, message)
+
+    def edit_with_form(
+        self, message: StoredMessage, form: MessageForm, *, flags: int | None = None
+    ) -> None:
+        """Applies a PATCH as its parsed form says: the attachments it keeps plus its uploads,
+        then the rest as `edit_message`."""
+        message.attachments = form.attachments_after(message.attachments)
+        self.edit_message(
+            message,
+            content=form.content,
+            embeds=form.embeds,
+            components=form.components,
+            allowed_mentions=form.allowed_mentions,
+            flags=flags,
+        )
 
     def resolve_embeds(self, message: StoredMessage, embeds: list[Json]) -> None:
         """Discord adding link previews: the message changes, but it is not edited (its
