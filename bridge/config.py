@@ -29,6 +29,7 @@ from bridge.policy.settings import (
     OverrideSettings,
     duplicate_scopes,
 )
+from bridge.tools.settings import MCPSettings
 
 ENV_PREFIX = "CHAT_BRIDGE_"
 OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -76,6 +77,9 @@ class LLMSettings(_Section):
     image_turns: int = Field(default=3, ge=0, le=50)
     # Images larger than this on their longer side are downscaled before they are sent or kept.
     image_max_side: int = Field(default=1568, ge=256, le=8192)
+    # Rounds of tool calls ([mcp]) one reply may make; the last round offers no tools, so the
+    # model answers with what it has.
+    max_tool_rounds: int = Field(default=5, ge=0, le=50)
 
 
 class StreamingSettings(_Section):
@@ -288,6 +292,7 @@ class Settings(BaseSettings):
     access: AccessSettings = AccessSettings()
     limits: LimitSettings = LimitSettings()
     overrides: list[OverrideSettings] = Field(default_factory=list)
+    mcp: MCPSettings = MCPSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -312,6 +317,13 @@ class Settings(BaseSettings):
             if self.slack.mode == "http" and self.slack.signing_secret is None:
                 problems.append('slack.signing_secret: required when slack.mode is "http"')
         problems.extend(duplicate_scopes(self.overrides))
+        for name in self.mcp.unknown_servers(self.mcp.default_tools):
+            problems.append(f"mcp.default_tools: {name!r} names no server in [[mcp.servers]]")
+        for index, override in enumerate(self.overrides):
+            for name in self.mcp.unknown_servers(override.tools or ()):
+                problems.append(
+                    f"overrides.{index}.tools: {name!r} names no server in [[mcp.servers]]"
+                )
         if self.discord.enabled and self.discord.token is None:
             problems.append("discord.token: required when discord.enabled is true")
         if self.cluster.enabled and not self.storage.url.startswith("postgresql"):
@@ -469,6 +481,15 @@ def summary(settings: Settings) -> list[str]:
     if settings.discord.enabled and settings.discord.shard_count > 1:
         d = settings.discord
         lines.append(f"discord shards: {d.shards()} of {d.shard_count}")
+    if settings.mcp.servers:
+        servers = ", ".join(
+            f"{server.name} ({'stdio' if server.command else 'http'})"
+            for server in settings.mcp.servers
+        )
+        lines.append(
+            f"mcp: {servers}; default_tools {', '.join(settings.mcp.default_tools) or 'none'}, "
+            f"max_tool_rounds {settings.llm.max_tool_rounds}"
+        )
     lines.extend(_policy_summary(settings))
     return lines
 
@@ -492,6 +513,33 @@ def _policy_summary(settings: Settings) -> list[str]:
         counted = ", ".join(f"{kind} {count}" for kind, count in kinds.items())
         lines.append(f"overrides: {len(settings.overrides)} ({counted})")
     return lines
+
+
+def secret_values(settings: BaseModel) -> list[str]:
+    """Every secret of the config (tokens, keys, MCP servers' env and headers, the database
+    password): what must never leave the bridge through a tool (`bridge.tools.secrets`)."""
+    found: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, SecretStr):
+            found.append(value.get_secret_value())
+        elif isinstance(value, BaseModel):
+            for name in type(value).model_fields:
+                walk(getattr(value, name))
+        elif isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list | tuple):
+            for item in value:
+                walk(item)
+
+    walk(settings)
+    if isinstance(settings, Settings):
+        scheme, sep, rest = settings.storage.url.partition("://")
+        creds = rest.rpartition("@")[0] if sep else ""
+        if ":" in creds:
+            found.append(creds.split(":", 1)[1])
+    return found
 
 
 def _mask(secret: SecretStr | None) -> str:

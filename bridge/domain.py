@@ -17,6 +17,9 @@ class Role(StrEnum):
     SYSTEM = "system"
     USER = "user"
     ASSISTANT = "assistant"
+    # A tool's result, sent back to the model (`bridge.tools`); the assistant message that asked
+    # for it holds the call in `metadata["tool_calls"]`.
+    TOOL = "tool"
 
 
 class MessageStatus(StrEnum):

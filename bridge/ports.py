@@ -6,7 +6,7 @@ Adapters implement `ReplySurface`, `adapters/llm` implements `LanguageModel`, `s
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from enum import StrEnum
@@ -170,6 +170,12 @@ class ReplySurface(Protocol):
         write drops the Stop button and, for an answer, adds the feedback buttons."""
         ...
 
+    def show_tools(self, activity: Sequence[ToolActivity]) -> bool:
+        """The reply's tool calls so far, for its next write (no platform call here). True when
+        the platform shows them natively (Slack's native stream: task cards, sent with the next
+        append); False: it cannot, and the responder shows a status line instead."""
+        ...
+
 
 class ReplyEnding(StrEnum):
     """How a reply ended, as its surface shows it (feedback buttons only under an answer)."""
@@ -229,11 +235,36 @@ class ImagePart:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """A tool the model may call. `name` is qualified by its server, "server.tool" (the name
+    admins select tools by); the LLM adapter maps it to a name the API accepts and back."""
+
+    name: str
+    description: str
+    # The JSON schema of its arguments (an object schema, as MCP's `inputSchema`).
+    parameters: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A call the model asked for: `arguments` is the JSON text as the model wrote it (it may
+    be malformed; the tool loop tells the model so)."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
 class ChatTurn:
     role: Role
     content: str
     # Images go to the model as image content parts after `content` (user turns only).
     images: tuple[ImagePart, ...] = ()
+    # An assistant turn that asked for tools (its `content` may be empty).
+    tool_calls: tuple[ToolCall, ...] = ()
+    # A tool turn (role TOOL): the call it answers.
+    tool_call_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +274,11 @@ class CompletionRequest:
     temperature: float
     n: int = 1
     max_tokens: int | None = None
+    # Offered to the model; empty: none (and tool turns of the history are left out on the wire).
+    tools: tuple[ToolSpec, ...] = ()
+    # "none": the tools (and the results of earlier calls) go with the request, but the model
+    # may call none of them: it answers (the last of a reply's tool rounds).
+    tool_choice: Literal["auto", "none"] = "auto"
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,7 +302,16 @@ class Finished:
     reason: str
 
 
-StreamEvent = Delta | Reasoning | Finished | TokenUsage
+@dataclass(frozen=True, slots=True)
+class ToolCalls:
+    """The model's turn asks for these tools (all of a choice's calls, assembled from the
+    streamed fragments); sent before that choice's `Finished`."""
+
+    choice: int
+    calls: tuple[ToolCall, ...]
+
+
+StreamEvent = Delta | Reasoning | ToolCalls | Finished | TokenUsage
 
 
 class LLMError(Exception):
@@ -290,6 +335,53 @@ class LanguageModel(Protocol):
     async def complete(self, request: CompletionRequest) -> str:
         """A short non-streaming completion (titles)."""
         ...
+
+
+# --- tools (MCP servers) ------------------------------------------------------------------
+
+
+class ToolFailed(Exception):
+    """A tool could not be run or answered with an error: its server is down, the tool is
+    unknown or refused the arguments, or it took longer than its server's `timeout`
+    (`timed_out`). The message is for the model (and the log): never a secret of the config."""
+
+    def __init__(self, message: str, *, timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.timed_out = timed_out
+
+
+class ToolBox(Protocol):
+    """The tools of the configured MCP servers (`adapters/mcp`)."""
+
+    def available(self, selection: Sequence[str]) -> tuple[ToolSpec, ...]:
+        """The tools offered now of those `selection` names: "server.tool", "server.*" or "*".
+        A server that is down offers none until it is back."""
+        ...
+
+    async def call(self, name: str, arguments: Mapping[str, Any]) -> str:
+        """Run one tool (its qualified name) within its server's timeout; its result as text.
+        Raises ToolFailed."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ToolOutcome:
+    """A call the tool loop ran: what goes back to the model (already capped and redacted)."""
+
+    call: ToolCall
+    content: str
+    error: bool = False  # failed, timed out or refused: `content` says so
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ToolActivity:
+    """One tool call as a reply shows its progress."""
+
+    id: str
+    title: str  # the qualified name, e.g. "docs.search"
+    status: Literal["in_progress", "complete", "error"]
+    detail: str = ""  # e.g. "timed out after 10 s"
 
 
 # --- where replies go, outside a live event ------------------------------------------------
@@ -422,6 +514,16 @@ class ChatStore(Protocol):
     ) -> StoredMessage: ...
 
     async def save_reply(self, message_id: int, progress: ReplyProgress) -> None: ...
+
+    async def add_tool_round(
+        self, chat_id: int, reply_to_id: int, outcomes: Sequence[ToolOutcome], *, model: str
+    ) -> None:
+        """One round of a reply's tool calls, in one transaction: an assistant message holding
+        the calls (`metadata["tool_calls"]`: [{id, name, arguments}], content empty), then one
+        TOOL message per outcome (`metadata`: tool_call_id, name, error, seconds), all with
+        `reply_to_id` and status COMPLETE. `context_messages` returns them after the message
+        they answer and before its reply, round after round, in the order stored."""
+        ...
 
     async def context_messages(self, chat: Chat, upto_id: int, limit: int) -> list[StoredMessage]:
         """The newest `limit` messages of the chat up to and including `upto_id`, above the

@@ -42,6 +42,7 @@ LIVE: Mapping[str, frozenset[str] | None] = {
         }
     ),  # fmt: skip
     "streaming": frozenset({"edit_interval"}),
+    "mcp": frozenset({"default_tools"}),
     "slack": frozenset({"native_streaming"}),
     "notices": frozenset({"limited", "busy", "queued", "queued_status", "denied"}),
 }

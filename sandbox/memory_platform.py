@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from bridge.ports import (
@@ -19,6 +19,7 @@ from bridge.ports import (
     RateLimited,
     RateObservation,
     ReplyEnding,
+    ToolActivity,
 )
 
 # --- platform --------------------------------------------------------------------------------
@@ -53,6 +54,7 @@ class RecordingSurface:
         self.shows_own_progress = False
         self.controls_shown = False  # no buttons here; `endings` records what end_reply was told
         self.endings: list[ReplyEnding] = []
+        self.tool_activity: list[tuple[ToolActivity, ...]] = []  # each show_tools call
         self._edit_bucket = edit_bucket or RateBucket(f"edit:{name}", 1000, 1.0)
         self._post_bucket = post_bucket or RateBucket(f"post:{name}", 1000, 1.0)
         self.latency = latency
@@ -84,6 +86,10 @@ class RecordingSurface:
 
     def end_reply(self, ending: ReplyEnding) -> None:
         self.endings.append(ending)
+
+    def show_tools(self, activity: Sequence[ToolActivity]) -> bool:
+        self.tool_activity.append(tuple(activity))
+        return False  # no native task cards here: the status line shows the tools
 
     def edit_bucket(self) -> RateBucket:
         return self._edit_bucket

@@ -173,6 +173,8 @@ def test_every_example_value_is_valid(section: str, tmp_path: Path) -> None:
         expected = tomllib.loads(f"v = {value}")["v"]
         actual = getattr(loaded, key)
         actual = actual.get_secret_value() if hasattr(actual, "get_secret_value") else actual
+        if isinstance(actual, list) and actual and isinstance(actual[0], BaseModel):
+            actual = [item.model_dump(exclude_defaults=True) for item in actual]  # [[mcp.servers]]
         assert actual == expected, f"{section}.{key}"
 
 

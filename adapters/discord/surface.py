@@ -14,7 +14,7 @@ import hashlib
 import logging
 import secrets
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import aiohttp
@@ -39,6 +39,7 @@ from bridge.ports import (
     RateLimited,
     RateObservation,
     ReplyEnding,
+    ToolActivity,
 )
 from bridge.scheduler import EditScheduler, Urgency
 
@@ -303,6 +304,9 @@ class DiscordReplySurface:
 
     def end_reply(self, ending: ReplyEnding) -> None:
         self._ending = ending
+
+    def show_tools(self, activity: Sequence[ToolActivity]) -> bool:
+        return False  # Discord has no task cards: the responder shows a status line
 
     def take_rate_observation(self) -> RateObservation | None:
         seen = self._seen.pop(asyncio.current_task(), None)

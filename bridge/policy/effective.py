@@ -25,6 +25,8 @@ class ReplySettings:
     n: int
     titles: bool
     edit_interval: float
+    # The tools offered to the model ("server.tool", "server.*", "*"); () none.
+    tools: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -36,6 +38,10 @@ class ReplySettings:
         for item in fields(cls):
             value = data.get(item.name)
             fallback = getattr(default, item.name)
+            if isinstance(fallback, tuple):  # stored as a JSON list
+                ok_list = isinstance(value, list) and all(isinstance(v, str) for v in value)
+                values[item.name] = tuple(value or ()) if ok_list else fallback
+                continue
             if isinstance(fallback, float) and type(value) is int:
                 value = float(value)
             ok = type(value) is type(fallback) or (fallback is None and type(value) is int)

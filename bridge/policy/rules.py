@@ -60,6 +60,7 @@ class Rules:
                 n=settings.llm.n,
                 titles=settings.llm.titles,
                 edit_interval=settings.streaming.edit_interval,
+                tools=tuple(settings.mcp.default_tools) if settings.mcp.servers else (),
             ),
             sources={},
         )

@@ -10,6 +10,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from bridge.tools.settings import ToolName
+
 # Ids are strings (Slack U.../C.../T..., Discord snowflakes): a bare number in TOML is an error,
 # not silently converted, because a snowflake above 2**53 loses digits in many tools.
 Id = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=100)]
@@ -29,6 +31,7 @@ OVERRIDABLE = (
     "titles",
     "edit_interval",
     "native_streaming",
+    "tools",
 )
 # Keys an admin may set per channel at run time (`/bridge model ...`), kept in the database.
 RUNTIME_KEYS = ("model", "system_prompt", "trigger")
@@ -101,6 +104,9 @@ class OverrideSettings(_Section):
     titles: bool | None = None
     edit_interval: float | None = Field(default=None, gt=0)
     native_streaming: NativeStreaming | None = None
+    # The tools offered here ("server.tool", "server.*", "*"; [] none), instead of
+    # mcp.default_tools.
+    tools: list[ToolName] | None = None
 
     @model_validator(mode="after")
     def _one_scope(self) -> OverrideSettings:
@@ -124,7 +130,10 @@ class OverrideSettings(_Section):
 
     def values(self) -> dict[str, object]:
         """The settings it sets (not its scope)."""
-        return {key: getattr(self, key) for key in OVERRIDABLE if getattr(self, key) is not None}
+        values = {key: getattr(self, key) for key in OVERRIDABLE if getattr(self, key) is not None}
+        if "tools" in values:
+            values["tools"] = tuple(values["tools"])
+        return values
 
 
 def duplicate_scopes(overrides: list[OverrideSettings]) -> list[str]:
