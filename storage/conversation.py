@@ -68,7 +68,11 @@ class ConversationRows(StoreParts):
         """The newest of the chat's recent replies that lists `platform_message_id`."""
         recent = (
             select(_MESSAGES.c.id, _MESSAGES.c.platform_message_ids)
-            .where(_MESSAGES.c.chat_id == chat_id, _MESSAGES.c.role == Role.ASSISTANT.value)
+            .where(
+                _MESSAGES.c.chat_id == chat_id,
+                _MESSAGES.c.role == Role.ASSISTANT.value,
+                _MESSAGES.c.tool_step == 0,  # a tool round's calls are never on the platform
+            )
             .order_by(_MESSAGES.c.id.desc())
             .limit(CONTINUATIONS_SEARCHED)
             .subquery()
@@ -131,10 +135,18 @@ class ConversationRows(StoreParts):
 
     def _not_deleted(self) -> Any:
         """The condition that keeps messages their authors deleted out of prompts."""
+        return self._deleted(_METADATA, negate=True)
+
+    def _deleted(self, metadata: Any, *, negate: bool = False) -> Any:
+        """True for a message its author deleted (`metadata`: the column, of any alias of the
+        table); never NULL."""
         if self._dialect == "postgresql":
-            return not_(sql_cast(_METADATA, JSONB).contains({"deleted": True}))
-        # json_extract reads JSON true as 1; a missing key as NULL, which IS NOT 1.
-        return func.json_extract(_METADATA, "$.deleted").is_not(1)
+            marked = sql_cast(metadata, JSONB).contains({"deleted": True})
+            return not_(marked) if negate else marked
+        # json_extract reads JSON true as 1; a missing key as NULL, which IS NOT 1. Negated here,
+        # not with not_(): SQLAlchemy drops the negation of `IS 1`.
+        flag = func.json_extract(metadata, "$.deleted")
+        return flag.is_not(1) if negate else flag.is_(1)
 
     # --- votes ---------------------------------------------------------------------------------
 

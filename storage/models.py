@@ -1,5 +1,5 @@
-"""SQLAlchemy tables for chats, messages (and users' votes on replies), processed inbound events,
-owners, the admin policy and the cluster (leases, handoffs).
+"""SQLAlchemy tables for chats, messages (replies' tool rounds among them, and users' votes on
+replies), processed inbound events, owners, the admin policy and the cluster (leases, handoffs).
 
 The Alembic migrations in `storage/migrations` create exactly these; a test compares the two.
 """
@@ -93,6 +93,11 @@ class MessageRow(Base):
     platform_message_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
     reply_to_id: Mapped[int | None] = mapped_column(BigInteger)
     response_number: Mapped[int] = mapped_column(Integer, default=0)
+    # 0: a user message or a reply's text. From 1: a row of a reply's tool rounds (role
+    # "assistant" holding a round's calls, or "tool" holding one result; `reply_to_id` is the
+    # user message), numbered in the order they go to the model. Never a reply of its own.
+    # The database's default, not the model's: inserts that do not name it leave it out.
+    tool_step: Mapped[int] = mapped_column(Integer, server_default="0")
     status: Mapped[str] = mapped_column(String(16))
     error: Mapped[str | None] = mapped_column(Text)
     model: Mapped[str | None] = mapped_column(String(100))

@@ -14,7 +14,7 @@ from datetime import timedelta
 from functools import partial
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, and_, delete, exists, func, or_, select, update
+from sqlalchemy import Select, Table, and_, case, delete, exists, func, or_, select, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -29,7 +29,7 @@ from bridge.domain import (
     StoredMessage,
     TokenUsage,
 )
-from bridge.ports import Orphan, OwnerRecord, ReplyProgress, StoreUnavailable
+from bridge.ports import Orphan, OwnerRecord, ReplyProgress, StoreUnavailable, ToolOutcome
 from bridge.text import clean_text
 from storage.cluster import ClusterRows
 from storage.conversation import ConversationRows
@@ -40,6 +40,8 @@ from storage.turns import WriterTurns
 from storage.write_behind import WriteBehind
 
 MESSAGES = cast(Table, MessageRow.__table__)
+# The user message a reply or tool row answers (context_messages: is it deleted?).
+_ANSWERED = MESSAGES.alias("answered")
 CHATS = cast(Table, ChatRow.__table__)
 EVENTS = cast(Table, ProcessedEventRow.__table__)
 OWNERS = cast(Table, OwnerRow.__table__)
@@ -334,6 +336,53 @@ class SqlChatStore(PolicyStore, ClusterRows, ConversationRows):
             values["meta"] = progress.metadata
         await self._replies.save(message_id, _columns(values))
 
+    async def add_tool_round(
+        self, chat_id: int, reply_to_id: int, outcomes: Sequence[ToolOutcome], *, model: str
+    ) -> None:
+        """The round's rows are numbered after the reply's earlier rounds (`tool_step`), which
+        orders them for `context_messages` whatever ids the database hands out; they share one
+        timestamp, so retention never takes part of a round. A direct transaction, not the
+        write-behind: the next request of the reply is sent with these rows stored."""
+        if not outcomes:
+            return
+        calls = [
+            {"id": clean_text(o.call.id), "name": clean_text(o.call.name),
+             "arguments": clean_text(o.call.arguments)}
+            for o in outcomes
+        ]  # fmt: skip
+        # The calls first, then one result per call, in call order.
+        rows: list[tuple[Role, str, dict[str, Any]]] = [(Role.ASSISTANT, "", {"tool_calls": calls})]
+        for outcome, call in zip(outcomes, calls, strict=True):
+            result = {
+                "tool_call_id": call["id"],
+                "name": call["name"],
+                "error": outcome.error,
+                "seconds": outcome.seconds,
+            }
+            rows.append((Role.TOOL, outcome.content, result))
+        last_step = select(func.coalesce(func.max(MESSAGES.c.tool_step), 0)).where(
+            MESSAGES.c.reply_to_id == reply_to_id
+        )
+        # Priority, as the reply's own rows: its user waits for the round (see WriterTurns).
+        async with self._begin(priority=True) as conn:
+            step = int((await conn.execute(last_step)).scalar_one())
+            now = utcnow()
+            values = []
+            for offset, (role, content, meta) in enumerate(rows, start=1):
+                row = _message_values(
+                    chat_id,
+                    role,
+                    content,
+                    status=MessageStatus.COMPLETE,
+                    reply_to_id=reply_to_id,
+                    model=model,
+                    owner=self._owner,
+                )
+                row.update(meta=meta, tool_step=step + offset, created_at=now, updated_at=now)
+                values.append(_columns(row))
+            await conn.execute(MESSAGES.insert(), values)
+        self._writes += len(values)
+
     async def mark_answered(self, user_message_id: int) -> None:
         # With the reply's final save, in the same write-behind batch: no commit of its own.
         values = {"status": MessageStatus.COMPLETE.value, "updated_at": utcnow()}
@@ -354,23 +403,38 @@ class SqlChatStore(PolicyStore, ClusterRows, ConversationRows):
 
     async def context_messages(self, chat: Chat, upto_id: int, limit: int) -> list[StoredMessage]:
         # A reply sorts right after the message it answers, even when later user messages were
-        # stored before it finished (they were queued behind it). Messages their authors deleted
-        # are left out here, so that every caller's prompt is without them.
+        # stored before it finished (they were queued behind it); the reply's tool rounds sort
+        # between the two, by step, though its row was created first. Messages their authors
+        # deleted are left out here, so that every caller's prompt is without them, and so are
+        # the tool rounds answering them. What answers a message below the context floor stays
+        # below it (a reply or a round that ended after a /reset).
         position = func.coalesce(MessageRow.reply_to_id, MessageRow.id)
+        tool_row = MessageRow.tool_step > 0
+        phase = case((MessageRow.reply_to_id.is_(None), 0), (tool_row, 1), else_=2)
+        answers_deleted = exists().where(
+            _ANSWERED.c.id == MessageRow.reply_to_id,
+            self._deleted(_ANSWERED.c["metadata"]),
+        )
         query = (
             _message_columns()
             .where(
                 MessageRow.chat_id == chat.id,
                 MessageRow.id > chat.context_floor,
+                position > chat.context_floor,
                 position <= upto_id,
                 MessageRow.response_number == 0,
                 self._not_deleted(),
+                # A round's calls have no text: the row is context all the same.
                 or_(
+                    tool_row,
                     MessageRow.role != Role.ASSISTANT.value,
                     and_(MessageRow.status.not_in(_UNFINISHED), MessageRow.content != ""),
                 ),
+                or_(~tool_row, ~answers_deleted),
             )
-            .order_by(position.desc(), MessageRow.id.desc())
+            .order_by(
+                position.desc(), phase.desc(), MessageRow.tool_step.desc(), MessageRow.id.desc()
+            )
             .limit(limit)
         )
         async with self._read() as conn:
@@ -465,6 +529,7 @@ class SqlChatStore(PolicyStore, ClusterRows, ConversationRows):
                 .where(
                     MESSAGES.c.reply_to_id.in_([u.id for u in users]),
                     MESSAGES.c.role == Role.ASSISTANT.value,
+                    MESSAGES.c.tool_step == 0,  # a round's calls are no reply to adopt
                 )
                 .order_by(MESSAGES.c.id)
             )
@@ -530,7 +595,9 @@ class SqlChatStore(PolicyStore, ClusterRows, ConversationRows):
         """Finished messages older than the cutoff go (their votes with them: ON DELETE CASCADE,
         which SQLite enforces with the foreign_keys pragma of `create_engine`), and chats left
         with none (their settings and titles too), and the token counts of the days before.
-        Unfinished ones stay: they are still someone's inbox."""
+        Unfinished ones stay: they are still someone's inbox. A reply's tool rounds go by the
+        same rule: written before their user message and their reply were last written (both
+        settle when the reply ends), they never outlive them; a round goes whole (one time)."""
         cutoff = utcnow() - timedelta(seconds=older_than_seconds)
         async with self._begin() as conn:
             result = await conn.execute(
