@@ -3,7 +3,8 @@
 The SDK does the request (auth, base URL, timeouts, typed errors); the stream's body is decoded
 by `adapters.llm.sse`, which is where the model's text (and reasoning) enters the bridge. A body
 that ends before the reply was finished is an error, never a complete reply. Images go as
-content parts as `llm.vision` allows (`adapters.llm.vision`).
+content parts as `llm.vision` allows (`adapters.llm.vision`); tools as functions with names the
+API accepts, unless the model's endpoint refused them (`adapters.llm.tools`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import openai
 
 from adapters.llm.reasoning import strip_think_blocks
 from adapters.llm.sse import SSELines, StreamDecoder
+from adapters.llm.tools import ToolNames, ToolPolicy, wire_tools
 from adapters.llm.vision import NOT_ACCEPTED, VisionPolicy, has_images, wire_messages
 from bridge.config import LLMSettings
 from bridge.ports import CompletionRequest, LLMError, StreamEvent
@@ -30,8 +32,9 @@ log = logging.getLogger(__name__)
 class OpenAICompatibleModel:
     """The LanguageModel port on AsyncOpenAI; retries are the responder's, not the SDK's.
 
-    The one retry made here: a request whose images the model refuses (`llm.vision = "auto"`)
-    is sent again at once without them, before anything of the reply was yielded.
+    The retries made here: a request whose images the model refuses (`llm.vision = "auto"`)
+    is sent again at once without them, and one whose tools it refuses without those (and
+    without the tool turns of its history), before anything of the reply was yielded.
     """
 
     def __init__(self, settings: LLMSettings, *, client: openai.AsyncOpenAI | None = None) -> None:
@@ -52,6 +55,7 @@ class OpenAICompatibleModel:
         self._stream_timeout = openai.Timeout(settings.request_timeout, connect=10.0, read=None)
         # The models found text-only stay so for the life of this client (of the process).
         self._vision = VisionPolicy(settings.vision)
+        self._tools = ToolPolicy()
         self.name = "llm"
 
     async def start(self) -> None:
@@ -60,14 +64,33 @@ class OpenAICompatibleModel:
     async def stop(self) -> None:
         await self._client.close()
 
+    def tools_refused(self, model: str) -> bool:
+        """Whether `model`'s endpoint refused tools: its requests go without them."""
+        return not self._tools.offers(model)
+
+    def _tool_names(self, request: CompletionRequest) -> ToolNames | None:
+        """The wire names of the request's tools; None when none go with it."""
+        if not request.tools or not self._tools.offers(request.model):
+            return None
+        return ToolNames(request.tools)
+
     async def _arguments(
-        self, request: CompletionRequest, *, stream: bool, image_note: str | None
+        self,
+        request: CompletionRequest,
+        *,
+        stream: bool,
+        image_note: str | None,
+        names: ToolNames | None = None,
     ) -> dict[str, Any]:
         arguments: dict[str, Any] = {
             "model": request.model,
-            "messages": await wire_messages(request.messages, image_note),
+            "messages": await wire_messages(request.messages, image_note, names),
             "temperature": request.temperature,
         }
+        if names is not None:
+            arguments["tools"] = wire_tools(request.tools, names)
+            if request.tool_choice != "auto":
+                arguments["tool_choice"] = request.tool_choice
         if request.n != 1:
             arguments["n"] = request.n
         if request.max_tokens is not None:
@@ -85,27 +108,41 @@ class OpenAICompatibleModel:
             return False
         return self._vision.refused(request.model, exc.status_code, _message(exc))
 
+    def _tools_refused(
+        self, request: CompletionRequest, names: ToolNames | None, exc: openai.APIStatusError
+    ) -> bool:
+        """Whether `exc` refused the tools this request sent (then it goes again without)."""
+        if names is None:
+            return False
+        return self._tools.refused(request.model, exc.status_code, _message(exc))
+
     async def stream(self, request: CompletionRequest) -> AsyncIterator[StreamEvent]:
         create = self._client.chat.completions.with_streaming_response.create
         image_note = self._vision.note_for(request.model)
+        names = self._tool_names(request)
         try:
             async with contextlib.AsyncExitStack() as stack:
                 # The request is answered (or refused) before its body is read: a retry here can
-                # never follow anything yielded.
+                # never follow anything yielded. Each refusal (images, tools) happens once.
                 while True:
-                    arguments = await self._arguments(request, stream=True, image_note=image_note)
+                    arguments = await self._arguments(
+                        request, stream=True, image_note=image_note, names=names
+                    )
                     try:
                         response = await stack.enter_async_context(
                             create(**arguments, timeout=self._stream_timeout)
                         )
                         break
                     except openai.APIStatusError as exc:
-                        if not self._images_refused(request, image_note, exc):
+                        if self._images_refused(request, image_note, exc):
+                            image_note = NOT_ACCEPTED
+                        elif self._tools_refused(request, names, exc):
+                            names = None
+                        else:
                             raise
-                        image_note = NOT_ACCEPTED
                 _require_event_stream(response.http_response.headers.get("content-type"))
                 lines = SSELines()
-                reply = StreamDecoder()
+                reply = StreamDecoder(names)
                 async for data in response.http_response.aiter_bytes():
                     for line in lines.feed(data):
                         events = reply.line_events(line)
@@ -136,7 +173,8 @@ class OpenAICompatibleModel:
             raise
 
     async def complete(self, request: CompletionRequest) -> str:
-        """The first choice's text, without any think block of the model's."""
+        """The first choice's text, without any think block of the model's. No tools go with it
+        (nor the tool turns of its history)."""
         image_note = self._vision.note_for(request.model)
         try:
             while True:

@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 
 from adapters.llm.reasoning import ThinkBlocks
+from adapters.llm.tool_calls import ToolCallParts
+from adapters.llm.tools import ToolNames
 from bridge.domain import TokenUsage
-from bridge.ports import Delta, Finished, LLMError, Reasoning, StreamEvent
+from bridge.ports import Delta, Finished, LLMError, Reasoning, StreamEvent, ToolCalls
 from bridge.text import clean_text
 
 
@@ -56,16 +58,23 @@ class StreamDecoder:
     body that broke off. Reasoning comes as `delta.reasoning_content` or `delta.reasoning`, or
     inline in the content between `<think>` tags (`ThinkBlocks`, made for a choice the first
     time a "<" shows up in its content). Call `end_events` once the stream is over.
+
+    A choice's `delta.tool_calls` fragments are assembled (`ToolCallParts`, made the first time
+    a choice has some) and its calls go out as one `ToolCalls` just before its `Finished`, named
+    back with the request's tool `names`.
     """
 
-    __slots__ = ("_written", "_answered", "_finished", "_thinks")
+    __slots__ = ("_written", "_answered", "_finished", "_thinks", "_calls", "_names", "_done")
 
-    def __init__(self) -> None:
+    def __init__(self, names: ToolNames | None = None) -> None:
         self._written: set[int] = set()
         # Choices whose answer text has begun: a "<think>" after it is the answer's own text.
         self._answered: set[int] = set()
         self._finished: set[int] = set()
         self._thinks: dict[int, ThinkBlocks] | None = None
+        self._calls: dict[int, ToolCallParts] | None = None
+        self._names = names
+        self._done = False
 
     @property
     def finished(self) -> bool:
@@ -77,15 +86,21 @@ class StreamDecoder:
             return []  # blank separators, comments (": keep-alive"), event names
         payload = line[5:].strip()
         if payload == b"[DONE]":
+            self._done = True
             return None
         return self._events(payload)
 
     def end_events(self) -> list[StreamEvent]:
-        """What is still held back once the stream is over (a "<" that began no think tag)."""
+        """What is still held back once the stream is over: a "<" that began no think tag, and
+        after `[DONE]` the calls of a choice the server never gave a finish_reason (a body that
+        broke off mid-call gives none: its arguments may be cut)."""
         events: list[StreamEvent] = []
         if self._thinks:
             for index, blocks in self._thinks.items():
                 blocks.end(index, events)
+        if self._calls and self._done:
+            for index in sorted(self._calls):
+                self._add_calls(index, events)
         return events
 
     def _events(self, payload: bytes) -> list[StreamEvent]:
@@ -113,6 +128,11 @@ class StreamDecoder:
                     if thought:
                         events.append(Reasoning(index, thought))
                         self._written.add(index)
+                # So do tool calls: a plain text delta never gets here.
+                fragments = delta.get("tool_calls")
+                if fragments:
+                    self._tool_parts(index).feed(fragments)
+                    self._written.add(index)
             if content and isinstance(content, str):
                 content = clean_text(content)
                 if content:  # a delta that was only NULs
@@ -131,6 +151,9 @@ class StreamDecoder:
             if reason:
                 if self._thinks and (blocks := self._thinks.get(index)) is not None:
                     blocks.end(index, events)
+                # Some servers finish with "stop" after calls: the calls count all the same.
+                if self._calls and index in self._calls:
+                    self._add_calls(index, events)
                 events.append(Finished(index, reason))
                 self._finished.add(index)
         usage = chunk.get("usage")
@@ -141,6 +164,20 @@ class StreamDecoder:
                 )
             )
         return events
+
+    def _tool_parts(self, index: int) -> ToolCallParts:
+        if self._calls is None:
+            self._calls = {}
+        parts = self._calls.get(index)
+        if parts is None:
+            parts = self._calls[index] = ToolCallParts()
+        return parts
+
+    def _add_calls(self, index: int, events: list[StreamEvent]) -> None:
+        assert self._calls is not None
+        calls = self._calls.pop(index).assembled(self._names)
+        if calls:
+            events.append(ToolCalls(index, calls))
 
     def _think_blocks(self, index: int) -> ThinkBlocks:
         if self._thinks is None:

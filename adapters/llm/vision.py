@@ -15,6 +15,7 @@ import re
 from collections.abc import Sequence
 from typing import Any, Literal
 
+from adapters.llm.tools import ToolNames, is_tool_turn, tool_message
 from bridge.ports import ChatTurn
 
 log = logging.getLogger(__name__)
@@ -85,16 +86,27 @@ class VisionPolicy:
         return True
 
 
-async def wire_messages(turns: Sequence[ChatTurn], note: str | None) -> list[dict[str, Any]]:
+async def wire_messages(
+    turns: Sequence[ChatTurn], note: str | None, names: ToolNames | None = None
+) -> list[dict[str, Any]]:
     """The `messages` of a request: turns with images as content parts, or (with `note`) their
-    images replaced by that note in the text."""
+    images replaced by that note in the text. Tool turns go with the request's tool `names`;
+    without them (no tools offered) they are left out (`adapters.llm.tools.tool_message`)."""
     if note is None and sum(len(i.data) for t in turns for i in t.images) > _ENCODE_IN_THREAD_FROM:
-        return await asyncio.to_thread(_messages, turns, None)
-    return _messages(turns, note)
+        return await asyncio.to_thread(_messages, turns, None, names)
+    return _messages(turns, note, names)
 
 
-def _messages(turns: Sequence[ChatTurn], note: str | None) -> list[dict[str, Any]]:
-    return [_message(turn, note) for turn in turns]
+def _messages(
+    turns: Sequence[ChatTurn], note: str | None, names: ToolNames | None
+) -> list[dict[str, Any]]:
+    messages = []
+    for turn in turns:
+        if not is_tool_turn(turn):
+            messages.append(_message(turn, note))
+        elif (message := tool_message(turn, names)) is not None:
+            messages.append(message)
+    return messages
 
 
 def _message(turn: ChatTurn, note: str | None) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""A local OpenAI-compatible LLM server that streams scripted replies and injects faults.
+"""A local OpenAI-compatible LLM server that streams scripted replies and injects faults, and
+plays a model that calls tools (directives for tests, the sandbox's demo: see ``tools``).
 
 Used by the integration tests, the offline sandbox and the streaming benchmarks.
 """
@@ -9,6 +10,7 @@ from .script import (
     FaultKind,
     Responder,
     ScriptedReply,
+    ScriptedToolCall,
     echo_reply,
     lorem_reply,
     lorem_responder,
@@ -17,8 +19,10 @@ from .script import (
 )
 from .server import LLMServer
 from .stream import LLMServerStats
+from .tools import NO_TOOLS_MESSAGE, directives, tool_reply
 
 __all__ = [
+    "NO_TOOLS_MESSAGE",
     "NO_VISION_MESSAGE",
     "Fault",
     "FaultKind",
@@ -26,6 +30,8 @@ __all__ = [
     "LLMServerStats",
     "Responder",
     "ScriptedReply",
+    "ScriptedToolCall",
+    "directives",
     "echo_reply",
     "image_urls",
     "lorem_reply",
@@ -33,4 +39,5 @@ __all__ = [
     "message_text",
     "reasoning_responder",
     "split_tokens",
+    "tool_reply",
 ]

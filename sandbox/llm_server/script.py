@@ -104,6 +104,35 @@ def _non_negative(n: int) -> int:
     return n
 
 
+@dataclass(frozen=True, slots=True)
+class ScriptedToolCall:
+    """One function call of a scripted reply, streamed as OpenAI does: a first fragment with the
+    call's index, id, type and name (and empty arguments), then the arguments in pieces.
+
+    ``name`` is the function name as the request offered it (its wire name). ``id`` None: the
+    server makes one (``call_...``); ``""``: the call goes without an id, as some servers send
+    it. ``fragments`` replaces the automatic cutting of ``arguments`` (about a token a piece).
+    ``whole`` sends the whole call in one chunk; ``repeat_head`` repeats the id and the name in
+    every fragment; both as some servers do.
+    """
+
+    name: str
+    arguments: str = "{}"
+    id: str | None = None
+    fragments: tuple[str, ...] | None = None
+    whole: bool = False
+    repeat_head: bool = False
+
+    def __post_init__(self) -> None:
+        if self.fragments is not None and "".join(self.fragments) != self.arguments:
+            raise ValueError("fragments must join to arguments")
+
+    def argument_pieces(self) -> list[str]:
+        if self.fragments is not None:
+            return list(self.fragments)
+        return split_tokens(self.arguments)
+
+
 ReasoningForm = Literal["reasoning_content", "reasoning", "think"]
 REASONING_FORMS: tuple[ReasoningForm, ...] = ("reasoning_content", "reasoning", "think")
 
@@ -123,6 +152,10 @@ class ScriptedReply:
     (newer vLLM, OpenRouter) or inline ``<think>`` tags in the content (a local model without a
     reasoning parser), as ``reasoning_as`` says, for ``reasoning_seconds`` (default: at the
     reply's pace), then the answer. Faults count reasoning chunks as chunks.
+
+    ``tool_calls`` makes every choice call those tools after its text (if any), one call after
+    the other, each fragment a chunk (faults count them); the finish reason is then
+    ``"tool_calls"`` unless ``finish_reason`` says otherwise (default: ``"stop"``).
     """
 
     text: str | list[str] = ""
@@ -131,11 +164,12 @@ class ScriptedReply:
     first_token_delay: float = 0.0
     fault: Fault | None = None
     model: str | None = None
-    finish_reason: str = "stop"
+    finish_reason: str | None = None
     send_done: bool = True
     reasoning: str = ""
     reasoning_as: ReasoningForm = "reasoning_content"
     reasoning_seconds: float | None = None
+    tool_calls: tuple[ScriptedToolCall, ...] = ()
 
     def __post_init__(self) -> None:
         if self.chunks is not None and isinstance(self.text, str) and self.text:
@@ -149,6 +183,13 @@ class ScriptedReply:
             raise ValueError(f"reasoning_as must be one of {', '.join(REASONING_FORMS)}")
         if self.reasoning_seconds is not None and self.reasoning_seconds < 0:
             raise ValueError("reasoning_seconds must be >= 0 (None means at the reply's pace)")
+        self.tool_calls = tuple(self.tool_calls)
+
+    def finish(self) -> str:
+        """The finish reason every choice ends with."""
+        if self.finish_reason is not None:
+            return self.finish_reason
+        return "tool_calls" if self.tool_calls else "stop"
 
     def choice_chunks(self, n: int) -> list[list[str]]:
         """The content chunks of each choice; a single text serves all ``n`` choices."""

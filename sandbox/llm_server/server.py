@@ -19,6 +19,7 @@ from .content import NO_VISION_MESSAGE, estimate_prompt_tokens, first_image_part
 from .script import FaultKind, Responder, ScriptedReply, echo_reply
 from .stream import LLMServerStats, ReplyStream, wait_until
 from .ticker import Ticker
+from .tools import NO_TOOLS_MESSAGE, takes_no_tools, tool_reply
 from .wire import (
     PROXY_PAGE,
     ChunkEvents,
@@ -27,6 +28,7 @@ from .wire import (
     fault_headers,
     models_body,
     status_error_body,
+    tool_call_bodies,
 )
 
 _NO_KEY = (
@@ -53,6 +55,11 @@ class LLMServer(LocalServer):
     them if set; ``record_images=False`` keeps image parts but cuts their data URLs to the
     head. ``vision=False`` is a model without vision: a request with an image part is answered
     with HTTP 400 and ``vision_error`` (OpenAI's words by default), consuming no reply.
+
+    Tools: a scripted reply may call them (``ScriptedReply.tool_calls``); without a script, the
+    directives and the demo of ``tools`` answer before ``responder``. A model whose name holds
+    "no-tools" answers a request with ``tools`` with HTTP 400 (``NO_TOOLS_MESSAGE``), consuming
+    no reply.
     """
 
     def __init__(
@@ -154,7 +161,12 @@ class LLMServer(LocalServer):
         self._record(body)
         if not self.vision and (refused := self._refuse_images(body)) is not None:
             return refused
-        reply = self._script.popleft() if self._script else self.responder(body)
+        if takes_no_tools(body):
+            return _invalid(NO_TOOLS_MESSAGE, param="tools")
+        if self._script:
+            reply = self._script.popleft()
+        else:
+            reply = tool_reply(body) or self.responder(body)
         fault = reply.fault
         request_id = f"req_{next(self._ids):012d}"
         if fault is not None and fault.kind is FaultKind.STATUS:
@@ -203,13 +215,20 @@ class LLMServer(LocalServer):
             created=int(time.time()),
             model=self._model(body, reply),
             n_choices=len(choices),
-            finish_reason=reply.finish_reason,
+            finish_reason=reply.finish(),
             include_usage=include_usage,
             reasoning_key=reply.reasoning_as,
         )
+        tool_events = None
+        if reply.tool_calls:
+            tool_events = [
+                events.tool_calls(i, reply.tool_calls, _call_ids(reply, rid, i))
+                for i in range(len(choices))
+            ]
         usage_event = None
         if include_usage:
             completion_tokens = sum(len(chunks) for chunks in choices)
+            completion_tokens += sum(map(len, tool_events or ()))
             usage_event = events.usage(estimate_prompt_tokens(body), completion_tokens)
         response = web.StreamResponse(
             headers={
@@ -244,6 +263,7 @@ class LLMServer(LocalServer):
                 reasoning_steps=len(thinking),
                 reasoning_interval=_step_interval(reply.reasoning_seconds, len(thinking)),
                 reasoning_in_content=reply.reasoning_as == "think",
+                tool_events=tool_events,
             ).run()
         except ConnectionError:
             pass  # the client left while the headers were going out
@@ -275,10 +295,12 @@ class LLMServer(LocalServer):
             created=int(time.time()),
             model=self._model(body, reply),
             texts=reply.answer_texts(n),
-            finish_reason=reply.finish_reason,
+            finish_reason=reply.finish(),
             prompt_tokens=estimate_prompt_tokens(body),
-            completion_tokens=sum(len(chunks) + thinking for chunks in choices),
+            completion_tokens=sum(len(chunks) + thinking for chunks in choices)
+            + len(choices) * sum(len(call.argument_pieces()) + 1 for call in reply.tool_calls),
             reasoning={reply.reasoning_as: reply.reasoning} if in_key else None,
+            tool_calls=tool_call_bodies(reply.tool_calls, _call_ids(reply, rid, 0)),
         )
 
     async def _complete(
@@ -308,6 +330,14 @@ class LLMServer(LocalServer):
             return web.json_response(status_error_body(500, fault.message), status=500)
         completion = self._completion(body, reply, n, rid)
         return web.json_response(completion, headers={"x-request-id": rid})
+
+
+def _call_ids(reply: ScriptedReply, rid: str, choice: int) -> list[str]:
+    """The id of each call of a choice: the scripted one, or one made from the request's."""
+    return [
+        call.id if call.id is not None else f"call_{rid[4:]}_{choice}_{k}"
+        for k, call in enumerate(reply.tool_calls)
+    ]
 
 
 def _step_interval(seconds: float | None, steps: int) -> float | None:

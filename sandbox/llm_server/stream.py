@@ -21,7 +21,8 @@ _NOT_STREAMED = (FaultKind.STATUS, FaultKind.NOT_A_STREAM)
 
 @dataclass(slots=True)
 class LLMServerStats:
-    """Counters of the local LLM server. ``chunks_sent`` counts content and reasoning deltas."""
+    """Counters of the local LLM server. ``chunks_sent`` counts content, reasoning and tool-call
+    deltas."""
 
     requests: int = 0
     streams_started: int = 0
@@ -58,6 +59,7 @@ class ReplyStream:
     due within one tick leave in a single write. Faults count steps. The first
     ``reasoning_steps`` steps are a reasoning model's thinking, one every ``reasoning_interval``
     seconds; they go out as reasoning deltas unless ``reasoning_in_content`` (think tags).
+    ``tool_events``: per choice, the events of its tool calls, one a step after its content.
     """
 
     def __init__(
@@ -77,6 +79,7 @@ class ReplyStream:
         reasoning_steps: int = 0,
         reasoning_interval: float | None = None,
         reasoning_in_content: bool = False,
+        tool_events: list[list[bytes]] | None = None,
     ) -> None:
         self._request = request
         self._response = response
@@ -91,7 +94,14 @@ class ReplyStream:
         self._fault = fault if streamed else None
         self._usage_event = usage_event
         self._send_done = send_done
-        self._steps = max(1, *(len(chunks) for chunks in choices)) if choices else 1
+        self._tool_events = tool_events
+        lengths = [
+            len(chunks) + (len(tool_events[index]) if tool_events else 0)
+            for index, chunks in enumerate(choices)
+        ]
+        self._steps = max(1, *lengths) if lengths else 1
+        # The step that carries each choice's finish reason.
+        self._last_steps = [max(length, 1) - 1 for length in lengths]
         self._thinking = reasoning_steps
         self._think_interval = interval if reasoning_interval is None else reasoning_interval
         # The steps sent as reasoning deltas (none when the thinking is content in think tags).
@@ -181,6 +191,8 @@ class ReplyStream:
         """Append the events of steps [start, stop); returns how many deltas."""
         events = self._events
         reasoning_deltas = self._reasoning_deltas
+        tools = self._tool_events
+        last_steps = self._last_steps
         sent = 0
         for step in range(start, stop):
             for index, chunks in enumerate(self._choices):
@@ -192,7 +204,10 @@ class ReplyStream:
                     else:
                         events.add_content(parts, index, chunks[step])
                     sent += 1
-                if step == max(len(chunks), 1) - 1:
+                elif tools is not None and step - len(chunks) < len(tools[index]):
+                    parts.append(tools[index][step - len(chunks)])
+                    sent += 1
+                if step == last_steps[index]:
                     parts.append(events.finish(index))
         return sent
 

@@ -9,7 +9,7 @@ import json
 from json.encoder import encode_basestring, encode_basestring_ascii
 from typing import Any
 
-from .script import Fault
+from .script import Fault, ScriptedToolCall
 
 DONE_EVENT = b"data: [DONE]\n\n"
 
@@ -33,6 +33,8 @@ class ChunkEvents:
     """The ``data: {chat.completion.chunk}`` events of one stream, from precomputed bytes."""
 
     __slots__ = (
+        "_heads",
+        "_not_finished",
         "_content_heads",
         "_reasoning_heads",
         "_content_tail",
@@ -61,6 +63,8 @@ class ChunkEvents:
         choice = [envelope + b'[{"index":' + str(i).encode() for i in range(n_choices)]
         not_finished = b',"logprobs":null,"finish_reason":null' + tail
         self._envelope = envelope
+        self._heads = choice
+        self._not_finished = not_finished
         self._content_heads = [head + b',"delta":{"content":' for head in choice]
         # DeepSeek sends reasoning beside a null content; newer vLLM sends the key alone.
         if reasoning_key == "reasoning_content":
@@ -100,6 +104,37 @@ class ChunkEvents:
             # A lone surrogate has no UTF-8 form; a real server sends it as a \ud800 escape.
             out.append(encode_basestring_ascii(text).encode())
         out.append(self._content_tail)
+
+    def tool_calls(
+        self, index: int, calls: tuple[ScriptedToolCall, ...], ids: list[str]
+    ) -> list[bytes]:
+        """The events of choice ``index``'s calls (``ids``: the id each one goes with, "" for
+        none): per call a head (index, id, type, name and empty arguments), then the argument
+        pieces, as OpenAI streams them; not the hot path, so built with json."""
+        out = []
+        for position, (call, call_id) in enumerate(zip(calls, ids, strict=True)):
+            head: dict[str, Any] = {"index": position}
+            if call_id:
+                head["id"] = call_id
+            head["type"] = "function"
+            if call.whole:
+                function = {"name": call.name, "arguments": call.arguments}
+                out.append(self._tool_delta(index, {**head, "function": function}))
+                continue
+            out.append(
+                self._tool_delta(index, {**head, "function": {"name": call.name, "arguments": ""}})
+            )
+            for piece in call.argument_pieces():
+                if call.repeat_head:
+                    fragment = {**head, "function": {"name": call.name, "arguments": piece}}
+                else:
+                    fragment = {"index": position, "function": {"arguments": piece}}
+                out.append(self._tool_delta(index, fragment))
+        return out
+
+    def _tool_delta(self, index: int, fragment: dict[str, Any]) -> bytes:
+        delta = b'{"tool_calls":[' + _dumps(fragment) + b"]}"
+        return self._heads[index] + b',"delta":' + delta + self._not_finished
 
     def role(self, index: int) -> bytes:
         return self._roles[index]
@@ -149,9 +184,12 @@ def completion_body(
     prompt_tokens: int,
     completion_tokens: int,
     reasoning: dict[str, str] | None = None,
+    tool_calls: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """A non-streamed ``chat.completion``; ``reasoning``: extra keys of each message, such as
-    ``{"reasoning_content": ...}``."""
+    ``{"reasoning_content": ...}``; ``tool_calls``: the calls of every message (its content is
+    then null when it has no text)."""
+    calls = {"tool_calls": tool_calls} if tool_calls else {}
     return {
         "id": completion_id,
         "object": "chat.completion",
@@ -162,9 +200,10 @@ def completion_body(
                 "index": i,
                 "message": {
                     "role": "assistant",
-                    "content": text,
+                    "content": text if text or not calls else None,
                     "refusal": None,
                     **(reasoning or {}),
+                    **calls,
                 },
                 "logprobs": None,
                 "finish_reason": finish_reason,
@@ -173,6 +212,17 @@ def completion_body(
         ],
         "usage": usage_body(prompt_tokens, completion_tokens),
     }
+
+
+def tool_call_bodies(calls: tuple[ScriptedToolCall, ...], ids: list[str]) -> list[dict[str, Any]]:
+    """The calls of a non-streamed completion's message."""
+    bodies = []
+    for call, call_id in zip(calls, ids, strict=True):
+        body: dict[str, Any] = {"id": call_id} if call_id else {}
+        body["type"] = "function"
+        body["function"] = {"name": call.name, "arguments": call.arguments}
+        bodies.append(body)
+    return bodies
 
 
 # What a proxy or a login wall in front of the model answers: a page, not the API.
