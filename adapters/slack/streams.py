@@ -2,6 +2,8 @@
 
 A stream can only grow: it appends what is new, holds back a tail that may still become a
 mention (`<`, `@he`, `<!cha`), and says when a text is no longer an extension of what it shows.
+Everything goes as `chunks`, text included: Slack locks a stream to the form of its first content
+(`markdown_text` or `chunks`, `streaming_mode_mismatch` after), and task cards exist only as chunks.
 """
 
 from __future__ import annotations
@@ -15,8 +17,43 @@ from slack_sdk.web.async_client import AsyncWebClient
 from adapters.slack.api import SlackCallFailed, call
 from adapters.slack.events import ReplyPlace
 from adapters.slack.formatting import neutralise_mentions, settled_length
+from bridge.ports import ToolActivity
 
 log = logging.getLogger(__name__)
+
+# Slack documents 256 characters for a task card's title, details and output.
+TASK_FIELD_LIMIT = 256
+
+# A `task_update` chunk: {"type", "id", "title", "status", "details"?}.
+TaskChunk = dict[str, str]
+
+
+def task_chunk(activity: ToolActivity) -> TaskChunk:
+    """A tool call as a task card (timeline mode: one card per id, updated in place)."""
+    # Slack's chunk types require an id and a title, and a refused append would end our use
+    # of the stream: a call some server left without an id is known by its name.
+    title = _cut(activity.title) or "tool"
+    chunk = {
+        "type": "task_update",
+        "id": activity.id or title,
+        "title": title,
+        "status": activity.status,
+    }
+    if activity.detail:
+        chunk["details"] = _cut(activity.detail)
+    return chunk
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= TASK_FIELD_LIMIT else text[: TASK_FIELD_LIMIT - 1] + "…"
+
+
+def _content(text: str, tasks: Sequence[TaskChunk] = ()) -> list[dict[str, str]] | None:
+    """The chunks of one call: task cards first, then the text; None when there is nothing."""
+    chunks: list[dict[str, str]] = [*tasks]
+    if text:
+        chunks.append({"type": "markdown_text", "text": text})
+    return chunks or None
 
 
 class StreamEnded(Exception):
@@ -45,7 +82,7 @@ class NativeStream:
             client.chat_startStream(
                 channel=place.channel,
                 thread_ts=place.thread_ts,
-                markdown_text=shown or None,
+                chunks=_content(shown),
                 recipient_team_id=place.recipient_team,
                 recipient_user_id=place.recipient_user,
             ),
@@ -55,30 +92,37 @@ class NativeStream:
         return stream
 
     async def extend(
-        self, text: str, *, final: bool, blocks: Sequence[dict[str, Any]] = ()
+        self,
+        text: str,
+        *,
+        final: bool,
+        blocks: Sequence[dict[str, Any]] = (),
+        tasks: Sequence[TaskChunk] = (),
     ) -> bool:
-        """Show `text` (and stop, if `final`, with `blocks` under it: the feedback buttons);
-        False when `text` does not extend what is shown.
+        """Show `text` and `tasks` (task cards, sent before the text's new part), and stop, if
+        `final`, with `blocks` under it (the feedback buttons); False when `text` does not extend
+        what is shown (nothing was sent, not even `tasks`).
 
         Raises RateLimited (nothing changed: retry later) or StreamEnded (the stream is closed).
         """
         target = text if final else text[: settled_length(text)]
         wanted = neutralise_mentions(target)
-        if not wanted.startswith(self.shown):
-            if not final and self.shown.startswith(wanted):
-                self.last_text = text  # nothing settled beyond what is shown yet
-                return True
+        if wanted.startswith(self.shown):
+            delta = wanted[len(self.shown) :]
+        elif not final and self.shown.startswith(wanted):
+            wanted, delta = self.shown, ""  # nothing settled beyond what is shown yet
+        else:
             return False
-        delta = wanted[len(self.shown) :]
+        chunks = _content(delta, tasks)
         try:
             if final:
-                await self._stop(delta, blocks)
-            elif delta:
+                await self._stop(chunks, blocks)
+            elif chunks:
                 await call(
                     "chat.appendStream",
                     str(self._place),
                     self._client.chat_appendStream(
-                        channel=self._place.channel, ts=self.ts, markdown_text=delta
+                        channel=self._place.channel, ts=self.ts, chunks=chunks
                     ),
                 )
         except SlackCallFailed as exc:
@@ -90,19 +134,21 @@ class NativeStream:
     async def stop(self) -> None:
         """End the stream as it is; a stream that already ended is fine."""
         try:
-            await self._stop("")
+            await self._stop(None)
         except SlackCallFailed as exc:
             log.info("slack: stream in %s already ended (%s)", self._place, exc.code)
             self.open = False
 
-    async def _stop(self, delta: str, blocks: Sequence[dict[str, Any]] = ()) -> None:
+    async def _stop(
+        self, chunks: list[dict[str, str]] | None, blocks: Sequence[dict[str, Any]] = ()
+    ) -> None:
         await call(
             "chat.stopStream",
             str(self._place),
             self._client.chat_stopStream(
                 channel=self._place.channel,
                 ts=self.ts,
-                markdown_text=delta or None,
+                chunks=chunks,
                 blocks=list(blocks) or None,
             ),
         )

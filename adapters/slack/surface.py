@@ -6,6 +6,8 @@ assistant status ("is thinking…") shown until the reply is done, and notices o
 Posted and edited messages carry a Stop button while the reply streams; the last write of the
 reply's last message drops it and, under an answer, adds Slack's feedback buttons (a native
 stream gets those from chat.stopStream).
+
+A native stream shows the reply's tool calls as task cards, sent with its next append or stop.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from adapters.slack.api import SlackCallFailed, SlackUnavailable, call
 from adapters.slack.controls import NO_BUTTONS, ReplyButtons, feedback_block, stop_block
 from adapters.slack.events import ReplyPlace
 from adapters.slack.formatting import message_content
-from adapters.slack.streams import NativeStream, StreamEnded
+from adapters.slack.streams import NativeStream, StreamEnded, TaskChunk, task_chunk
 from bridge.config import SlackSettings
 from bridge.policy.settings import NativeStreaming
 from bridge.ports import (
@@ -33,6 +35,7 @@ from bridge.ports import (
     RateLimited,
     RateObservation,
     ReplyEnding,
+    ToolActivity,
 )
 from bridge.scheduler import EditScheduler, Urgency
 
@@ -124,6 +127,9 @@ class SlackReplySurface:
         self._response_of: dict[str, int] = {}
         self._rated: dict[int, str] = {}  # response number -> the message with feedback buttons
         self._texts: dict[str, str] = {}  # the text last written to each message
+        # Task cards (tool calls) as Slack last got them, and those changed since, by id.
+        self._tasks_sent: dict[str, TaskChunk] = {}
+        self._tasks_pending: dict[str, TaskChunk] = {}
 
     def adopt(self, message_ids: Sequence[str], limit: MessageLimit | None) -> None:
         """Finish a reply a dead process left: with chat.update, after stopping any stream it
@@ -155,6 +161,18 @@ class SlackReplySurface:
 
     def end_reply(self, ending: ReplyEnding) -> None:
         self._ending = ending
+
+    def show_tools(self, activity: Sequence[ToolActivity]) -> bool:
+        """Task cards on an open native stream, sent with its next append; anything else
+        (chat.update, no stream yet, a stream that ended) has no place for them."""
+        if not (self._native and any(stream.open for stream in self._streams.values())):
+            return False
+        for chunk in map(task_chunk, activity):
+            if self._tasks_sent.get(chunk["id"]) == chunk:
+                self._tasks_pending.pop(chunk["id"], None)
+            else:
+                self._tasks_pending[chunk["id"]] = chunk
+        return True
 
     def post_bucket(self) -> RateBucket:
         key = f"slack:chat.postMessage:{self._place.team}:{self._place.channel}"
@@ -361,14 +379,24 @@ class SlackReplySurface:
         final: bool,
         blocks: Sequence[dict[str, Any]] = (),
     ) -> bool:
+        """Extend the stream, the task cards that changed since the last write going with it."""
+        tasks = list(self._tasks_pending.values())
         try:
-            return await stream.extend(text, final=final, blocks=blocks)
+            extended = await stream.extend(text, final=final, blocks=blocks, tasks=tasks)
         except StreamEnded as ended:
             # Expired (message_not_in_streaming_state) or broken: the rest of the reply goes
-            # through chat.update on the same message, with the whole text.
+            # through chat.update on the same message, with the whole text (and no task cards:
+            # show_tools says so from now on, and the responder shows a status line instead).
             log.warning("slack: stream in %s ended (%s); using chat.update", self._place, ended)
             self._native = False
             return False
+        if extended:
+            for chunk in tasks:
+                self._tasks_sent[chunk["id"]] = chunk
+                # A newer state recorded while the call was under way stays pending.
+                if self._tasks_pending.get(chunk["id"]) is chunk:
+                    del self._tasks_pending[chunk["id"]]
+        return extended
 
     async def _finish_stream(self, stream: NativeStream) -> None:
         """Show a stream's held-back tail and stop it (the writer sends no final edit when the

@@ -122,6 +122,13 @@ class Message:
     streamed: bool = False  # posted with chat.startStream: text above, stop blocks below
     stream_deadline: float = 0.0
     chunks: list[dict[str, Any]] = field(default_factory=list)
+    # "markdown_text" or "chunks": the form of the stream's first content (Slack then refuses
+    # the other form with streaming_mode_mismatch).
+    stream_mode: str | None = None
+    # Task cards (task_update chunks): the latest state of each id, in first-seen order, and
+    # where in `text` each first showed (timeline mode interleaves them with the text).
+    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    task_offsets: dict[str, int] = field(default_factory=dict)
     # Everyone any version of the message pinged (Slack notifies for mentions an edit adds, and
     # cannot take back a notification an edit removes).
     notified: list[str] = field(default_factory=list)

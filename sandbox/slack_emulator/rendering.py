@@ -2,7 +2,8 @@
 
 Tests assert on this view and the sandbox prints it; exact visual fidelity is not the goal. A
 message's buttons (actions and context_actions blocks) are shown apart from its content, in
-`controls`, so a reply's text reads the same with or without them.
+`controls`, so a reply's text reads the same with or without them. A streamed message's task
+cards show as lines ("⚙ docs.search — in progress") where each first came in its text.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ class ShownMessage:
     subtype: str | None = None
     thread_ts: str | None = None
     chunks: tuple[dict[str, Any], ...] = ()
+    # Task cards (task_update chunks): the latest state of each id, in first-seen order.
+    tasks: tuple[dict[str, Any], ...] = ()
     # Who the message notified: user ids, user-group ids (S…), "@here"/"@channel"/"@everyone".
     notified: tuple[str, ...] = ()
     # Its buttons, one entry per interactive block: "[Stop]", "[👍] [👎]".
@@ -47,7 +50,7 @@ def show(message: Message, users: Mapping[str, User]) -> ShownMessage:
     rendered = render_blocks(content, users) if content else ""
     if message.streamed or not rendered:
         # Streamed text lives in `text`; blocks given to chat.stopStream sit below it.
-        rendered = "\n".join(part for part in (message.text, rendered) if part)
+        rendered = "\n".join(part for part in (_streamed(message), rendered) if part)
     return ShownMessage(
         ts=message.ts,
         user=message.user,
@@ -60,9 +63,34 @@ def show(message: Message, users: Mapping[str, User]) -> ShownMessage:
         subtype=message.subtype,
         thread_ts=message.thread_ts,
         chunks=tuple(message.chunks),
+        tasks=tuple(message.tasks.values()),
         notified=tuple(message.notified),
         controls=tuple(_render_block(block, users) for block in controls),
     )
+
+
+def task_line(task: Mapping[str, Any]) -> str:
+    """One task card on one line: "⚙ docs.search — error: timed out after 10 s"."""
+    line = f"⚙ {task.get('title', '')} — {str(task.get('status', '')).replace('_', ' ')}"
+    if task.get("details"):
+        line += f": {task['details']}"
+    if task.get("output"):
+        line += f" → {task['output']}"
+    return line
+
+
+def _streamed(message: Message) -> str:
+    """The streamed text with its task cards, each where its id first came."""
+    if not message.tasks:
+        return message.text
+    pieces: list[str] = []
+    start = 0
+    for task_id, task in message.tasks.items():
+        at = message.task_offsets[task_id]
+        pieces += [message.text[start:at], task_line(task)]
+        start = at
+    pieces.append(message.text[start:])
+    return "\n".join(piece.strip("\n") for piece in pieces if piece.strip())
 
 
 def render_blocks(blocks: list[dict[str, Any]] | None, users: Mapping[str, User]) -> str:

@@ -18,6 +18,8 @@ MAX_SECTION_FIELDS = 10
 MAX_HEADER_TEXT = 150
 MAX_MARKDOWN_BLOCKS_TEXT = 12_000  # cumulative over all `markdown` blocks in one message
 MAX_MARKDOWN_TEXT = 12_000  # per markdown_text argument or chunk of the streaming methods
+MAX_TASK_FIELD = 256  # a task_update chunk's title, details and output
+TASK_STATUSES = ("pending", "in_progress", "complete", "error")
 MAX_ACTIONS_ELEMENTS = 25
 MAX_CONTEXT_ACTIONS_ELEMENTS = 5
 MAX_BUTTON_TEXT = 75
@@ -28,6 +30,61 @@ MAX_VALUE = 2_000
 def check_text(text: str, limit: int) -> None:
     if len(text) > limit:
         raise ApiError("msg_too_long")
+
+
+def stream_chunks(args: Args) -> list[dict[str, Any]] | None:
+    """The validated `chunks` argument of the streaming methods, or None when absent."""
+    chunks = args.json_list("chunks", error="invalid_chunks")
+    if chunks is None:
+        return None
+    problems: list[str] = []
+    for index, chunk in enumerate(chunks):
+        pointer = f"/chunks/{index}"
+        if not isinstance(chunk, dict) or not isinstance(chunk.get("type"), str):
+            missing = f"[ERROR] missing required field: type [json-pointer:{pointer}]"
+            raise ApiError("invalid_arguments", messages=[missing])
+        kind = chunk["type"]
+        if kind == "markdown_text":
+            if not isinstance(chunk.get("text"), str):
+                problems.append(f"[ERROR] missing required field: text [json-pointer:{pointer}]")
+            else:
+                check_text(chunk["text"], MAX_MARKDOWN_TEXT)
+        elif kind == "task_update":
+            problems += _task_problems(chunk, pointer)
+        elif kind == "plan_update":
+            problems += _required_text(chunk, "title", pointer, MAX_TASK_FIELD)
+        elif kind == "blocks":
+            if not isinstance(chunk.get("blocks"), list):
+                problems.append(f"[ERROR] missing required field: blocks [json-pointer:{pointer}]")
+        else:
+            problems.append(f"[ERROR] unsupported type: {kind} [json-pointer:{pointer}/type]")
+    if problems:
+        raise ApiError("invalid_chunks", messages=problems)
+    return chunks
+
+
+def _task_problems(chunk: dict[str, Any], pointer: str) -> list[str]:
+    problems = _required_text(chunk, "id", pointer, None)
+    problems += _required_text(chunk, "title", pointer, MAX_TASK_FIELD)
+    if chunk.get("status") not in TASK_STATUSES:
+        problems.append(f"[ERROR] must be one of {', '.join(TASK_STATUSES)} "
+                        f"[json-pointer:{pointer}/status]")  # fmt: skip
+    for key in ("details", "output"):
+        value = chunk.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            problems.append(f"[ERROR] must be a string [json-pointer:{pointer}/{key}]")
+        else:
+            problems += _too_long(value, MAX_TASK_FIELD, f"{pointer}/{key}")
+    return problems
+
+
+def _required_text(chunk: dict[str, Any], key: str, pointer: str, limit: int | None) -> list[str]:
+    value = chunk.get(key)
+    if not isinstance(value, str) or not value:
+        return [f"[ERROR] missing required field: {key} [json-pointer:{pointer}]"]
+    return _too_long(value, limit, f"{pointer}/{key}") if limit is not None else []
 
 
 def message_blocks(args: Args) -> list[dict[str, Any]] | None:

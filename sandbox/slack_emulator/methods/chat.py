@@ -99,7 +99,10 @@ def update(emu: SlackEmulator, args: Args) -> dict[str, Any]:
         message.blocks = blocks or None
         # Blocks given to chat.update are the message's content from now on, also for a message
         # that was streamed: `text` becomes their fallback, not streamed text shown above them.
+        # The stream's task cards were blocks of the message too: they go with the others.
         message.streamed = False
+        message.tasks.clear()
+        message.task_offsets.clear()
     message.edits += 1
     message.edited = {"user": emu.identity.bot_user_id, "ts": emu.workspace.next_ts()}
     emu.workspace.notify(Change("updated", message.channel, message.ts, message))

@@ -1,6 +1,8 @@
 """chat.startStream, chat.appendStream and chat.stopStream (Slack's native message streaming).
 
 A stream accepts appends until stopped, expired with `expire_stream`, or older than `stream_ttl`.
+Its content comes as `markdown_text` or as `chunks` (text, task cards...), never both in one call,
+and the form of its first content is the only one it takes after that.
 """
 
 from __future__ import annotations
@@ -11,7 +13,12 @@ from sandbox.slack_emulator import events
 from sandbox.slack_emulator.arguments import ApiError, Args, Handler
 from sandbox.slack_emulator.methods.chat import conversation, new_bot_message
 from sandbox.slack_emulator.model import Change, Message, channel_type_of
-from sandbox.slack_emulator.validation import MAX_MARKDOWN_TEXT, check_text, message_blocks
+from sandbox.slack_emulator.validation import (
+    MAX_MARKDOWN_TEXT,
+    check_text,
+    message_blocks,
+    stream_chunks,
+)
 
 if TYPE_CHECKING:
     from sandbox.slack_emulator.emulator import SlackEmulator
@@ -29,6 +36,9 @@ def start_stream(emu: SlackEmulator, args: Args) -> dict[str, Any]:
             raise ApiError("missing_recipient_team_id")
         if not args.text("recipient_user_id"):
             raise ApiError("missing_recipient_user_id")
+    display_mode = args.text("task_display_mode")
+    if display_mode not in ("", "timeline", "plan"):
+        raise ApiError("invalid_arguments", messages=["[ERROR] invalid task_display_mode"])
     text, chunks = _content(args)
     message = new_bot_message(emu, channel, thread_ts)
     message.streaming = message.streamed = True
@@ -84,27 +94,31 @@ def _streaming_message(emu: SlackEmulator, args: Args) -> Message:
 
 def _content(args: Args) -> tuple[str, list[dict[str, Any]]]:
     """The `markdown_text` argument and the `chunks` list (what slack_sdk's ChatStream sends)."""
+    chunks = stream_chunks(args)
     text = args.text("markdown_text")
+    if text and chunks is not None:
+        raise ApiError("cannot_provide_both_markdown_text_and_chunks")
     check_text(text, MAX_MARKDOWN_TEXT)
-    chunks = args.json_list("chunks") or []
-    for index, chunk in enumerate(chunks):
-        if not isinstance(chunk, dict) or not isinstance(chunk.get("type"), str):
-            raise ApiError(
-                "invalid_arguments",
-                messages=[f"[ERROR] missing required field: type [json-pointer:/chunks/{index}]"],
-            )
-        if chunk["type"] == "markdown_text":
-            check_text(str(chunk.get("text", "")), MAX_MARKDOWN_TEXT)
-    return text, chunks
+    return text, chunks or []
 
 
 def _append(message: Message, text: str, chunks: list[dict[str, Any]]) -> None:
+    """Add one call's content, after checking it has the form the stream's content has."""
+    form = "markdown_text" if text else "chunks" if chunks else None
+    if form is not None:
+        if message.stream_mode not in (None, form):
+            raise ApiError("streaming_mode_mismatch")
+        message.stream_mode = form
     message.text += text
     for chunk in chunks:
         if chunk["type"] == "markdown_text":
-            message.text += str(chunk.get("text", ""))
-        else:
-            message.chunks.append(chunk)  # task and plan updates: kept for inspection
+            message.text += chunk["text"]
+            continue
+        message.chunks.append(chunk)  # task and plan updates, blocks: kept for inspection
+        if chunk["type"] == "task_update":
+            # Timeline mode: a card shows where its id first came and changes in place.
+            message.task_offsets.setdefault(chunk["id"], len(message.text))
+            message.tasks[chunk["id"]] = chunk
 
 
 HANDLERS: dict[str, Handler] = {
