@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import sys
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from adapters.llm import OpenAICompatibleModel
 from bridge import logs
 from bridge.attachments import AttachmentLimits, Attachments
-from bridge.config import Settings
+from bridge.config import Settings, secret_values
 from bridge.controls import ReplyControls
 from bridge.edits import UserEdits
 from bridge.housekeeping import Housekeeping
@@ -37,6 +38,8 @@ from bridge.reload import ConfigReloader
 from bridge.responder import Responder, ResponderSettings
 from bridge.scheduler import EditScheduler
 from bridge.telemetry import BridgeMetrics
+from bridge.tools.loop import ToolLoopSettings, Tools
+from bridge.tools.secrets import Redactor
 from storage import SqlChatStore, create_engine, migrate, sqlite_path
 from storage.files import DirectoryVault, files_dir_for
 from storage.migrate import current_revision
@@ -93,17 +96,6 @@ class Bridge:
     reloader: ConfigReloader | None = None
 
 
-def _secrets(settings: Settings) -> list[str]:
-    candidates = [
-        settings.llm.api_key,
-        settings.slack.bot_token,
-        settings.slack.app_token,
-        settings.slack.signing_secret,
-        settings.discord.token,
-    ]
-    return [s.get_secret_value() for s in candidates if s is not None]
-
-
 async def build(
     settings: Settings,
     *,
@@ -141,6 +133,21 @@ async def build(
         )
 
     attachments = Attachments(store=store, vault=vault, limits=attachment_limits)
+    toolbox = None
+    if settings.mcp.servers:
+        from adapters.mcp import MCPToolBox
+
+        toolbox = MCPToolBox(settings.mcp)
+    tools = Tools(
+        toolbox,
+        ToolLoopSettings(
+            max_rounds=settings.llm.max_tool_rounds,
+            max_result_chars=settings.mcp.max_result_chars,
+            footer=settings.mcp.footer,
+        ),
+        Redactor(secret_values(settings)),
+        clock=time.perf_counter,
+    )
     responder = Responder(
         store=store,
         llm=model,
@@ -155,6 +162,7 @@ async def build(
         observer=metrics,
         controls=controls,
         attachments=attachments,
+        tools=tools,
     )
     lifecycle = Lifecycle()
     policy = build_policy(settings, responder=responder, store=store, wall=wall)
@@ -219,6 +227,10 @@ async def build(
         services.append(cluster)
     if isinstance(model, OpenAICompatibleModel):
         services.insert(0, model)
+    if toolbox is not None:
+        # Before the platforms: servers connect in the background; until one is up, its tools
+        # are simply not offered.
+        services.append(toolbox)
     services.extend(platforms)
     # The platforms stop taking events first (stop_intake); then the responder stops first of all
     # and drains its replies while the platforms can still show them.
@@ -377,7 +389,7 @@ async def run(
     settings: Settings, *, handle_signals: bool = True, config_path: Path | None = None
 ) -> int:
     limit_malloc_arenas()
-    logs.configure(settings.logging.level, settings.logging.json_format, _secrets(settings))
+    logs.configure(settings.logging.level, settings.logging.json_format, secret_values(settings))
     path = sqlite_path(settings.storage.url)
     if path is not None:
         log.info("storage: SQLite at %s", path.resolve())

@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     command("migrate", "Create or upgrade the database schema.")
     command("slack-manifest", "Print a Slack app manifest (JSON) that matches the configuration.")
     command("discord-invite", "Print the OAuth2 URL that invites the bot with what it needs.")
+    command("tools", "Connect to each [[mcp.servers]] once and list the tools it offers.")
     _sandbox_command(commands)
     return parser
 
@@ -143,6 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             return EXIT_CONFIG
         return EXIT_OK
+    if args.command == "tools":
+        return _tools(settings)
     if args.command == "run":
         return _run(settings, args.config)
     raise AssertionError(args.command)  # argparse rejects unknown commands before this
@@ -160,6 +163,19 @@ def _run(settings: Settings, config: Path) -> int:
 
     code: int = asyncio.run(app.run(settings, config_path=config))
     return code
+
+
+def _tools(settings: Settings) -> int:
+    if not settings.mcp.servers:
+        print("no [[mcp.servers]] in the configuration: no tools (see docs/tools.md)")
+        return EXIT_OK
+    from adapters.mcp import format_tools, list_tools
+
+    found = asyncio.run(list_tools(settings.mcp))
+    for line in format_tools(found):
+        print(line)
+    # Exit 1 when a server could not be reached: scripts and health checks can tell.
+    return EXIT_CONFIG if any(server.error for server in found) else EXIT_OK
 
 
 def _sandbox(args: argparse.Namespace) -> int:

@@ -54,12 +54,17 @@ from bridge.ports import (
     ReplyProgress,
     ReplySurface,
     StoreUnavailable,
+    ToolActivity,
+    ToolCall,
+    ToolCalls,
 )
 from bridge.progress import ProgressSaves, layout_of
 from bridge.reasoning import Thinking
 from bridge.scheduler import EditScheduler, Sleep
 from bridge.telemetry import ErrorKind, EventOutcome, NoObserver, ReplyObserver, ReplyReport
 from bridge.titles import Titles
+from bridge.tools.loop import ToolRounds, Tools
+from bridge.tools.progress import ToolProgress
 from bridge.writer import ReplyWriter, WriterStyle
 
 T = TypeVar("T")
@@ -93,6 +98,8 @@ class ResponderSettings:
     # model that refuses them), and within how many user turns they are sent again.
     vision: bool = True
     image_turns: int = 3
+    # The tools a reply is offered ("server.tool", "server.*", "*"); resolved per reply.
+    tools: tuple[str, ...] = ()
 
     @classmethod
     def from_config(
@@ -144,6 +151,7 @@ class ResponderSettings:
             n=self.n,
             titles=self.titles,
             edit_interval=self.style.edit_interval or 0.0,
+            tools=self.tools,
         )
 
     def for_reply(self, reply: ReplySettings) -> ResponderSettings:
@@ -158,6 +166,7 @@ class ResponderSettings:
             n=reply.n,
             titles=reply.titles,
             style=replace(self.style, edit_interval=reply.edit_interval or None),
+            tools=reply.tools,
         )
 
 
@@ -198,8 +207,10 @@ class Responder:
         observer: ReplyObserver | None = None,
         controls: ReplyControls | None = None,
         attachments: Attachments | None = None,
+        tools: Tools | None = None,
     ) -> None:
         self._store = store
+        self.tools = tools
         self.controls = controls or ReplyControls(store=store)
         self.attachments = attachments
         self._llm = llm
@@ -475,6 +486,29 @@ class Responder:
             await _quietly(surface.start_typing(status), "show thinking", where)
 
         thinking = Thinking(settings.show_reasoning, clock=self._scheduler.now, show=show_thinking)
+
+        def native_tools(activity: Sequence[ToolActivity]) -> bool:
+            try:
+                return surface.show_tools(activity)
+            except Exception as exc:  # cosmetic: the status line shows them instead
+                log.warning("could not show the tools natively: %s", exc, extra=where)
+                return False
+
+        async def show_tool_status(status: str) -> None:
+            for writer in writers:
+                writer.show_status(status)
+            await _quietly(surface.start_typing(status), "show the tools", where)
+
+        def refresh_writers() -> None:
+            for writer in writers:
+                writer.refresh()
+
+        progress = ToolProgress(
+            native=native_tools,
+            refresh=refresh_writers,
+            status=show_tool_status,
+            clock=self._scheduler.now,
+        )
         # Registered before the placeholder (and its Stop button) shows: a Stop from then on is
         # kept, and applied as soon as there is something to stop.
         live = self.controls.register(
@@ -495,8 +529,20 @@ class Responder:
             report.estimated_prompt_tokens = estimated
             if ticket is not None:
                 await self._wait_for_llm(ticket, writers, surface, where)
+            rounds = None
+            if self.tools is not None:
+                rounds = self.tools.for_reply(
+                    settings.tools, choices=settings.n, show=progress.show, where=where
+                )
             async with asyncio.timeout(settings.reply_timeout):
-                await self._stream(request, estimated, writers, report, settings, thinking, where)
+                if rounds is None:
+                    await self._stream(request, estimated, writers, report, settings, thinking,
+                                       where)  # fmt: skip
+                else:
+                    await self._with_tools(
+                        rounds, chat, asked, request, estimated, writers, report, settings,
+                        thinking, where,
+                    )  # fmt: skip
 
         try:
             if len(resume) == len(writers):
@@ -544,6 +590,7 @@ class Responder:
                 ticket.give_slot()
             self.controls.unregister(live)
             thinking.close()
+            progress.close()
             concluding = self._conclude(
                 writers, saves, report, failure, cut, surface, user_message, settings, where,
                 thinking,
@@ -625,12 +672,26 @@ class Responder:
         settings: ResponderSettings,
         thinking: Thinking,
         where: Mapping[str, object],
-    ) -> None:
+        *,
+        first_round: bool = True,
+        before_text: str = "",
+    ) -> tuple[ToolCall, ...]:
+        """Stream one completion into the writers; returns the tool calls the model asked for
+        (its first choice's), if any. `before_text` goes before this round's first words (a
+        break after the text of an earlier round)."""
         loop = asyncio.get_running_loop()
         idle = settings.idle_timeout
+        earlier = report.usage
+        # Text of earlier rounds is not this round's: a retry is refused only for its own.
+        shown_before = [len(writer.text) for writer in writers] if not first_round else None
+        calls: tuple[ToolCall, ...] = ()
         for attempt in range(settings.max_retries + 1):
-            report.attempts = attempt + 1
+            if first_round:
+                report.attempts = attempt + 1
+            elif attempt:
+                report.attempts += 1  # a retry within a later round
             at_length_limit = False
+            calls = ()
             try:
                 async with asyncio.timeout_at(loop.time() + idle) as deadline:
                     rearmed = loop.time()
@@ -641,6 +702,9 @@ class Responder:
                             deadline.reschedule(now + idle)
                             rearmed = now
                         if isinstance(event, Delta):
+                            if before_text and event.choice == 0 and event.text:
+                                writers[0].feed(before_text)
+                                before_text = ""
                             if report.first_delta_at is None:
                                 report.first_delta_at = self._scheduler.now()
                                 if thinking.active and (summary := thinking.answer_begins()):
@@ -654,9 +718,13 @@ class Responder:
                                     raise _Cut(TOO_LONG)
                         elif isinstance(event, Reasoning):
                             thinking.feed(event.text)
+                        elif isinstance(event, ToolCalls):
+                            if event.choice == 0:
+                                calls = event.calls
                         elif isinstance(event, Usage):
-                            report.usage = event
-                            self._budget.learn(request.model, estimated, event.prompt_tokens)
+                            report.usage = event if earlier is None else _summed(earlier, event)
+                            if first_round:
+                                self._budget.learn(request.model, estimated, event.prompt_tokens)
                         elif isinstance(event, Finished) and event.reason == "length":
                             log.info(
                                 "reply choice %s hit the output token limit",
@@ -666,12 +734,15 @@ class Responder:
                             at_length_limit = True
                 if at_length_limit:
                     raise _Cut(TOO_LONG)
-                return
+                return calls
             except TimeoutError:
                 message = f"the model sent nothing for {idle:g} seconds"
                 raise _Failure(message, ErrorKind.LLM_TIMEOUT) from None
             except LLMError as exc:
-                shown = any(writer.has_text for writer in writers)
+                if shown_before is None:
+                    shown = any(writer.has_text for writer in writers)
+                else:
+                    shown = any(len(w.text) > n for w, n in zip(writers, shown_before, strict=True))
                 if shown or not exc.retryable or attempt >= settings.max_retries:
                     raise _Failure(f"the model failed: {exc}", ErrorKind.LLM) from exc
                 backoff = min(0.5 * 2**attempt, 8.0)
@@ -680,6 +751,52 @@ class Responder:
                     "LLM error before the first token (%s); retry in %.1fs", exc, delay, extra=where
                 )
                 await self._sleep(delay)
+        return calls  # not reached: the last attempt returns or raises
+
+    async def _with_tools(
+        self,
+        rounds: ToolRounds,
+        chat: Chat,
+        asked: StoredMessage,
+        request: CompletionRequest,
+        estimated: int,
+        writers: Sequence[ReplyWriter],
+        report: ReplyReport,
+        settings: ResponderSettings,
+        thinking: Thinking,
+        where: Mapping[str, object],
+    ) -> None:
+        """Stream, run the tools the model asks for, stream again with their results, up to
+        `llm.max_tool_rounds` rounds (the last offers no tools: the model answers with what it
+        has); each round's calls and results are stored as messages of the conversation."""
+        request = replace(request, tools=rounds.specs, tool_choice=rounds.choice)
+        report.tools = rounds.metadata()
+        writer = writers[0]
+        first, between = True, ""
+        while True:
+            start = len(writer.text)
+            calls = await self._stream(
+                request, estimated, writers, report, settings, thinking, where,
+                first_round=first, before_text=between,
+            )  # fmt: skip
+            first = False
+            if not calls or request.tool_choice == "none":
+                break  # an answer (calls it was told not to make are not run)
+            text = writer.text[start:]
+            outcomes = await rounds.run(calls)
+            report.tools = rounds.metadata()
+            await self._durably(
+                functools.partial(
+                    self._store.add_tool_round, chat.id, asked.id, outcomes, model=settings.model
+                ),
+                "storing tool results",
+                where,
+            )
+            request = rounds.next_request(request, text, outcomes)
+            between = "\n\n" if writer.text.strip() else ""
+        if footer := rounds.footer():
+            writer.feed(f"\n\n{footer}" if writer.text.strip() else footer)
+            report.tools = {**rounds.metadata(), "footer_chars": len(footer)}
 
     async def _conclude(
         self,
@@ -842,6 +959,7 @@ def _metadata(
     reasoning = thinking.metadata() if thinking is not None else None
     return {
         **({"reasoning": reasoning} if reasoning else {}),
+        **({"tools": report.tools} if report.tools and writer.response_number == 0 else {}),
         "time_to_first_token_ms": ms(report.first_delta_at),
         "time_to_first_text_ms": ms(writer.first_text_at),
         "total_ms": ms(writer.final_at),
@@ -851,6 +969,14 @@ def _metadata(
         "messages": len(writer.messages),
         "layout": layout_of(writer),
     }
+
+
+def _summed(earlier: Usage, later: Usage) -> Usage:
+    """The usage of a reply of several requests (tool rounds): each round's prompt counts."""
+    return Usage(
+        earlier.prompt_tokens + later.prompt_tokens,
+        earlier.completion_tokens + later.completion_tokens,
+    )
 
 
 def _log_ids(platform: str, user_message: StoredMessage) -> dict[str, object]:

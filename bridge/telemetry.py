@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 from bridge.domain import MessageStatus, TokenUsage
 from bridge.metrics import Registry
@@ -54,6 +54,8 @@ class ReplyReport:
     texts: list[str] = field(default_factory=list)
     # The prompt's size as estimated before the request (the usage when the server sends none).
     estimated_prompt_tokens: int = 0
+    # Its tool rounds, when it was offered tools: rounds, tools used, each round's overhead.
+    tools: dict[str, Any] | None = None
 
 
 class ReplyObserver(Protocol):

@@ -95,6 +95,7 @@ class ReplyWriter:
         self._lane = Lane(surface.edit_bucket(), interval=style.edit_interval)
         # Shown instead of the placeholder until the first text ("queued", waiting for the LLM).
         self._status = ""
+        self._refresh = False
         self._wake = asyncio.Event()
         self._finishing = False
         self._task: asyncio.Task[None] | None = None
@@ -165,14 +166,23 @@ class ReplyWriter:
         return bool(self._text or self._parts)
 
     def show_status(self, text: str) -> None:
-        """Show `text` in the placeholder until the first words arrive. Not on a native stream:
-        it only ever appends, and the platform shows its own progress there."""
-        if not self.has_text and not self.surface.shows_own_progress:
+        """Show `text` in the placeholder until the first words arrive, or below the text so far
+        (a tool running) until more text comes; "" takes it away. Not on a native stream: it
+        only ever appends, and the platform shows its own progress there."""
+        if not self.surface.shows_own_progress and text != self._status:
             self._status = text
+            self._wake.set()
+
+    def refresh(self) -> None:
+        """Write the last message again even if its text did not change: the surface has
+        something of its own to send with it (Slack's task cards on a native stream)."""
+        if self.messages and not self._finishing and self.surface.shows_own_progress:
+            self._refresh = True
             self._wake.set()
 
     def feed(self, delta: str) -> None:
         if delta:
+            self._status = ""
             self._parts.append(delta)
             self._unlaid.append(delta)
             self._unlaid_chars += len(delta)
@@ -263,7 +273,13 @@ class ReplyWriter:
         if self.surface.shows_own_progress:
             # Append-only streams: show the raw text, which later text only ever extends.
             return segment.text
-        return segment.while_streaming(self.style.cursor)
+        shown = segment.while_streaming(self.style.cursor)
+        if self._status:
+            limit = self.surface.message_limit
+            with_status = f"{shown}\n\n{self._status}"
+            if self._measure(limit)(with_status) <= limit.size:
+                return with_status
+        return shown
 
     def _add_notice(self, shown: list[str]) -> None:
         """The notice goes below the text, after any code block is closed: in the last message
@@ -369,6 +385,10 @@ class ReplyWriter:
 
     def _first_difference(self, targets: list[str]) -> int | None:
         last = len(targets) - 1
+        if self._refresh:
+            self._refresh = False
+            if 0 <= last < len(self._shown) and last not in self._finalized:
+                return last
         # The scan starts after the stable messages, so a reply of many messages costs no more
         # per write than a short one.
         for index in range(self._stable, len(targets)):

@@ -24,7 +24,7 @@ class Step:
 
 def conversation(platform: str) -> tuple[Step, ...]:
     """A mention, follow-ups in its thread (one asks for code, one about a screenshot, one is
-    stopped halfway), then a DM."""
+    stopped halfway, one has the model search the docs with a tool), then a DM."""
     name = "Discord" if platform == "discord" else "Slack"
     return (
         Step("channel", "What is chat-bridge, in two sentences?"),
@@ -32,6 +32,7 @@ def conversation(platform: str) -> tuple[Step, ...]:
         Step("thread", "Show me a Python example: retry an API call with exponential backoff."),
         Step("thread", "What is wrong here?", image=True),
         Step("thread", "Tell me a long story about the bridge.", stop_after=2.0),
+        Step("thread", "Search the docs for the sandbox: what does it show?"),
         Step("dm", "Can you keep a secret? We need a name for our team's bot."),
     )
 

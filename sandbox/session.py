@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable
@@ -34,6 +35,14 @@ FIRST_TOKEN_DELAY = 0.4  # the model "thinks" first, so the typing indicator sho
 READING_PAUSE = 0.8  # alice reads the reply before her next message
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 30.0
+# A Python process importing the MCP SDK starts in a second or two; a loaded machine takes longer.
+TOOLS_TIMEOUT = 30.0
+SANDBOX_TOOLS = {
+    "name": "sandbox",
+    "command": sys.executable,
+    "args": ["-m", "sandbox.mcp_server"],
+    "timeout": 10.0,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +125,8 @@ class Sandbox:
             "llm": await self._llm_settings(),
             "slack": self.slack.bridge_settings(),
             "discord": self.discord.bridge_settings(),
+            # The bundled MCP server (the time, a calculator, the docs), started by the bridge.
+            "mcp": {"servers": [SANDBOX_TOOLS]},
         }
         # Settings from the sandbox alone: no CHAT_BRIDGE_* variables, no TOML file.
         settings = load_settings(None, environ={}, values=sections)
@@ -140,9 +151,24 @@ class Sandbox:
         except TimeoutError:
             raise SandboxError(f"the bridge did not start within {START_TIMEOUT:g} s") from None
         await self._tracker.start()
+        await self._tools_up()
         self.startup = time.monotonic() - self.started_at
         names = ", ".join(service.name for service in self.bridge.services)
         self.display.note(f"bridge up after {self.startup:.1f} s: {names}")
+
+    async def _tools_up(self) -> None:
+        """Wait for the bundled MCP server, so that the script's tool question gets its tools;
+        without them the bridge still answers (and the sandbox says so)."""
+        assert self.bridge is not None
+        tools = self.bridge.responder.tools
+        box = tools.toolbox if tools is not None else None
+        if box is None:
+            return
+        deadline = time.monotonic() + TOOLS_TIMEOUT
+        while not box.available(["*"]) and time.monotonic() < deadline:
+            await self.guard(asyncio.sleep(0.1))
+        if not box.available(["*"]):
+            self.display.note(f"the sandbox's MCP server is not up after {TOOLS_TIMEOUT:g} s")
 
     async def _llm_settings(self) -> dict[str, Any]:
         options = self.options
@@ -258,5 +284,6 @@ class Sandbox:
             f"  slack    emulator at {self.slack.emu.api_base_url} (Socket Mode, Slack's tiers)",
             f"  discord  emulator at {self.discord.emu.api_base_url} (auto_thread on)",
             f"  llm      {model}",
+            "  tools    bundled MCP server `sandbox` over stdio (now, calculate, search_docs)",
             f"  storage  {settings.storage.url.split(':///', 1)[-1]} (deleted on exit)",
         ]

@@ -38,6 +38,7 @@ from bridge.ports import (
     ReplyProgress,
     RuntimeOverride,
     StreamEvent,
+    ToolOutcome,
     UsageLine,
     UsageReport,
 )
@@ -146,13 +147,43 @@ class MemoryStore:
         )
         self._count(message_id)
 
+    async def add_tool_round(
+        self, chat_id: int, reply_to_id: int, outcomes: Sequence[ToolOutcome], *, model: str
+    ) -> None:
+        calls = [{"id": o.call.id, "name": o.call.name, "arguments": o.call.arguments}
+                 for o in outcomes]  # fmt: skip
+        rows = [(Role.ASSISTANT, "", {"tool_calls": calls})]
+        rows += [
+            (Role.TOOL, o.content, {"tool_call_id": o.call.id, "name": o.call.name,
+                                    "error": o.error, "seconds": o.seconds})
+            for o in outcomes
+        ]  # fmt: skip
+        for role, content, metadata in rows:
+            message = StoredMessage(
+                id=next(self._ids),
+                chat_id=chat_id,
+                role=role,
+                content=content,
+                status=MessageStatus.COMPLETE,
+                reply_to_id=reply_to_id,
+                model=model,
+                metadata=metadata,
+            )
+            self.rows[message.id] = message
+        self.writes += 1
+
     def _count(self, message_id: int) -> None:
         self.writes += 1
         self.writes_by_message[message_id] = self.writes_by_message.get(message_id, 0) + 1
 
     async def context_messages(self, chat: Chat, upto_id: int, limit: int) -> list[StoredMessage]:
-        def position(m: StoredMessage) -> tuple[int, int]:
-            return (m.reply_to_id or m.id, m.id)
+        def tool_round(m: StoredMessage) -> bool:
+            return m.role is Role.TOOL or "tool_calls" in m.metadata
+
+        def position(m: StoredMessage) -> tuple[int, int, int]:
+            # The message, its tool rounds, then its reply (made before the rounds).
+            rank = 0 if m.reply_to_id is None else (1 if tool_round(m) else 2)
+            return (m.reply_to_id or m.id, rank, m.id)
 
         chosen = [
             m
@@ -164,6 +195,7 @@ class MemoryStore:
             and not m.metadata.get("deleted")  # as the SQL store: deleted ones are left out
             and (
                 m.role is not Role.ASSISTANT
+                or tool_round(m)
                 or (m.status not in (MessageStatus.PENDING, MessageStatus.STREAMING) and m.content)
             )
         ]
@@ -328,7 +360,12 @@ class MemoryStore:
         return dict(self.vote_rows.get(message_id, {}))
 
     def replies(self) -> list[StoredMessage]:
-        return [m for m in self.rows.values() if m.role is Role.ASSISTANT]
+        """The reply rows (not the rows of tool rounds)."""
+        return [
+            m
+            for m in self.rows.values()
+            if m.role is Role.ASSISTANT and "tool_calls" not in m.metadata
+        ]
 
 
 # --- LLM -------------------------------------------------------------------------------------

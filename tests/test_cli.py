@@ -107,7 +107,7 @@ def test_migrate_creates_the_database(tmp_path: Path) -> None:
     config.write_text(f'[storage]\nurl = "sqlite+aiosqlite:///{db}"\n')
     result = chat_bridge("migrate", "--config", str(config))
     assert result.returncode == 0, result.stderr
-    assert "database at revision 0005" in result.stdout
+    assert "database at revision 0006" in result.stdout
     assert db.exists()
 
 
@@ -135,3 +135,30 @@ def test_slack_manifest_matches_the_mode() -> None:
     manifest = json.loads(result.stdout)
     assert manifest["settings"]["socket_mode_enabled"] is True
     assert "app_mention" in manifest["settings"]["event_subscriptions"]["bot_events"]
+
+
+def test_tools_lists_each_servers_tools_and_says_which_cannot_be_reached(tmp_path: Path) -> None:
+    config = tmp_path / "tools.toml"
+    config.write_text(
+        "[[mcp.servers]]\n"
+        f'name = "sandbox"\ncommand = "{sys.executable}"\nargs = ["-m", "sandbox.mcp_server"]\n'
+        "[[mcp.servers]]\n"
+        'name = "tickets"\nurl = "http://127.0.0.1:9/mcp"\n'
+        'headers = { Authorization = "Bearer tok-secret-123456" }\n'
+    )
+    result = chat_bridge("tools", "--config", str(config))
+    assert result.returncode == 1, result.stderr  # a server could not be reached
+    lines = result.stdout.splitlines()
+    assert lines[0] == "sandbox (stdio): 3 tools"
+    assert [line.split(":")[0].strip() for line in lines[1:4]] == [
+        "sandbox.now",
+        "sandbox.calculate",
+        "sandbox.search_docs",
+    ]
+    assert lines[4].startswith("tickets (http): unavailable:")
+    assert "tok-secret" not in result.stdout + result.stderr
+
+    empty = tmp_path / "none.toml"
+    empty.write_text("")
+    result = chat_bridge("tools", "--config", str(empty))
+    assert result.returncode == 0 and "no [[mcp.servers]]" in result.stdout

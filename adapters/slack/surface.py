@@ -381,6 +381,10 @@ class SlackReplySurface:
     ) -> bool:
         """Extend the stream, the task cards that changed since the last write going with it."""
         tasks = list(self._tasks_pending.values())
+        if not final and not stream.shown and text == self._placeholder:
+            # The writer shows its placeholder until the first words (a write that carries task
+            # cards before them): a native stream shows its own progress, never that text.
+            text = ""
         try:
             extended = await stream.extend(text, final=final, blocks=blocks, tasks=tasks)
         except StreamEnded as ended:

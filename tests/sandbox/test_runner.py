@@ -43,7 +43,7 @@ async def test_the_script_answers_on_both_platforms_and_sums_up(
     assert await perform(sandbox) == 0
 
     shown = out.getvalue()
-    assert "replies: 10 of 12 complete, 2 stopped (slack 6, discord 6) in 4 conversations" in shown
+    assert "replies: 12 of 14 complete, 2 stopped (slack 7, discord 7) in 4 conversations" in shown
     assert shown.count("⏹ reply stopped by the user after") == 2
     assert re.search(r"tokens in / out +[\d,]+ / [\d,]+ +[\d,]+ / [\d,]+", shown), shown
     assert re.search(r"slack Web API calls by method:\n +\d+  ", shown)
@@ -53,36 +53,43 @@ async def test_the_script_answers_on_both_platforms_and_sums_up(
     exchanges = sandbox.tracker.exchanges
     slack = [e for e in exchanges if e.platform == "slack"]
     discord = [e for e in exchanges if e.platform == "discord"]
-    thread, dm = slack[0].user_message_id, slack[5].user_message_id
-    *answered, stopped = slack_replies(sandbox, GENERAL, thread)
+    thread, dm = slack[0].user_message_id, slack[6].user_message_id
+    *answered, stopped, searched = slack_replies(sandbox, GENERAL, thread)
     assert answered == [INTRO, rate_limits("slack"), BACKOFF, SCREENSHOT]
     # The story was stopped halfway: its text so far, then the notice.
     told, notice = stopped.rsplit("\n\n", 1)
     assert notice == "⏹️ _Stopped._" and STORY.startswith(told.rstrip()) and len(told) < len(STORY)
+    # The docs question: the model called the bundled MCP server's search_docs.
+    assert "sandbox" in searched.lower() and searched.endswith("🔧 _Used `sandbox.search_docs`_")
+    assert "tools    bundled MCP server `sandbox`" in shown
     assert slack_replies(sandbox, DM, dm) == [TEAM_NAME]
     assert sandbox.slack.emu.titles[(DM, dm)] == "Naming the team bot"
 
     opened = int(discord[0].user_message_id)  # the bot's thread takes the mention's id
-    *answers, first_half, second_half, screenshot, stopped = discord_replies(sandbox, opened)
+    *answers, first_half, second_half, screenshot, stopped, searched_too = discord_replies(
+        sandbox, opened
+    )
     assert answers == [INTRO, rate_limits("discord")]
     # Over Discord's 2,000 characters the reply continues in a second message, at a paragraph.
     assert max(len(first_half), len(second_half)) <= 2000
     assert f"{first_half}\n\n{second_half}" == BACKOFF
     assert screenshot == SCREENSHOT
     assert stopped.endswith("\n\n⏹️ _Stopped._") and len(stopped) < len(STORY)
+    assert searched_too.endswith("🔧 _Used `sandbox.search_docs`_")
     assert discord_replies(sandbox, sandbox.discord.dm_id) == [TEAM_NAME]
     assert [t.name for t in sandbox.discord.emu.threads] == ["What chat-bridge does"]
 
     statuses = [e.status for e in slack + discord]
-    assert statuses == ["complete"] * 4 + ["stopped", "complete"] + ["complete"] * 4 + [
+    assert statuses == ["complete"] * 4 + ["stopped", "complete", "complete"] + ["complete"] * 4 + [
         "stopped",
+        "complete",
         "complete",
     ]
     # The image went to the model as an image part: its answer is the screenshot's.
     # What the terminal showed as the end of each reply is what the platform shows.
     expected = [(INTRO,), (rate_limits("slack"),), (BACKOFF,), (SCREENSHOT,)]
     assert [e.final_texts for e in slack[:4]] == expected
-    assert slack[5].final_texts == (TEAM_NAME,)
+    assert slack[6].final_texts == (TEAM_NAME,)
 
 
 async def test_a_reply_that_does_not_finish_in_time_fails_with_one_clear_line(
@@ -108,7 +115,7 @@ async def test_interactive_lines_reach_the_bot_after_the_script() -> None:
 
     assert await perform(sandbox, lines=lines) == 0
 
-    typed_replies = sandbox.tracker.exchanges[12:]
+    typed_replies = sandbox.tracker.exchanges[14:]
     assert [(e.platform, e.where, e.prompt) for e in typed_replies] == [
         ("slack", "dm", "hello"),
         ("slack", "thread", "and what is chat-bridge?"),
@@ -119,7 +126,7 @@ async def test_interactive_lines_reach_the_bot_after_the_script() -> None:
         INTRO[:24],
         "Hello! I am the chat-bri",
     ]
-    summary = "replies: 13 of 15 complete, 2 stopped (slack 8, discord 7) in 6 conversations"
+    summary = "replies: 15 of 17 complete, 2 stopped (slack 9, discord 8) in 6 conversations"
     assert summary in out.getvalue()
 
 

@@ -1,0 +1,237 @@
+"""The tool rounds of one reply: which tools are offered, running the calls the model asks for
+(in parallel, each within its server's timeout), and what goes back to the model.
+
+A tool's result is untrusted text: it is capped (`mcp.max_result_chars`) and the config's
+secrets are cut out of it (and out of the arguments) before the model, the store or a log sees
+it. The model is always told what happened: a failed, refused or timed-out call is a result too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from bridge.domain import Role
+from bridge.ports import (
+    ChatTurn,
+    CompletionRequest,
+    ToolActivity,
+    ToolBox,
+    ToolCall,
+    ToolFailed,
+    ToolOutcome,
+    ToolSpec,
+)
+from bridge.tools.secrets import Redactor
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ToolLoopSettings:
+    max_rounds: int = 5
+    max_result_chars: int = 20_000
+    footer: str = "🔧 _Used {tools}_"
+
+
+class Tools:
+    """Per process: the toolbox, the limits and the secrets; makes a `ToolRounds` per reply."""
+
+    def __init__(
+        self,
+        toolbox: ToolBox | None,
+        settings: ToolLoopSettings,
+        redactor: Redactor | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.toolbox = toolbox
+        self.settings = settings
+        self.redactor = redactor or Redactor(())
+        self._clock = clock
+
+    def for_reply(
+        self,
+        selection: Sequence[str],
+        *,
+        choices: int,
+        show: Callable[[Sequence[ToolActivity]], Awaitable[None]],
+        where: Mapping[str, object],
+    ) -> ToolRounds | None:
+        """The tool rounds of a reply offered `selection`; None when it gets no tools (none
+        selected or up, no rounds allowed, or several choices: each would call its own)."""
+        if self.toolbox is None or not selection or self.settings.max_rounds <= 0 or choices != 1:
+            return None
+        specs = self.toolbox.available(selection)
+        if not specs:
+            return None
+        return ToolRounds(self, specs, show=show, where=where)
+
+
+@dataclass(slots=True)
+class _Running:
+    call: ToolCall
+    started: float
+    outcome: ToolOutcome | None = None
+
+
+@dataclass(slots=True)
+class ToolRounds:
+    """One reply's tool calls, round after round."""
+
+    tools: Tools
+    specs: tuple[ToolSpec, ...]
+    show: Callable[[Sequence[ToolActivity]], Awaitable[None]]
+    where: Mapping[str, object]
+    rounds: int = 0
+    used: list[str] = field(default_factory=list)  # qualified names, first use first
+    activity: list[ToolActivity] = field(default_factory=list)
+    # Seconds per round spent outside the tools themselves (parsing, capping, bookkeeping).
+    overheads: list[float] = field(default_factory=list)
+
+    @property
+    def choice(self) -> Literal["auto", "none"]:
+        """The next request's `tool_choice`: "none" once the rounds are used up, so that the
+        model answers with what it has (the tools still go with it: the results of its calls
+        are only sent along with them)."""
+        return "auto" if self.rounds < self.tools.settings.max_rounds else "none"
+
+    async def run(self, calls: Sequence[ToolCall]) -> list[ToolOutcome]:
+        """Run one round's calls (in parallel); every call gets an outcome, in call order."""
+        clock = self.tools._clock
+        began = clock()
+        self.rounds += 1
+        names = {spec.name for spec in self.specs}
+        running = [_Running(call, began) for call in calls]
+        for item in running:
+            if item.call.name in names and item.call.name not in self.used:
+                self.used.append(item.call.name)
+        base = len(self.activity)
+        self.activity.extend(
+            ToolActivity(_activity_id(item.call, base + i), item.call.name, "in_progress")
+            for i, item in enumerate(running)
+        )
+        await self.show(tuple(self.activity))
+        tool_seconds = await self._run_all(running, names, base)
+        total = clock() - began
+        # The calls ran side by side: the round's own cost is its time beyond the slowest one.
+        self.overheads.append(max(total - tool_seconds, 0.0))
+        return [item.outcome for item in running if item.outcome is not None]
+
+    async def _run_all(self, running: list[_Running], names: set[str], base: int) -> float:
+        clock = self.tools._clock
+
+        async def one(index: int, item: _Running) -> float:
+            started = clock()
+            outcome = await self._outcome(item.call, names)
+            seconds = clock() - started
+            item.outcome = replace(outcome, seconds=round(seconds, 3))
+            status: Literal["complete", "error"] = "error" if outcome.error else "complete"
+            detail = _first_line(outcome.content) if outcome.error else f"{seconds:.1f} s"
+            self.activity[base + index] = replace(
+                self.activity[base + index], status=status, detail=detail
+            )
+            await self.show(tuple(self.activity))
+            return seconds
+
+        spent = await asyncio.gather(*(one(i, item) for i, item in enumerate(running)))
+        return max(spent, default=0.0)
+
+    async def _outcome(self, call: ToolCall, names: set[str]) -> ToolOutcome:
+        settings, redactor = self.tools.settings, self.tools.redactor
+        if call.name not in names:
+            offered = ", ".join(sorted(names))
+            message = f"no tool named {call.name!r} is offered here (offered: {offered})"
+            return _failed(call, message)
+        try:
+            arguments = json.loads(call.arguments) if call.arguments.strip() else {}
+        except ValueError as exc:
+            return _failed(call, f"the arguments are not valid JSON ({exc}); call it again")
+        if not isinstance(arguments, dict):
+            return _failed(call, "the arguments must be a JSON object; call it again")
+        arguments = redactor.redact_json(arguments)
+        log.info("tool %s called (%d bytes of arguments)", call.name, len(call.arguments),
+                 extra=self.where)  # fmt: skip
+        toolbox = self.tools.toolbox
+        assert toolbox is not None  # a reply gets rounds only with a toolbox
+        try:
+            content = await toolbox.call(call.name, arguments)
+            error = False
+        except ToolFailed as exc:
+            content, error = f"Error: {exc}", True
+            log.info("tool %s failed: %s", call.name, redactor.redact(str(exc))[:300],
+                     extra=self.where)  # fmt: skip
+        except Exception as exc:  # a broken adapter must not end the reply
+            content, error = f"Error: the tool could not be run ({type(exc).__name__})", True
+            log.exception("tool %s raised", call.name, extra=self.where)
+        content = redactor.redact(content)
+        if len(content) > settings.max_result_chars:
+            kept = settings.max_result_chars
+            content = (
+                f"{content[:kept]}\n[cut: the result had {len(content):,} characters; "
+                f"the first {kept:,} are shown]"
+            )
+        return ToolOutcome(call, content, error=error)
+
+    def next_request(
+        self, request: CompletionRequest, text: str, outcomes: Sequence[ToolOutcome]
+    ) -> CompletionRequest:
+        """The request after a round: the assistant's calls (with the text it wrote before
+        them), each result, and the tools still offered."""
+        calls = tuple(outcome.call for outcome in outcomes)
+        turns = [
+            *request.messages,
+            ChatTurn(Role.ASSISTANT, text, tool_calls=calls),
+            *(ChatTurn(Role.TOOL, o.content, tool_call_id=o.call.id) for o in outcomes),
+        ]
+        return replace(request, messages=turns, tool_choice=self.choice)
+
+    def footer(self) -> str:
+        """What goes under the reply: which tools it used ("" when none, or no footer)."""
+        template = self.tools.settings.footer
+        if not self.used or not template:
+            return ""
+        return template.format(tools=", ".join(f"`{name}`" for name in self.used))
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "rounds": self.rounds,
+            "used": list(self.used),
+            "overhead_ms": [round(s * 1000, 2) for s in self.overheads],
+        }
+
+
+def without_footer(content: str, metadata: Mapping[str, Any]) -> str:
+    """A stored reply's content as context: the "used tools" footer (for people) left out."""
+    tools = metadata.get("tools")
+    chars = tools.get("footer_chars") if isinstance(tools, dict) else None
+    if isinstance(chars, int) and 0 < chars <= len(content):
+        return content[:-chars].rstrip()
+    return content
+
+
+def status_line(activity: Sequence[ToolActivity], seconds: float) -> str:
+    """The status a platform without task cards shows while tools run."""
+    running = [a.title for a in activity if a.status == "in_progress"]
+    if not running:
+        return ""
+    names = ", ".join(f"`{name}`" for name in dict.fromkeys(running))
+    elapsed = f" {int(seconds)} s" if seconds >= 1 else ""
+    return f"🔧 _Using {names}…_{elapsed}"
+
+
+def _failed(call: ToolCall, message: str) -> ToolOutcome:
+    return ToolOutcome(call, f"Error: {message}", error=True)
+
+
+def _activity_id(call: ToolCall, index: int) -> str:
+    return call.id or f"tool-{index}"
+
+
+def _first_line(text: str) -> str:
+    line = text.removeprefix("Error: ").strip().splitlines()[0] if text.strip() else ""
+    return line[:200]

@@ -1,0 +1,39 @@
+"""The config's secrets, cut out of whatever a tool sends or returns.
+
+A tool result is untrusted text from outside (a web page, a file, a server that echoes its
+environment): a token of the bridge's own config must never reach the model, the chat, the
+store or a log through it. Tool arguments are cleaned the same way before a tool sees them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+REDACTED = "[redacted]"
+# Shorter values ("1", "true", a port) are settings, not secrets, and would cut words apart.
+MIN_SECRET_CHARS = 6
+
+
+class Redactor:
+    def __init__(self, secrets: Iterable[str]) -> None:
+        kept = sorted({s for s in secrets if len(s) >= MIN_SECRET_CHARS}, key=len, reverse=True)
+        self._pattern = re.compile("|".join(map(re.escape, kept))) if kept else None
+
+    def redact(self, text: str) -> str:
+        if self._pattern is None:
+            return text
+        return self._pattern.sub(REDACTED, text)
+
+    def redact_json(self, value: Any) -> Any:
+        """Every string in a JSON value (keys too) redacted."""
+        if self._pattern is None:
+            return value
+        if isinstance(value, str):
+            return self.redact(value)
+        if isinstance(value, list):
+            return [self.redact_json(item) for item in value]
+        if isinstance(value, dict):
+            return {self.redact(str(k)): self.redact_json(v) for k, v in value.items()}
+        return value
