@@ -782,9 +782,9 @@ class Responder:
             first = False
             if not calls or request.tool_choice == "none":
                 break  # an answer (calls it was told not to make are not run)
+            began = rounds.tools.clock()
             text = writer.text[start:]
             outcomes = await rounds.run(calls)
-            report.tools = rounds.metadata()
             await self._durably(
                 functools.partial(
                     self._store.add_tool_round, chat.id, asked.id, outcomes, model=settings.model
@@ -793,6 +793,8 @@ class Responder:
                 where,
             )
             request = rounds.next_request(request, text, outcomes)
+            rounds.round_took(rounds.tools.clock() - began)
+            report.tools = rounds.metadata()
             between = "\n\n" if writer.text.strip() else ""
         if footer := rounds.footer():
             writer.feed(f"\n\n{footer}" if writer.text.strip() else footer)

@@ -52,7 +52,7 @@ class Tools:
         self.toolbox = toolbox
         self.settings = settings
         self.redactor = redactor or Redactor(())
-        self._clock = clock
+        self.clock = clock
 
     def for_reply(
         self,
@@ -90,8 +90,10 @@ class ToolRounds:
     rounds: int = 0
     used: list[str] = field(default_factory=list)  # qualified names, first use first
     activity: list[ToolActivity] = field(default_factory=list)
-    # Seconds per round spent outside the tools themselves (parsing, capping, bookkeeping).
+    # Seconds per round spent outside the tools themselves: from the model's calls to the next
+    # request, less the slowest call (parsing, capping, redacting, progress, storing the round).
     overheads: list[float] = field(default_factory=list)
+    slowest: float = 0.0  # the last round's slowest call, in seconds
 
     @property
     def choice(self) -> Literal["auto", "none"]:
@@ -102,11 +104,9 @@ class ToolRounds:
 
     async def run(self, calls: Sequence[ToolCall]) -> list[ToolOutcome]:
         """Run one round's calls (in parallel); every call gets an outcome, in call order."""
-        clock = self.tools._clock
-        began = clock()
         self.rounds += 1
         names = {spec.name for spec in self.specs}
-        running = [_Running(call, began) for call in calls]
+        running = [_Running(call, self.tools.clock()) for call in calls]
         for item in running:
             if item.call.name in names and item.call.name not in self.used:
                 self.used.append(item.call.name)
@@ -116,14 +116,12 @@ class ToolRounds:
             for i, item in enumerate(running)
         )
         await self.show(tuple(self.activity))
-        tool_seconds = await self._run_all(running, names, base)
-        total = clock() - began
         # The calls ran side by side: the round's own cost is its time beyond the slowest one.
-        self.overheads.append(max(total - tool_seconds, 0.0))
+        self.slowest = await self._run_all(running, names, base)
         return [item.outcome for item in running if item.outcome is not None]
 
     async def _run_all(self, running: list[_Running], names: set[str], base: int) -> float:
-        clock = self.tools._clock
+        clock = self.tools.clock
 
         async def one(index: int, item: _Running) -> float:
             started = clock()
@@ -176,6 +174,10 @@ class ToolRounds:
                 f"the first {kept:,} are shown]"
             )
         return ToolOutcome(call, content, error=error)
+
+    def round_took(self, seconds: float) -> None:
+        """The whole round (calls to next request) took this long: its overhead is kept."""
+        self.overheads.append(max(seconds - self.slowest, 0.0))
 
     def next_request(
         self, request: CompletionRequest, text: str, outcomes: Sequence[ToolOutcome]
