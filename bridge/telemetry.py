@@ -156,6 +156,13 @@ class BridgeMetrics:
             ["platform"],
             buckets=REPLY_BUCKETS,
         )
+        self.tool_calls = r.counter(
+            "chat_bridge_tool_calls_total",
+            "Tool calls the model asked for, by tool and outcome: ok, error (the tool or its "
+            "server failed), timeout, refused (not offered, or arguments that are not a JSON "
+            "object; the tool label is then `unknown` when the name is not offered).",
+            ["platform", "tool", "outcome"],
+        )
         self.votes = r.counter(
             "chat_bridge_feedback_votes_total",
             "👍/👎 votes users gave replies (a changed vote counts again; `withdrawn`: taken "
@@ -197,6 +204,8 @@ class BridgeMetrics:
         self.rate_limited.labels(platform).inc(report.rate_limited)
         if report.attempts > 1:
             self.llm_retries.labels(platform).inc(report.attempts - 1)
+        for tool, outcome in (report.tools or {}).get("calls", ()):
+            self.tool_calls.labels(platform, tool, outcome).inc()
         for histogram, at in (
             (self.first_token, report.first_delta_at),
             (self.first_text, report.first_text_at),

@@ -70,5 +70,5 @@ class EffectiveSettings:
 
 
 def _short(value: Any) -> str:
-    text = str(value)
+    text = (", ".join(value) or "none") if isinstance(value, tuple) else str(value)
     return text if len(text) <= 120 else text[:119] + "…"

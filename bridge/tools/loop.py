@@ -94,6 +94,8 @@ class ToolRounds:
     # request, less the slowest call (parsing, capping, redacting, progress, storing the round).
     overheads: list[float] = field(default_factory=list)
     slowest: float = 0.0  # the last round's slowest call, in seconds
+    # (tool, outcome) per call, for the metrics: ok, error, timeout or refused.
+    outcomes: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def choice(self) -> Literal["auto", "none"]:
@@ -140,40 +142,46 @@ class ToolRounds:
         return max(spent, default=0.0)
 
     async def _outcome(self, call: ToolCall, names: set[str]) -> ToolOutcome:
-        settings, redactor = self.tools.settings, self.tools.redactor
-        if call.name not in names:
-            offered = ", ".join(sorted(names))
-            message = f"no tool named {call.name!r} is offered here (offered: {offered})"
-            return _failed(call, message)
-        try:
-            arguments = json.loads(call.arguments) if call.arguments.strip() else {}
-        except ValueError as exc:
-            return _failed(call, f"the arguments are not valid JSON ({exc}); call it again")
-        if not isinstance(arguments, dict):
-            return _failed(call, "the arguments must be a JSON object; call it again")
-        arguments = redactor.redact_json(arguments)
-        log.info("tool %s called (%d bytes of arguments)", call.name, len(call.arguments),
-                 extra=self.where)  # fmt: skip
-        toolbox = self.tools.toolbox
-        assert toolbox is not None  # a reply gets rounds only with a toolbox
-        try:
-            content = await toolbox.call(call.name, arguments)
-            error = False
-        except ToolFailed as exc:
-            content, error = f"Error: {exc}", True
-            log.info("tool %s failed: %s", call.name, redactor.redact(str(exc))[:300],
-                     extra=self.where)  # fmt: skip
-        except Exception as exc:  # a broken adapter must not end the reply
-            content, error = f"Error: the tool could not be run ({type(exc).__name__})", True
-            log.exception("tool %s raised", call.name, extra=self.where)
-        content = redactor.redact(content)
+        content, kind = await self._attempt(call, names)
+        self.outcomes.append((call.name if call.name in names else "unknown", kind))
+        settings = self.tools.settings
+        content = self.tools.redactor.redact(content)
         if len(content) > settings.max_result_chars:
             kept = settings.max_result_chars
             content = (
                 f"{content[:kept]}\n[cut: the result had {len(content):,} characters; "
                 f"the first {kept:,} are shown]"
             )
-        return ToolOutcome(call, content, error=error)
+        return ToolOutcome(call, content, error=kind != "ok")
+
+    async def _attempt(self, call: ToolCall, names: set[str]) -> tuple[str, str]:
+        """The result's text and how the call went: ok, error, timeout or refused."""
+        if call.name not in names:
+            offered = ", ".join(sorted(names))
+            return f"Error: no tool named {call.name!r} is offered here (offered: {offered})", (
+                "refused"
+            )
+        try:
+            arguments = json.loads(call.arguments) if call.arguments.strip() else {}
+        except ValueError as exc:
+            return f"Error: the arguments are not valid JSON ({exc}); call it again", "refused"
+        if not isinstance(arguments, dict):
+            return "Error: the arguments must be a JSON object; call it again", "refused"
+        redactor = self.tools.redactor
+        arguments = redactor.redact_json(arguments)
+        log.info("tool %s called (%d bytes of arguments)", call.name, len(call.arguments),
+                 extra=self.where)  # fmt: skip
+        toolbox = self.tools.toolbox
+        assert toolbox is not None  # a reply gets rounds only with a toolbox
+        try:
+            return await toolbox.call(call.name, arguments), "ok"
+        except ToolFailed as exc:
+            log.info("tool %s failed: %s", call.name, redactor.redact(str(exc))[:300],
+                     extra=self.where)  # fmt: skip
+            return f"Error: {exc}", "timeout" if exc.timed_out else "error"
+        except Exception as exc:  # a broken adapter must not end the reply
+            log.exception("tool %s raised", call.name, extra=self.where)
+            return f"Error: the tool could not be run ({type(exc).__name__})", "error"
 
     def round_took(self, seconds: float) -> None:
         """The whole round (calls to next request) took this long: its overhead is kept."""
@@ -203,6 +211,7 @@ class ToolRounds:
         return {
             "rounds": self.rounds,
             "used": list(self.used),
+            "calls": [list(pair) for pair in self.outcomes],
             "overhead_ms": [round(s * 1000, 2) for s in self.overheads],
         }
 
@@ -224,10 +233,6 @@ def status_line(activity: Sequence[ToolActivity], seconds: float) -> str:
     names = ", ".join(f"`{name}`" for name in dict.fromkeys(running))
     elapsed = f" {int(seconds)} s" if seconds >= 1 else ""
     return f"🔧 _Using {names}…_{elapsed}"
-
-
-def _failed(call: ToolCall, message: str) -> ToolOutcome:
-    return ToolOutcome(call, f"Error: {message}", error=True)
 
 
 def _activity_id(call: ToolCall, index: int) -> str:

@@ -306,3 +306,34 @@ def test_tool_rounds_are_context_for_the_next_turn() -> None:
         assert turns[3].content == "It is 11."
 
     run_virtual(scenario())
+
+
+def test_tool_calls_are_counted_by_tool_and_outcome_for_the_metrics() -> None:
+    from bridge.metrics import Registry
+    from bridge.telemetry import BridgeMetrics
+
+    async def scenario() -> None:
+        box = FakeToolBox(
+            **{"web.fetch": ToolFailed("timed out after 1 s", timed_out=True), "calc.add": "3"}
+        )
+        llm = ScriptedLLM(
+            calling(("web.fetch", {}), ("calc.add", {}), ("made.up", {})), Script.text("ok")
+        )
+        store = MemoryStore()
+        metrics = BridgeMetrics(Registry(), ["test"])
+        responder = Responder(
+            store=store,
+            llm=llm,
+            scheduler=EditScheduler(interval=1.0),
+            settings=SETTINGS,
+            observer=metrics,
+            tools=Tools(box, ToolLoopSettings()),
+        )
+        await responder.handle("test", message("go", "e1"), RecordingSurface())
+        text = metrics.registry.render()
+        for tool, outcome in (("web.fetch", "timeout"), ("calc.add", "ok"), ("unknown", "refused")):
+            labels = f'platform="test",tool="{tool}",outcome="{outcome}"'
+            line = f"chat_bridge_tool_calls_total{{{labels}}} 1"
+            assert line in text, line
+
+    run_virtual(scenario())

@@ -92,3 +92,18 @@ def test_server_secrets_are_known_secrets_and_never_in_the_summary() -> None:
     text = "\n".join(summary(loaded))
     assert "mcp: tickets (http), docs (stdio)" in text
     assert all(secret not in text for secret in found)
+
+
+def test_the_settings_command_shows_a_places_tools_and_where_they_came_from() -> None:
+    rules = Rules(
+        settings(
+            mcp={"servers": [SERVER]},
+            overrides=[{"channel": "C9", "tools": ["docs.search", "docs.fetch"]}],
+        )
+    )
+    origin = Origin(platform="slack", workspace="T1", channel="C9", user="U1")
+    rows = {key: (value, source) for key, value, source in rules.resolve(origin, {}).shown()}
+    assert rows["tools"] == ("docs.search, docs.fetch", "override channel C9")
+    elsewhere = Origin(platform="slack", workspace="T1", channel="C1", user="U1")
+    rows = {key: (value, source) for key, value, source in rules.resolve(elsewhere, {}).shown()}
+    assert rows["tools"] == ("*", "defaults")
