@@ -42,7 +42,7 @@ from bridge.tools.loop import ToolLoopSettings, Tools
 from bridge.tools.secrets import Redactor
 from storage import SqlChatStore, create_engine, migrate, sqlite_path
 from storage.files import DirectoryVault, files_dir_for
-from storage.migrate import current_revision
+from storage.migrate import current_revision, head_revision
 
 if TYPE_CHECKING:
     from adapters.discord import DiscordAdapter
@@ -50,9 +50,6 @@ if TYPE_CHECKING:
     from bridge.cluster import Cluster
 
 log = logging.getLogger(__name__)
-
-HEAD_REVISION = "0005"
-
 
 class StartupError(Exception):
     """The bridge cannot start; the message says what to do."""
@@ -70,9 +67,9 @@ async def prepare_database(settings: Settings) -> None:
         await migrate(url)
         return
     revision = await current_revision(url)
-    if revision != HEAD_REVISION:
+    if revision != (head := head_revision()):
         raise StartupError(
-            f"the database is at revision {revision or 'none'}, not {HEAD_REVISION}: "
+            f"the database is at revision {revision or 'none'}, not {head}: "
             "run `chat-bridge migrate --config FILE` first"
         )
 
@@ -340,6 +337,15 @@ def discord_invite(settings: Settings) -> str:
     from adapters.discord import invite_url
 
     return invite_url(settings)
+
+
+async def list_tools(settings: Settings) -> tuple[list[str], bool]:
+    """`chat-bridge tools`: each MCP server's tools, as lines; False when one was unreachable."""
+    from adapters.mcp import format_tools
+    from adapters.mcp import list_tools as listing
+
+    found = await listing(settings.mcp)
+    return format_tools(found), not any(server.error for server in found)
 
 
 def slack_manifest(settings: Settings) -> tuple[str, list[str]]:

@@ -169,13 +169,13 @@ def _tools(settings: Settings) -> int:
     if not settings.mcp.servers:
         print("no [[mcp.servers]] in the configuration: no tools (see docs/tools.md)")
         return EXIT_OK
-    from adapters.mcp import format_tools, list_tools
+    from bridge import app
 
-    found = asyncio.run(list_tools(settings.mcp))
-    for line in format_tools(found):
+    lines, all_reached = asyncio.run(app.list_tools(settings))
+    for line in lines:
         print(line)
     # Exit 1 when a server could not be reached: scripts and health checks can tell.
-    return EXIT_CONFIG if any(server.error for server in found) else EXIT_OK
+    return EXIT_OK if all_reached else EXIT_CONFIG
 
 
 def _sandbox(args: argparse.Namespace) -> int:

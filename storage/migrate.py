@@ -24,6 +24,12 @@ def alembic_config() -> Config:
     return config
 
 
+def head_revision() -> str:
+    """The newest migration's revision, read from the file names ("0006_tool_messages.py"):
+    without importing Alembic, which a running bridge need not keep."""
+    return max(path.name.split("_", 1)[0] for path in (MIGRATIONS / "versions").glob("[0-9]*.py"))
+
+
 async def migrate(url: str, revision: str = "head") -> None:
     """Bring the database at `url` to `revision`."""
     engine = create_engine(url)

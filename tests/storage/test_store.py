@@ -322,3 +322,11 @@ async def test_saves_made_while_the_database_is_busy_join_one_write(store: SqlCh
     assert all(await asyncio.gather(*claims))
     saved = await store.get_message(row.id)
     assert saved is not None and saved.content == "part 4"
+
+
+def test_the_head_revision_the_bridge_expects_is_alembics_head() -> None:
+    from alembic.script import ScriptDirectory
+
+    from storage.migrate import alembic_config, head_revision
+
+    assert head_revision() == ScriptDirectory.from_config(alembic_config()).get_current_head()
