@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+
 class StartupError(Exception):
     """The bridge cannot start; the message says what to do."""
 

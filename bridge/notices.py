@@ -42,6 +42,7 @@ REASONS: dict[ErrorKind, str] = {
 TOO_LONG = "it reached the length limit"
 TOO_SLOW = "it took too long"
 QUESTION_DELETED = "its question was deleted"
+NO_ANSWER_AFTER_TOOLS = "the model gave no answer after its tools"
 
 
 def new_ref() -> str:

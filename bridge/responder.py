@@ -29,6 +29,7 @@ from bridge.controls import LiveReply, ReplyControls
 from bridge.domain import Chat, ChatKey, InboundMessage, MessageStatus, Role, StoredMessage
 from bridge.domain import TokenUsage as Usage
 from bridge.notices import (
+    NO_ANSWER_AFTER_TOOLS,
     QUESTION_DELETED,
     TOO_LONG,
     TOO_SLOW,
@@ -532,7 +533,11 @@ class Responder:
             rounds = None
             if self.tools is not None:
                 rounds = self.tools.for_reply(
-                    settings.tools, choices=settings.n, show=progress.show, where=where
+                    settings.tools,
+                    choices=settings.n,
+                    show=progress.show,
+                    settle=progress.settle,
+                    where=where,
                 )
             async with asyncio.timeout(settings.reply_timeout):
                 if rounds is None:
@@ -721,6 +726,10 @@ class Responder:
                         elif isinstance(event, ToolCalls):
                             if event.choice == 0:
                                 calls = event.calls
+                            # Reasoning that led to tools has ended: the tools' status follows,
+                            # not "thinking… N s" through their run.
+                            if thinking.active and (summary := thinking.answer_begins()):
+                                writers[0].feed(summary)
                         elif isinstance(event, Usage):
                             report.usage = event if earlier is None else _summed(earlier, event)
                             if first_round:
@@ -769,10 +778,16 @@ class Responder:
         """Stream, run the tools the model asks for, stream again with their results, up to
         `llm.max_tool_rounds` rounds (the last offers no tools: the model answers with what it
         has); each round's calls and results are stored as messages of the conversation."""
+
+        def estimate(text: str) -> int:
+            return self._budget.estimate(settings.model, text)
+
+        budget = settings.max_context_tokens - (settings.max_output_tokens or 0)
+        rounds.room_for(max(budget, 256), estimated, estimate)
         request = replace(request, tools=rounds.specs, tool_choice=rounds.choice)
         report.tools = rounds.metadata()
         writer = writers[0]
-        first, between = True, ""
+        first, between, prompt = True, "", estimated
         while True:
             start = len(writer.text)
             calls = await self._stream(
@@ -780,11 +795,19 @@ class Responder:
                 first_round=first, before_text=between,
             )  # fmt: skip
             first = False
+            answered = len(writer.text) > start
             if not calls or request.tool_choice == "none":
-                break  # an answer (calls it was told not to make are not run)
+                if not answered:
+                    # Calls it was told not to make (an endpoint that ignores tool_choice), or
+                    # nothing at all: the reply would end on its earlier text alone.
+                    raise _Cut(NO_ANSWER_AFTER_TOOLS)
+                break
             began = rounds.tools.clock()
             text = writer.text[start:]
-            outcomes = await rounds.run(calls)
+            outcomes, used = rounds.fit(text, await rounds.run(calls), estimate)
+            prompt += used
+            # Each round's request is a prompt of its own (quotas without reported usage).
+            report.estimated_prompt_tokens += prompt
             await self._durably(
                 functools.partial(
                     self._store.add_tool_round, chat.id, asked.id, outcomes, model=settings.model

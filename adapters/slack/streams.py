@@ -45,6 +45,9 @@ def task_chunk(activity: ToolActivity) -> TaskChunk:
 
 
 def _cut(text: str) -> str:
+    # A card's title is the model's tool name and its details a tool's error: untrusted text,
+    # defused like any reply text before it can reach the platform.
+    text = neutralise_mentions(text)
     return text if len(text) <= TASK_FIELD_LIMIT else text[: TASK_FIELD_LIMIT - 1] + "…"
 
 

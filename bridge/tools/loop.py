@@ -60,6 +60,7 @@ class Tools:
         *,
         choices: int,
         show: Callable[[Sequence[ToolActivity]], Awaitable[None]],
+        settle: Callable[[Sequence[ToolActivity]], None] | None = None,
         where: Mapping[str, object],
     ) -> ToolRounds | None:
         """The tool rounds of a reply offered `selection`; None when it gets no tools (none
@@ -69,13 +70,12 @@ class Tools:
         specs = self.toolbox.available(selection)
         if not specs:
             return None
-        return ToolRounds(self, specs, show=show, where=where)
+        return ToolRounds(self, specs, show=show, settle=settle, where=where)
 
 
 @dataclass(slots=True)
 class _Running:
     call: ToolCall
-    started: float
     outcome: ToolOutcome | None = None
 
 
@@ -86,6 +86,9 @@ class ToolRounds:
     tools: Tools
     specs: tuple[ToolSpec, ...]
     show: Callable[[Sequence[ToolActivity]], Awaitable[None]]
+    # Told (with no await) how the calls stand when a round is cut short (Stop, a time limit, a
+    # shutdown): those still running show as stopped, never as running for ever.
+    settle: Callable[[Sequence[ToolActivity]], None] | None
     where: Mapping[str, object]
     rounds: int = 0
     used: list[str] = field(default_factory=list)  # qualified names, first use first
@@ -96,31 +99,85 @@ class ToolRounds:
     slowest: float = 0.0  # the last round's slowest call, in seconds
     # (tool, outcome) per call, for the metrics: ok, error, timeout or refused.
     outcomes: list[tuple[str, str]] = field(default_factory=list)
+    # Tokens of the context the rounds may still fill (`room_for`); the model's answer needs
+    # some of it too.
+    room: int = 0
 
     @property
     def choice(self) -> Literal["auto", "none"]:
-        """The next request's `tool_choice`: "none" once the rounds are used up, so that the
-        model answers with what it has (the tools still go with it: the results of its calls
-        are only sent along with them)."""
-        return "auto" if self.rounds < self.tools.settings.max_rounds else "none"
+        """The next request's `tool_choice`: "none" once the rounds are used up or the context
+        is nearly full, so that the model answers with what it has (the tools still go with
+        it: the results of its calls are only sent along with them)."""
+        if self.rounds >= self.tools.settings.max_rounds or self.room < MIN_ROOM:
+            return "none"
+        return "auto"
+
+    def room_for(self, budget: int, prompt: int, estimate: Callable[[str], int]) -> None:
+        """The context's `budget` (tokens) less the first request's `prompt` and the tools'
+        definitions: what the rounds' calls and results may take."""
+        specs = sum(
+            estimate(f"{s.name} {s.description} {json.dumps(s.parameters)}") for s in self.specs
+        )
+        self.room = budget - prompt - specs
+
+    def fit(
+        self, text: str, outcomes: Sequence[ToolOutcome], estimate: Callable[[str], int]
+    ) -> tuple[list[ToolOutcome], int]:
+        """The round as it can go to the model: results cut to share the room left (with a
+        note saying so); and the tokens it takes, which the room loses."""
+        calls = estimate(text) + sum(
+            estimate(f"{o.call.name} {o.call.arguments}") for o in outcomes
+        )
+        costs = [estimate(o.content) for o in outcomes]
+        available = self.room - calls
+        fitted = list(outcomes)
+        if outcomes and sum(costs) > available:
+            share = max(available // len(outcomes), 0)
+            fitted = [
+                o if cost <= share else replace(o, content=_cut(o.content, cost, share))
+                for o, cost in zip(outcomes, costs, strict=True)
+            ]
+            costs = [estimate(o.content) for o in fitted]
+            log.info("tool results cut to fit the context (%d tokens left)", available,
+                     extra=self.where)  # fmt: skip
+        used = calls + sum(costs)
+        self.room -= used
+        return fitted, used
 
     async def run(self, calls: Sequence[ToolCall]) -> list[ToolOutcome]:
         """Run one round's calls (in parallel); every call gets an outcome, in call order."""
         self.rounds += 1
         names = {spec.name for spec in self.specs}
-        running = [_Running(call, self.tools.clock()) for call in calls]
+        running = [_Running(call) for call in calls]
         for item in running:
             if item.call.name in names and item.call.name not in self.used:
                 self.used.append(item.call.name)
         base = len(self.activity)
+        # Ids of the round and the call's place in it: endpoints that number their calls
+        # "call_0" in every turn would otherwise make a later round's card replace an earlier.
         self.activity.extend(
-            ToolActivity(_activity_id(item.call, base + i), item.call.name, "in_progress")
+            ToolActivity(f"tool-{self.rounds}-{i}", item.call.name, "in_progress")
             for i, item in enumerate(running)
         )
-        await self.show(tuple(self.activity))
-        # The calls ran side by side: the round's own cost is its time beyond the slowest one.
-        self.slowest = await self._run_all(running, names, base)
+        try:
+            await self.show(tuple(self.activity))
+            # The calls run side by side: the round's own cost is its time beyond the slowest.
+            self.slowest = await self._run_all(running, names, base)
+        except BaseException:
+            self._stopped()
+            raise
         return [item.outcome for item in running if item.outcome is not None]
+
+    def _stopped(self) -> None:
+        self.activity = [
+            replace(a, status="error", detail="stopped") if a.status == "in_progress" else a
+            for a in self.activity
+        ]
+        if self.settle is not None:
+            try:
+                self.settle(tuple(self.activity))
+            except Exception as exc:  # cosmetic, and the round is ending anyway
+                log.warning("could not show the tools as stopped: %s", exc, extra=self.where)
 
     async def _run_all(self, running: list[_Running], names: set[str], base: int) -> float:
         clock = self.tools.clock
@@ -138,11 +195,17 @@ class ToolRounds:
             await self.show(tuple(self.activity))
             return seconds
 
-        spent = await asyncio.gather(*(one(i, item) for i, item in enumerate(running)))
-        return max(spent, default=0.0)
+        # A task group: if one call fails or the round is cut, the others are cancelled with it.
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(one(i, item)) for i, item in enumerate(running)]
+        return max((task.result() for task in tasks), default=0.0)
 
     async def _outcome(self, call: ToolCall, names: set[str]) -> ToolOutcome:
         content, kind = await self._attempt(call, names)
+        if kind == "refused" and call.name in names:
+            # Arguments no tool could take go back (and into the history) as "{}": endpoints
+            # refuse a request whose history holds a call with malformed arguments.
+            call = replace(call, arguments="{}")
         self.outcomes.append((call.name if call.name in names else "unknown", kind))
         settings = self.tools.settings
         content = self.tools.redactor.redact(content)
@@ -161,14 +224,16 @@ class ToolRounds:
             return f"Error: no tool named {call.name!r} is offered here (offered: {offered})", (
                 "refused"
             )
+        redactor = self.tools.redactor
         try:
             arguments = json.loads(call.arguments) if call.arguments.strip() else {}
+            if not isinstance(arguments, dict):
+                return "Error: the arguments must be a JSON object; call it again", "refused"
+            arguments = redactor.redact_json(arguments)
         except ValueError as exc:
             return f"Error: the arguments are not valid JSON ({exc}); call it again", "refused"
-        if not isinstance(arguments, dict):
-            return "Error: the arguments must be a JSON object; call it again", "refused"
-        redactor = self.tools.redactor
-        arguments = redactor.redact_json(arguments)
+        except RecursionError:
+            return "Error: the arguments are nested too deeply; call it again", "refused"
         log.info("tool %s called (%d bytes of arguments)", call.name, len(call.arguments),
                  extra=self.where)  # fmt: skip
         toolbox = self.tools.toolbox
@@ -225,6 +290,20 @@ def without_footer(content: str, metadata: Mapping[str, Any]) -> str:
     return content
 
 
+# Below this many tokens of room the model gets no more tools: it answers with what it has.
+MIN_ROOM = 512
+
+
+def _cut(content: str, cost: int, tokens: int) -> str:
+    """`content` cut to about `tokens` (of its estimated `cost`), with a note saying so."""
+    keep = max(len(content) * tokens // max(cost, 1) - 80, 0)
+    note = (
+        f"[cut: the result had {len(content):,} characters; the conversation has room for "
+        f"the first {keep:,}]"
+    )
+    return f"{content[:keep]}\n{note}" if keep else note
+
+
 def status_line(activity: Sequence[ToolActivity], seconds: float) -> str:
     """The status a platform without task cards shows while tools run."""
     running = [a.title for a in activity if a.status == "in_progress"]
@@ -233,10 +312,6 @@ def status_line(activity: Sequence[ToolActivity], seconds: float) -> str:
     names = ", ".join(f"`{name}`" for name in dict.fromkeys(running))
     elapsed = f" {int(seconds)} s" if seconds >= 1 else ""
     return f"🔧 _Using {names}…_{elapsed}"
-
-
-def _activity_id(call: ToolCall, index: int) -> str:
-    return call.id or f"tool-{index}"
 
 
 def _first_line(text: str) -> str:

@@ -38,9 +38,12 @@ class ToolProgress:
         self._since = 0.0
         self._ticker: asyncio.Task[None] | None = None
         self._shown = ""
+        self._closed = False
 
     async def show(self, activity: Sequence[ToolActivity]) -> None:
         """The reply's tool calls changed (one started, ended or failed)."""
+        if self._closed:
+            return  # the reply is ending: a late call's end shows nothing more
         running = any(a.status == "in_progress" for a in activity)
         if running and not any(a.status == "in_progress" for a in self._activity):
             self._since = self._clock()
@@ -52,9 +55,21 @@ class ToolProgress:
         if running and self._ticker is None:
             self._ticker = asyncio.get_running_loop().create_task(self._tick())
         elif not running:
-            self.close()
+            self._stop_ticker()
+
+    def settle(self, activity: Sequence[ToolActivity]) -> None:
+        """The round was cut short: the calls' last state goes with the reply's last write
+        (task cards), and nothing shows any more after it."""
+        self._activity = tuple(activity)
+        self._native(self._activity)
+        self.close()
 
     def close(self) -> None:
+        """The reply ends: no more status from here on."""
+        self._closed = True
+        self._stop_ticker()
+
+    def _stop_ticker(self) -> None:
         if self._ticker is not None:
             self._ticker.cancel()
             self._ticker = None

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+from bridge.context import estimate_tokens
 from bridge.controls import ReplyControls
 from bridge.domain import ChatKey, InboundMessage, MessageStatus, Role
 from bridge.ports import (
@@ -335,5 +336,101 @@ def test_tool_calls_are_counted_by_tool_and_outcome_for_the_metrics() -> None:
             labels = f'platform="test",tool="{tool}",outcome="{outcome}"'
             line = f"chat_bridge_tool_calls_total{{{labels}}} 1"
             assert line in text, line
+
+    run_virtual(scenario())
+
+
+def test_arguments_nested_too_deeply_are_refused_and_the_other_calls_finish() -> None:
+    async def scenario() -> None:
+        box = FakeToolBox(**{"a.slow": (2.0, "A")})
+        deep = "[" * 100_000 + "]" * 100_000
+        llm = ScriptedLLM(calling(("a.slow", {}), ("a.slow", deep)), Script.text("fine"))
+        responder, _ = build(llm, box)
+        surface = RecordingSurface()
+        report = await responder.handle("test", message("go", "e1"), surface)
+        assert report is not None and report.status is MessageStatus.COMPLETE
+        results = [t.content for t in llm.requests[1].messages if t.role is Role.TOOL]
+        assert results[0] == "A" and results[1].startswith("Error: the arguments")
+        # Nothing shows after the reply ended (no ticker left behind).
+        shown = len(surface.statuses)
+        await asyncio.sleep(30)
+        assert len(surface.statuses) == shown
+
+    run_virtual(scenario())
+
+
+def test_results_are_cut_to_the_room_the_context_has_left() -> None:
+    async def scenario() -> None:
+        box = FakeToolBox(**{"web.page": "word " * 20_000})
+        llm = ScriptedLLM(calling(("web.page", {}), ("web.page", {})), Script.text("summary"))
+        responder, store = build(llm, box, max_context_tokens=8000, max_output_tokens=1000)
+        report = await responder.handle("test", message("read both", "e1"), RecordingSurface())
+        assert report is not None and report.status is MessageStatus.COMPLETE
+        second = llm.requests[1]
+        results = [t.content for t in second.messages if t.role is Role.TOOL]
+        assert all("the conversation has room for the first" in r for r in results)
+        sent = sum(estimate_tokens(t.content) for t in second.messages)
+        assert sent < 7000  # within the budget (max_context_tokens less max_output_tokens)
+        # No room left for another round: the model must answer.
+        assert second.tool_choice == "none"
+        # Quotas without reported usage count both requests' prompts.
+        assert report.estimated_prompt_tokens > 6000
+        stored = [m.content for m in store.rows.values() if m.role is Role.TOOL]
+        assert stored == results  # what the model saw is what the history keeps
+
+    run_virtual(scenario())
+
+
+def test_a_model_that_still_calls_tools_when_told_not_to_ends_with_a_notice() -> None:
+    async def scenario() -> None:
+        box = FakeToolBox(**{"x.again": "more"})
+        llm = ScriptedLLM(*(calling(("x.again", {})) for _ in range(3)))
+        responder, _ = build(llm, box, loop=ToolLoopSettings(max_rounds=2))
+        surface = RecordingSurface()
+        report = await responder.handle("test", message("loop", "e1"), surface)
+        assert report is not None and report.status is MessageStatus.COMPLETE
+        assert len(box.calls) == 2
+        shown = surface.writes[-1].text
+        assert "the model gave no answer after its tools" in shown and "Used" not in shown
+
+    run_virtual(scenario())
+
+
+def test_a_stopped_round_shows_its_running_calls_as_stopped() -> None:
+    async def scenario() -> None:
+        box = FakeToolBox(**{"slow.t": (60.0, "late"), "fast.t": "ok"})
+        llm = ScriptedLLM(calling(("fast.t", {}), ("slow.t", {}), text="Working."))
+        responder, _ = build(llm, box)
+        surface = RecordingSurface()
+        task = asyncio.ensure_future(responder.handle("test", message("go", "e1"), surface))
+        await asyncio.sleep(5.0)
+        (live,) = responder.controls._live[KEY]
+        live.stop("U1")
+        await task
+        last = surface.tool_activity[-1]
+        assert [(a.title, a.status, a.detail) for a in last] == [
+            ("fast.t", "complete", "0.0 s"),
+            ("slow.t", "error", "stopped"),
+        ]
+        assert [a.id for a in last] == ["tool-1-0", "tool-1-1"]
+
+    run_virtual(scenario())
+
+
+def test_reasoning_before_tools_ends_when_the_calls_come() -> None:
+    async def scenario() -> None:
+        from bridge.ports import Reasoning
+
+        box = FakeToolBox(**{"docs.search": (20.0, "found")})
+        thinking = Script(
+            [(1.0, Reasoning(0, "let me think")), (5.0, Reasoning(0, " more"))]
+            + calling(("docs.search", {})).steps
+        )
+        llm = ScriptedLLM(thinking, Script.text("Answer."))
+        responder, _ = build(llm, box, show_reasoning="status")
+        surface = RecordingSurface()
+        await responder.handle("test", message("q", "e1"), surface)
+        after_calls = surface.statuses[surface.statuses.index("🔧 _Using `docs.search`…_") :]
+        assert not any(s.startswith("thinking") for s in after_calls)
 
     run_virtual(scenario())

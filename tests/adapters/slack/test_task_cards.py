@@ -298,3 +298,12 @@ async def test_the_emulator_keeps_one_form_of_content_per_stream(client: AsyncWe
     assert (
         await client.chat_startStream(channel=DM, thread_ts="1.000001", task_display_mode="plan")
     )["ok"]
+
+
+def test_a_cards_title_and_details_are_defused_like_reply_text() -> None:
+    from adapters.slack.streams import task_chunk
+    from bridge.ports import ToolActivity
+
+    chunk = task_chunk(ToolActivity("c1", "<!everyone>", "error", "failed: <@U0BOSS> <!here>"))
+    assert "<!everyone>" not in chunk["title"]
+    assert "<@U0BOSS>" not in chunk["details"] and "<!here>" not in chunk["details"]
