@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from adapters.llm import OpenAICompatibleModel
 from bridge import logs
 from bridge.attachments import AttachmentLimits, Attachments
-from bridge.config import Settings, secret_values
+from bridge.config import Settings, secret_values, warnings
 from bridge.controls import ReplyControls
 from bridge.edits import UserEdits
 from bridge.housekeeping import Housekeeping
@@ -229,6 +229,12 @@ async def build(
         # Before the platforms: servers connect in the background; until one is up, its tools
         # are simply not offered.
         services.append(toolbox)
+    if settings.console.enabled:
+        from adapters.console import ConsoleServer
+
+        # Before the platforms, after the store it reads: an admin can look while they connect.
+        redactor = Redactor(secret_values(settings))
+        services.append(ConsoleServer(settings.console, browser=store, redact=redactor.redact))
     services.extend(platforms)
     # The platforms stop taking events first (stop_intake); then the responder stops first of all
     # and drains its replies while the platforms can still show them.
@@ -333,6 +339,13 @@ def _platforms(
     return platforms
 
 
+def console_password_hash(password: str) -> str:
+    """`chat-bridge console-password`: the argon2id hash for console.password_hash."""
+    from adapters.console import hash_password
+
+    return hash_password(password)
+
+
 def discord_invite(settings: Settings) -> str:
     """The OAuth2 URL that adds the bot to a server with the scopes and permissions it needs."""
     from adapters.discord import invite_url
@@ -397,6 +410,8 @@ async def run(
 ) -> int:
     limit_malloc_arenas()
     logs.configure(settings.logging.level, settings.logging.json_format, secret_values(settings))
+    for warning in warnings(settings):
+        log.warning("%s", warning)
     path = sqlite_path(settings.storage.url)
     if path is not None:
         log.info("storage: SQLite at %s", path.resolve())

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from bridge import __version__
-from bridge.config import ConfigError, Settings, load_settings, summary
+from bridge.config import ConfigError, Settings, load_settings, summary, warnings
 
 EXIT_OK = 0
 EXIT_CONFIG = 1
@@ -47,6 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     command("slack-manifest", "Print a Slack app manifest (JSON) that matches the configuration.")
     command("discord-invite", "Print the OAuth2 URL that invites the bot with what it needs.")
     command("tools", "Connect to each [[mcp.servers]] once and list the tools it offers.")
+    commands.add_parser(
+        "console-password",
+        help="Make the console.password_hash of a password (asked twice, or one line of stdin).",
+        description="Read a password (twice at a terminal; else one line of standard input, for "
+        "scripts) and print its argon2id hash, the value of console.password_hash.",
+    )
     _sandbox_command(commands)
     return parser
 
@@ -106,6 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "sandbox":
         return _sandbox(args)  # builds its own settings: no --config, no environment
+    if args.command == "console-password":
+        return _console_password()
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
@@ -118,6 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{args.config}: ok")
         for line in summary(settings):
             print(f"  {line}")
+        for warning in warnings(settings):
+            print(f"warning: {warning}", file=sys.stderr)
         return EXIT_OK
     if args.command == "migrate":
         from bridge import app
@@ -163,6 +174,29 @@ def _run(settings: Settings, config: Path) -> int:
 
     code: int = asyncio.run(app.run(settings, config_path=config))
     return code
+
+
+MIN_PASSWORD_LENGTH = 12
+
+
+def _console_password() -> int:
+    if sys.stdin.isatty():
+        password = getpass.getpass("Console password: ")
+        if getpass.getpass("Again: ") != password:
+            print("error: the two passwords differ", file=sys.stderr)
+            return EXIT_USAGE
+    else:
+        password = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
+    if len(password) < MIN_PASSWORD_LENGTH:
+        print(
+            f"error: the password must have at least {MIN_PASSWORD_LENGTH} characters",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    from bridge import app
+
+    print(app.console_password_hash(password))
+    return EXIT_OK
 
 
 def _tools(settings: Settings) -> int:

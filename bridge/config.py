@@ -23,6 +23,7 @@ from pydantic_settings import (
 )
 from pydantic_settings.sources.utils import parse_env_vars
 
+from bridge.console_settings import ConsoleSettings, console_summary, console_warnings
 from bridge.policy.settings import (
     AccessSettings,
     LimitSettings,
@@ -288,6 +289,7 @@ class Settings(BaseSettings):
     cluster: ClusterSettings = ClusterSettings()
     notices: NoticeSettings = NoticeSettings()
     ops: OpsSettings = OpsSettings()
+    console: ConsoleSettings = ConsoleSettings()
     logging: LoggingSettings = LoggingSettings()
     access: AccessSettings = AccessSettings()
     limits: LimitSettings = LimitSettings()
@@ -471,6 +473,7 @@ def summary(settings: Settings) -> list[str]:
     if settings.ops.enabled:
         ops = settings.ops
         lines.append(f"ops: /metrics and /healthz at http://{ops.host}:{ops.port}")
+    lines.extend(console_summary(settings.console))
     lines.append(f"storage: {_redact_url(settings.storage.url)}")
     if settings.cluster.enabled:
         c = settings.cluster
@@ -492,6 +495,11 @@ def summary(settings: Settings) -> list[str]:
         )
     lines.extend(_policy_summary(settings))
     return lines
+
+
+def warnings(settings: Settings) -> list[str]:
+    """What `check` warns about without refusing it, one `key.path: message` line each."""
+    return console_warnings(settings.console)
 
 
 def _policy_summary(settings: Settings) -> list[str]:

@@ -734,3 +734,67 @@ class ClusterStore(Protocol):
         ...
 
     async def wake(self, topic: str, detail: str = "") -> None: ...
+
+
+# --- browsing conversations (the admin console) ------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ChatFilter:
+    """Which conversations to list; None (or "") is "any". Every given condition must hold."""
+
+    platform: str | None = None
+    workspace: str | None = None  # a Slack workspace or a Discord guild
+    channel: str | None = None
+    user: str | None = None  # a user who wrote in it (their platform id)
+    status: MessageStatus | None = None  # a reply in it has this status
+    since: datetime | None = None  # last activity at or after
+    until: datetime | None = None  # last activity before
+    text: str | None = None  # a message of it contains this (case-insensitive)
+
+
+@dataclass(frozen=True, slots=True)
+class ChatCursor:
+    """Where a page ended: the next page holds the conversations less recently active than this
+    one (keyset paging: as fast on the thousandth page as on the first)."""
+
+    last_activity: datetime
+    chat_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChatSummary:
+    id: int
+    key: ChatKey
+    title: str | None
+    messages: int  # the user messages and replies (a reply's tool rounds not counted)
+    last_activity: datetime
+    last_reply_status: MessageStatus | None  # None: nothing answered yet
+
+
+@dataclass(frozen=True, slots=True)
+class ChatPage:
+    chats: tuple[ChatSummary, ...]
+    next: ChatCursor | None  # None: this is the last page
+
+
+@dataclass(frozen=True, slots=True)
+class ChatThread:
+    """One conversation: its messages in conversation order (a question, its tool rounds, its
+    reply), the newest `limit` of them; `earlier` is how many older ones were left out."""
+
+    chat: ChatSummary
+    messages: tuple[StoredMessage, ...]
+    earlier: int = 0
+
+
+class ConversationBrowser(Protocol):
+    """Read-only queries over the stored conversations, for people looking at them."""
+
+    async def browse(
+        self, where: ChatFilter, *, after: ChatCursor | None = None, limit: int = 50
+    ) -> ChatPage:
+        """The conversations that match, most recently active first, `limit` at most."""
+        ...
+
+    async def conversation(self, chat_id: int, *, limit: int = 500) -> ChatThread | None: ...

@@ -55,6 +55,8 @@ class ChatRow(Base):
     __tablename__ = "chats"
     __table_args__ = (
         UniqueConstraint("platform", "workspace", "channel", "thread", name="uq_chats_location"),
+        # The console lists conversations by last activity, newest first, page after page.
+        Index("ix_chats_updated_at_id", "updated_at", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -81,6 +83,8 @@ class MessageRow(Base):
         # "Messages of dead owners" and "has this message a reply" (the inbox queries).
         Index("ix_messages_owner_status", "owner", "status"),
         Index("ix_messages_reply_to_id", "reply_to_id"),
+        # The console's "conversations of this user".
+        Index("ix_messages_author_id_chat_id", "author_id", "chat_id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)

@@ -31,6 +31,7 @@ from bridge.domain import (
 )
 from bridge.ports import Orphan, OwnerRecord, ReplyProgress, StoreUnavailable, ToolOutcome
 from bridge.text import clean_text
+from storage.browse import BrowseRows
 from storage.cluster import ClusterRows
 from storage.conversation import ConversationRows
 from storage.group_commit import GroupCommit
@@ -79,7 +80,7 @@ async def _unavailable_as_port_error() -> AsyncIterator[None]:
         raise
 
 
-class SqlChatStore(PolicyStore, ClusterRows, ConversationRows):
+class SqlChatStore(PolicyStore, ClusterRows, ConversationRows, BrowseRows):
     """ChatStore on an AsyncEngine. Owns no engine lifecycle: the composition root disposes it.
 
     `owner` identifies this process in the rows it writes (a random id unless given).

@@ -1,0 +1,156 @@
+"""The `ConversationBrowser` port on SQL: conversations listed with filters and keyset paging,
+and one conversation in its order. Read-only; mixed into `SqlChatStore`, whose connections it uses.
+
+A page is one indexed walk of `chats` by (updated_at, id), newest first, stopped after `limit`
+rows; what is shown of each conversation (its count, its last reply's status) is read for the
+page's conversations only. Never OFFSET: a later page costs what the first does.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import Select, Table, case, exists, func, literal, select, tuple_
+
+from bridge.domain import ChatKey, MessageStatus, Role
+from bridge.ports import ChatCursor, ChatFilter, ChatPage, ChatSummary, ChatThread
+from storage.models import ChatRow, MessageRow, as_utc
+from storage.parts import StoreParts
+
+_CHATS = cast(Table, ChatRow.__table__)
+_MESSAGES = cast(Table, MessageRow.__table__)
+MAX_PAGE = 200
+
+
+class BrowseRows(StoreParts):
+    async def browse(
+        self, where: ChatFilter, *, after: ChatCursor | None = None, limit: int = 50
+    ) -> ChatPage:
+        limit = max(1, min(limit, MAX_PAGE))
+        query = _matching(where)
+        if after is not None:
+            moment = literal(after.last_activity, type_=_CHATS.c.updated_at.type)
+            query = query.where(
+                tuple_(_CHATS.c.updated_at, _CHATS.c.id) < tuple_(moment, literal(after.chat_id))
+            )
+        query = query.order_by(_CHATS.c.updated_at.desc(), _CHATS.c.id.desc()).limit(limit + 1)
+        async with self._read() as conn:
+            rows = list(await conn.execute(query))
+            more = len(rows) > limit
+            rows = rows[:limit]
+            counts, statuses = await _shown_of(conn, [int(row.id) for row in rows])
+        chats = tuple(
+            _summary(row, counts.get(int(row.id), 0), statuses.get(int(row.id))) for row in rows
+        )
+        last = chats[-1] if chats and more else None
+        cursor = None if last is None else ChatCursor(last.last_activity, last.id)
+        return ChatPage(chats, cursor)
+
+    async def conversation(self, chat_id: int, *, limit: int = 500) -> ChatThread | None:
+        m = _MESSAGES
+        # As in `context_messages`: a question, then its reply's tool rounds by step, then its
+        # reply (which was created before the rounds, so ids alone would misplace it).
+        position = func.coalesce(m.c.reply_to_id, m.c.id)
+        phase = case((m.c.reply_to_id.is_(None), 0), (m.c.tool_step > 0, 1), else_=2)
+        newest = (
+            select(m)
+            .where(m.c.chat_id == chat_id)
+            .order_by(position.desc(), phase.desc(), m.c.tool_step.desc(), m.c.id.desc())
+            .limit(max(1, limit))
+        )
+        async with self._read() as conn:
+            chat = (await conn.execute(select(_CHATS).where(_CHATS.c.id == chat_id))).first()
+            if chat is None:
+                return None
+            rows = list(await conn.execute(newest))
+            total = (
+                await conn.execute(select(func.count()).where(m.c.chat_id == chat_id))
+            ).scalar_one()
+            counts, statuses = await _shown_of(conn, [chat_id])
+        messages = tuple(self._stored(row) for row in reversed(rows))
+        summary = _summary(chat, counts.get(chat_id, 0), statuses.get(chat_id))
+        return ChatThread(summary, messages, earlier=max(0, int(total) - len(messages)))
+
+
+def _matching(where: ChatFilter) -> Select[Any]:
+    c, m = _CHATS, _MESSAGES
+    query = select(c.c.id, c.c.platform, c.c.workspace, c.c.channel, c.c.thread, c.c.title,
+                   c.c.updated_at)  # fmt: skip
+    for column, value in (
+        (c.c.platform, where.platform),
+        (c.c.workspace, where.workspace),
+        (c.c.channel, where.channel),
+    ):
+        if value:
+            query = query.where(column == value)
+    if where.since is not None:
+        query = query.where(c.c.updated_at >= _moment(where.since))
+    if where.until is not None:
+        query = query.where(c.c.updated_at < _moment(where.until))
+    if where.user:
+        # ix_messages_author_id_chat_id: a user's conversations without reading the others'.
+        query = query.where(
+            exists().where(
+                m.c.author_id == where.user, m.c.chat_id == c.c.id, m.c.role == Role.USER.value
+            )
+        )
+    if where.status is not None:
+        query = query.where(
+            exists().where(
+                m.c.chat_id == c.c.id,
+                m.c.role == Role.ASSISTANT.value,
+                m.c.tool_step == 0,
+                m.c.status == where.status.value,
+            )
+        )
+    if where.text:
+        query = query.where(
+            exists().where(
+                m.c.chat_id == c.c.id, m.c.content.icontains(where.text, autoescape=True)
+            )
+        )
+    return query
+
+
+def _moment(value: datetime) -> Any:
+    return literal(value, type_=_CHATS.c.updated_at.type)
+
+
+async def _shown_of(
+    conn: Any, chat_ids: list[int]
+) -> tuple[dict[int, int], dict[int, MessageStatus]]:
+    """Per conversation: its messages (tool rounds not counted) and its last reply's status."""
+    if not chat_ids:
+        return {}, {}
+    m = _MESSAGES
+    counted = (
+        select(m.c.chat_id, func.count())
+        .where(m.c.chat_id.in_(chat_ids), m.c.tool_step == 0)
+        .group_by(m.c.chat_id)
+    )
+    counts = {int(chat): int(n) for chat, n in await conn.execute(counted)}
+    # The newest reply of each: found by walking ix_messages_chat_id_id backwards, per chat.
+    last_reply = (
+        select(m.c.status)
+        .where(m.c.chat_id == _CHATS.c.id, m.c.role == Role.ASSISTANT.value, m.c.tool_step == 0)
+        .order_by(m.c.id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    found = await conn.execute(
+        select(_CHATS.c.id, last_reply.label("status")).where(_CHATS.c.id.in_(chat_ids))
+    )
+    statuses = {int(row.id): MessageStatus(row.status) for row in found if row.status is not None}
+    return counts, statuses
+
+
+def _summary(row: Any, messages: int, status: MessageStatus | None) -> ChatSummary:
+    return ChatSummary(
+        id=int(row.id),
+        key=ChatKey(row.platform, row.workspace, row.channel, row.thread),
+        title=row.title,
+        messages=messages,
+        last_activity=as_utc(row.updated_at),
+        last_reply_status=status,
+    )
