@@ -58,6 +58,7 @@ from bridge.ports import (
     ToolActivity,
     ToolCall,
     ToolCalls,
+    ToolOutcome,
 )
 from bridge.progress import ProgressSaves, layout_of
 from bridge.reasoning import Thinking
@@ -788,37 +789,54 @@ class Responder:
         report.tools = rounds.metadata()
         writer = writers[0]
         first, between, prompt = True, "", estimated
-        while True:
-            start = len(writer.text)
-            calls = await self._stream(
-                request, estimated, writers, report, settings, thinking, where,
-                first_round=first, before_text=between,
-            )  # fmt: skip
-            first = False
-            answered = len(writer.text) > start
-            if not calls or request.tool_choice == "none":
-                if not answered:
-                    # Calls it was told not to make (an endpoint that ignores tool_choice), or
-                    # nothing at all: the reply would end on its earlier text alone.
-                    raise _Cut(NO_ANSWER_AFTER_TOOLS)
-                break
-            began = rounds.tools.clock()
-            text = writer.text[start:]
-            outcomes, used = rounds.fit(text, await rounds.run(calls), estimate)
-            prompt += used
-            # Each round's request is a prompt of its own (quotas without reported usage).
-            report.estimated_prompt_tokens += prompt
+        # Each round is stored while the model already answers it (the next request needs
+        # nothing from the store), one after another so that they keep their order; the reply
+        # ends only once they are stored.
+        stored: asyncio.Future[None] | None = None
+
+        async def store_round(after: asyncio.Future[None] | None, done: list[ToolOutcome]) -> None:
+            if after is not None:
+                await after
             await self._durably(
                 functools.partial(
-                    self._store.add_tool_round, chat.id, asked.id, outcomes, model=settings.model
+                    self._store.add_tool_round, chat.id, asked.id, done, model=settings.model
                 ),
                 "storing tool results",
                 where,
             )
-            request = rounds.next_request(request, text, outcomes)
-            rounds.round_took(rounds.tools.clock() - began)
-            report.tools = rounds.metadata()
-            between = "\n\n" if writer.text.strip() else ""
+
+        try:
+            while True:
+                start = len(writer.text)
+                calls = await self._stream(
+                    request, estimated, writers, report, settings, thinking, where,
+                    first_round=first, before_text=between,
+                )  # fmt: skip
+                first = False
+                answered = len(writer.text) > start
+                if not calls or request.tool_choice == "none":
+                    if not answered:
+                        # Calls it was told not to make (an endpoint that ignores tool_choice),
+                        # or nothing at all: the reply would end on its earlier text alone.
+                        raise _Cut(NO_ANSWER_AFTER_TOOLS)
+                    break
+                began = rounds.tools.clock()
+                text = writer.text[start:]
+                outcomes, used = rounds.fit(text, await rounds.run(calls), estimate)
+                prompt += used
+                # Each round's request is a prompt of its own (quotas without reported usage).
+                report.estimated_prompt_tokens += prompt
+                stored = asyncio.ensure_future(store_round(stored, outcomes))
+                request = rounds.next_request(request, text, outcomes)
+                rounds.round_took(rounds.tools.clock() - began)
+                report.tools = rounds.metadata()
+                between = "\n\n" if writer.text.strip() else ""
+            if stored is not None:
+                await stored  # a round that could not be stored fails the reply, as any save
+                stored = None
+        finally:
+            if stored is not None:  # cut short (Stop, a limit, a failure): still stored
+                await asyncio.gather(stored, return_exceptions=True)
         if footer := rounds.footer():
             writer.feed(f"\n\n{footer}" if writer.text.strip() else footer)
             report.tools = {**rounds.metadata(), "footer_chars": len(footer)}
