@@ -496,10 +496,20 @@ class Responder:
                 log.warning("could not show the tools natively: %s", exc, extra=where)
                 return False
 
+        status_calls: list[asyncio.Future[None]] = []
+
         async def show_tool_status(status: str) -> None:
             for writer in writers:
                 writer.show_status(status)
-            await _quietly(surface.start_typing(status), "show the tools", where)
+            # The platform's own status line (Slack's setStatus) is cosmetic and draws from a
+            # budget shared by the workspace: a round never waits for it, and the latest wins.
+            for call in status_calls:
+                call.cancel()
+
+            async def call() -> None:  # the request is made only if not superseded first
+                await _quietly(surface.start_typing(status), "show the tools", where)
+
+            status_calls[:] = [asyncio.ensure_future(call())]
 
         def refresh_writers() -> None:
             for writer in writers:
@@ -597,6 +607,8 @@ class Responder:
             self.controls.unregister(live)
             thinking.close()
             progress.close()
+            for call in status_calls:
+                call.cancel()
             concluding = self._conclude(
                 writers, saves, report, failure, cut, surface, user_message, settings, where,
                 thinking,
