@@ -503,13 +503,13 @@ class Responder:
                 writer.show_status(status)
             # The platform's own status line (Slack's setStatus) is cosmetic and draws from a
             # budget shared by the workspace: a round never waits for it, and the latest wins.
-            for call in status_calls:
-                call.cancel()
+            for pending in status_calls:
+                pending.cancel()
 
-            async def call() -> None:  # the request is made only if not superseded first
+            async def send() -> None:  # the request is made only if not superseded first
                 await _quietly(surface.start_typing(status), "show the tools", where)
 
-            status_calls[:] = [asyncio.ensure_future(call())]
+            status_calls[:] = [asyncio.ensure_future(send())]
 
         def refresh_writers() -> None:
             for writer in writers:
@@ -607,8 +607,8 @@ class Responder:
             self.controls.unregister(live)
             thinking.close()
             progress.close()
-            for call in status_calls:
-                call.cancel()
+            for pending in status_calls:
+                pending.cancel()
             concluding = self._conclude(
                 writers, saves, report, failure, cut, surface, user_message, settings, where,
                 thinking,
