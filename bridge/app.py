@@ -34,12 +34,12 @@ from bridge.policy import PolicyParts, build_policy
 from bridge.policy.policy import WallClock
 from bridge.ports import LanguageModel
 from bridge.recovery import Recovery
+from bridge.redaction import Redactor
 from bridge.reload import ConfigReloader
 from bridge.responder import Responder, ResponderSettings
 from bridge.scheduler import EditScheduler
 from bridge.telemetry import BridgeMetrics
 from bridge.tools.loop import ToolLoopSettings, Tools
-from bridge.tools.secrets import Redactor
 from storage import SqlChatStore, create_engine, migrate, sqlite_path
 from storage.files import DirectoryVault, files_dir_for
 from storage.migrate import current_revision, head_revision
@@ -131,6 +131,8 @@ async def build(
         )
 
     attachments = Attachments(store=store, vault=vault, limits=attachment_limits)
+    # The config's secrets, cut out of tool traffic and of every console page.
+    redactor = Redactor(secret_values(settings))
     toolbox = None
     if settings.mcp.servers:
         from adapters.mcp import MCPToolBox
@@ -143,7 +145,7 @@ async def build(
             max_result_chars=settings.mcp.max_result_chars,
             footer=settings.mcp.footer,
         ),
-        Redactor(secret_values(settings)),
+        redactor,
         clock=time.perf_counter,
     )
     responder = Responder(
@@ -233,7 +235,6 @@ async def build(
         from adapters.console import ConsoleServer
 
         # Before the platforms, after the store it reads: an admin can look while they connect.
-        redactor = Redactor(secret_values(settings))
         services.append(ConsoleServer(settings.console, browser=store, redact=redactor.redact))
     services.extend(platforms)
     # The platforms stop taking events first (stop_intake); then the responder stops first of all

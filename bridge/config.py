@@ -525,7 +525,7 @@ def _policy_summary(settings: Settings) -> list[str]:
 
 def secret_values(settings: BaseModel) -> list[str]:
     """Every secret of the config (tokens, keys, MCP servers' env and headers, the database
-    password): what must never leave the bridge through a tool (`bridge.tools.secrets`)."""
+    password): what must never leave the bridge through a tool (`bridge.redaction`)."""
     found: list[str] = []
 
     def walk(value: Any) -> None:

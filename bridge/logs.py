@@ -9,6 +9,8 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
+from bridge.redaction import REDACTED, Redactor
+
 # Token shapes of the platforms and of OpenAI-style keys, in case one lands in an error message.
 _TOKEN_PATTERNS = re.compile(
     r"(xox[abposr]-[A-Za-z0-9-]{8,}|xapp-[A-Za-z0-9-]{8,}|sk-[A-Za-z0-9_-]{12,}"
@@ -28,12 +30,10 @@ class RedactingFilter(logging.Filter):
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         super().__init__()
-        self._secrets = [s for s in secrets if len(s) >= 6]
+        self._secrets = Redactor(secrets)
 
     def redact(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "[redacted]")
-        return _TOKEN_PATTERNS.sub("[redacted]", text)
+        return _TOKEN_PATTERNS.sub(REDACTED, self._secrets.redact(text))
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()

@@ -12,6 +12,8 @@ import os
 from collections.abc import Callable, Sequence
 from typing import TextIO
 
+from bridge.redaction import Redactor
+
 log = logging.getLogger(__name__)
 
 # A line longer than this is logged in pieces (a server dumping a blob must not grow a buffer).
@@ -29,7 +31,8 @@ class ServerStderr:
         on_eof: Callable[[], None] | None = None,
     ) -> None:
         self._server = server
-        self._secrets = [s for s in secrets if s]
+        # Every secret, however short: a server's own output is no place for any of them.
+        self._secrets = Redactor(secrets, min_chars=1, mark="***")
         self._on_eof = on_eof
         read_fd, write_fd = os.pipe()
         self._read_file = os.fdopen(read_fd, "rb", buffering=0)
@@ -92,6 +95,5 @@ class ServerStderr:
         line = raw.decode("utf-8", errors="replace").rstrip()
         if not line:
             return
-        for secret in self._secrets:
-            line = line.replace(secret, "***")
+        line = self._secrets.redact(line)
         log.debug("mcp server %s: %s", self._server, line)

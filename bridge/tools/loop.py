@@ -27,7 +27,7 @@ from bridge.ports import (
     ToolOutcome,
     ToolSpec,
 )
-from bridge.tools.secrets import Redactor
+from bridge.redaction import Redactor
 
 log = logging.getLogger(__name__)
 

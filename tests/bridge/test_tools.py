@@ -24,10 +24,10 @@ from bridge.ports import (
     ToolFailed,
     ToolSpec,
 )
+from bridge.redaction import Redactor
 from bridge.responder import Responder, ResponderSettings
 from bridge.scheduler import EditScheduler
 from bridge.tools.loop import ToolLoopSettings, Tools
-from bridge.tools.secrets import Redactor
 from sandbox.memory_platform import RecordingSurface
 from tests.fakes import MemoryStore, Script, ScriptedLLM
 from tests.virtual_time import run_virtual

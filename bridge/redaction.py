@@ -1,4 +1,5 @@
-"""The config's secrets, cut out of whatever a tool sends or returns.
+"""The config's secrets, cut out of text: every log line (`bridge.logs`), whatever a tool sends
+or returns (`bridge.tools`), a tool server's stderr, and every page of the console.
 
 A tool result is untrusted text from outside (a web page, a file, a server that echoes its
 environment): a token of the bridge's own config must never reach the model, the chat, the
@@ -17,14 +18,20 @@ MIN_SECRET_CHARS = 6
 
 
 class Redactor:
-    def __init__(self, secrets: Iterable[str]) -> None:
-        kept = sorted({s for s in secrets if len(s) >= MIN_SECRET_CHARS}, key=len, reverse=True)
+    """Replaces each secret with `REDACTED` (the longest first, so that a secret holding another
+    is cut whole); `min_chars`: shorter values are left alone."""
+
+    def __init__(
+        self, secrets: Iterable[str], *, min_chars: int = MIN_SECRET_CHARS, mark: str = REDACTED
+    ) -> None:
+        kept = sorted({s for s in secrets if len(s) >= max(min_chars, 1)}, key=len, reverse=True)
         self._pattern = re.compile("|".join(map(re.escape, kept))) if kept else None
+        self._mark = mark
 
     def redact(self, text: str) -> str:
         if self._pattern is None:
             return text
-        return self._pattern.sub(REDACTED, text)
+        return self._pattern.sub(self._mark, text)
 
     def redact_json(self, value: Any) -> Any:
         """Every string in a JSON value (keys too) redacted."""
