@@ -20,6 +20,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from adapters.console.pages import PAGE_SIZE, ConversationPages
 from adapters.console.passwords import FAILURE_DELAY, PasswordCheck
 from adapters.console.sessions import COOKIE, LOGIN_COOKIE, Session, Sessions, same_token
+from adapters.listen import listen
 from bridge.console_settings import ConsoleSettings
 from bridge.ports import ConversationBrowser
 
@@ -91,17 +92,10 @@ class ConsoleServer:
         return app
 
     async def start(self) -> None:
-        runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, self._settings.host, self._settings.port).start()
-        except OSError as exc:
-            await runner.cleanup()
-            raise RuntimeError(
-                f"console: cannot listen on {self._settings.host}:{self._settings.port} ({exc}); "
-                "set console.port to a free port or console.enabled = false"
-            ) from exc
-        self._runner = runner
+        settings = self._settings
+        self._runner = await listen(
+            self.app(), host=settings.host, port=settings.port, section="console"
+        )
         log.info("console: at %s/", self.url)
 
     async def stop(self) -> None:

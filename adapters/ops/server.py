@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from adapters.listen import listen
 from bridge.config import OpsSettings
 from bridge.lifecycle import Lifecycle
 from bridge.metrics import CONTENT_TYPE, Registry
@@ -64,17 +65,9 @@ class OpsServer:
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
         # No access log: a scrape every few seconds would drown the bridge's own lines.
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, self._settings.host, self._settings.port).start()
-        except OSError as exc:
-            await runner.cleanup()
-            raise RuntimeError(
-                f"ops: cannot listen on {self._settings.host}:{self._settings.port} ({exc}); "
-                "set ops.port to a free port or ops.enabled = false"
-            ) from exc
-        self._runner = runner
+        self._runner = await listen(
+            app, host=self._settings.host, port=self._settings.port, section="ops"
+        )
         self._since = time.monotonic()
         self._started_at.set(time.time())
         log.info("ops: metrics at %s/metrics, health at %s/healthz", self.url, self.url)
