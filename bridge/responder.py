@@ -789,7 +789,7 @@ class Responder:
         where: Mapping[str, object],
     ) -> None:
         """Stream, run the tools the model asks for, stream again with their results, up to
-        `llm.max_tool_rounds` rounds (the last offers no tools: the model answers with what it
+        `llm.max_tool_rounds` rounds (the last lets the model call none: it answers with what it
         has); each round's calls and results are stored as messages of the conversation."""
 
         def estimate(text: str) -> int:

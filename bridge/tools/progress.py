@@ -13,10 +13,8 @@ import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 
 from bridge.ports import ToolActivity
+from bridge.reasoning import STATUS_EVERY  # "🔧 Using `x`… 12 s" refreshes as "thinking… 12 s"
 from bridge.tools.loop import status_line
-
-# Seconds between refreshes of "🔧 Using `x`… 12 s" (an edit each, like "thinking… 12 s").
-STATUS_EVERY = 5.0
 
 
 class ToolProgress:
