@@ -1,19 +1,22 @@
 """Tools benchmark (issue #16): what the tool loop costs beyond the tools' own time, and 100
 concurrent replies that each make two parallel tool calls to a server with 200 ms latency.
 
-    python -m bench.tools loop                     # 1, 2, 3 rounds; stdio, then streamable HTTP
+    python -m bench.tools loop --wave 1 --json docs/bench/tools-loop-alone.json  # one at a time
+    python -m bench.tools loop                     # four in flight; stdio, then streamable HTTP
     python -m bench.tools load discord             # 100 replies: no tools, stdio, HTTP
-    python -m bench.tools load slack --replies 50  # one workspace, native streaming
-    python -m bench.tools load slack --native never --replies 50
-    python -m bench.tools report docs/bench/tools-*.json   # the doc's tables, in Markdown
+    python -m bench.tools load slack --replies 50 --transports none,http  # native streaming
+    python -m bench.tools load slack --replies 50 --native never --transports none,http
+    python -m bench.tools report docs/bench/tools-*.json   # every figure, in Markdown
 
 Every run is the real `chat-bridge run` process against the platform emulator (in this process),
 the local model (`bench.tool_llm`, its own process) and the benchmark's MCP server
 (`bench.tool_server`: the bridge starts it over stdio, or it runs on its own over HTTP). `loop`
-sends its replies a few at a time (`--wave`) in Discord channels of their own, each reply making
-1, 2 or 3 rounds of two parallel calls to `echo` or to `slow(0.2)`, then a short answer; `load`
+sends its replies a few at a time (`--wave`, after `--warmup` replies left out) in Discord
+channels of their own, each reply making 1, 2 or 3 rounds of two parallel calls to `echo` or to
+`slow(0.2)`, then a short answer; `load`
 sends every message at once and compares with the same replies without tools (no [mcp] at all),
-one run after the other in the same invocation.
+one run after the other in the same invocation. Each result keeps the product's revision and
+any test suite or benchmark seen running beside it.
 
 Results go to docs/bench/tools-loop.json and docs/bench/tools-load-<platform>.json unless --json
 says otherwise (or --no-save).
@@ -24,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import tempfile
 import time
@@ -84,10 +88,17 @@ async def measure(runs: Sequence[ToolRun], workdir: Path) -> dict[str, Any]:
     for spec in runs:
         print(f"{spec.name}: running ...", file=sys.stderr, flush=True)
         began = time.monotonic()
+        revision = await asyncio.to_thread(_revision)  # what the bridge process loads
+        others = await asyncio.to_thread(other_work)
         record = await run(spec, workdir / spec.name)
+        others += [c for c in await asyncio.to_thread(other_work) if c not in others]
+        if others:
+            print(f"{spec.name}: other work shared the machine: {others}", file=sys.stderr)
         figures = await asyncio.to_thread(all_figures, record)
         results[spec.name] = {
             "run": describe(spec),
+            "revision": revision,
+            "other_work_seen": others,
             "run_seconds": round(time.monotonic() - began, 1),
             **figures,
         }
@@ -96,6 +107,26 @@ async def measure(runs: Sequence[ToolRun], workdir: Path) -> dict[str, Any]:
         measured["revision_at_end"] = after
         print(f"the product changed during the runs: now {after}", file=sys.stderr)
     return {"machine": measured, "results": results}
+
+
+def other_work() -> list[str]:
+    """Test suites and benchmarks running beside this one (outside this process's children):
+    they share the two cores, and their presence is kept with the figures."""
+    mine = {os.getpid()}
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) in mine:
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+        except (OSError, UnicodeDecodeError):
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) in mine:
+            continue  # this run's own model, server or bridge
+        if "pytest" in command or "-m bench." in command:
+            found.append(command[:120])
+    return found
 
 
 # --- the report -------------------------------------------------------------------------------

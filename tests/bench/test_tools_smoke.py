@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from bench.tool_llm import Plan, answer
 from bench.tools import load_runs, loop_runs, markdown, measure
@@ -15,21 +16,19 @@ def test_the_model_makes_the_planned_rounds_then_answers_with_the_scripted_text(
     plan = Plan(rounds=(1, 2), tools=("echo", "slow"), calls=2)
     assert [plan.of(c) for c in range(4)] == [(1, "echo"), (2, "echo"), (1, "slow"), (2, "slow")]
     offered = [{"type": "function", "function": {"name": "bench__slow"}}]
-    round_ = [
+    round_: list[dict[str, Any]] = [
         {"role": "assistant", "tool_calls": [{"id": "a"}]},
         {"role": "tool", "tool_call_id": "a", "content": "1 2"},
     ]
-    body = {"messages": [{"role": "user", "content": "conv-3: go"}], "tools": offered}
-    first = answer(plan, 5, body)
+    messages: list[dict[str, Any]] = [{"role": "user", "content": "conv-3: go"}]
+    first = answer(plan, 5, {"messages": messages, "tools": offered})
     assert [call.name for call in first.tool_calls] == ["bench__slow", "bench__slow"]
-    body["messages"] += round_
-    assert answer(plan, 5, body).tool_calls  # the second of its two rounds
-    body["messages"] += round_
-    last = answer(plan, 5, body)
-    assert not last.tool_calls and last.text
+    assert answer(plan, 5, {"messages": messages + round_, "tools": offered}).tool_calls
+    last = answer(plan, 5, {"messages": messages + round_ + round_, "tools": offered})
+    assert not last.tool_calls and last.text  # its two rounds made: the answer
     # Told not to call (the bridge's last round), it answers even short of its plan.
-    body = {"messages": body["messages"][:3], "tools": offered, "tool_choice": "none"}
-    assert not answer(plan, 5, body).tool_calls
+    told = {"messages": messages + round_, "tools": offered, "tool_choice": "none"}
+    assert not answer(plan, 5, told).tool_calls
 
 
 async def test_the_loop_cost_is_measured_per_round_beside_each_calls_own_time(
