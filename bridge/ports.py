@@ -138,12 +138,20 @@ class ReplySurface(Protocol):
 
     async def stop_typing(self) -> None: ...
 
-    async def post(self, text: str, *, response_number: int) -> PostedMessage:
-        """Post a new message in the reply's place (a thread, a reply to the user's message)."""
+    async def post(
+        self, text: str, *, response_number: int, ends_reply: bool = False
+    ) -> PostedMessage:
+        """Post a new message in the reply's place (a thread, a reply to the user's message).
+        `ends_reply`: it is the response's last message and `text` its final text, so it carries
+        the end's controls at once; unless the surface `shows_own_progress`, no write follows."""
         ...
 
-    async def update(self, message: PostedMessage, text: str, *, final: bool) -> None:
-        """Make `message` show `text`. Raise RateLimited on a 429, PlatformError otherwise."""
+    async def update(
+        self, message: PostedMessage, text: str, *, final: bool, ends_reply: bool = False
+    ) -> None:
+        """Make `message` show `text`. `final`: the message will not change again (its Stop
+        button goes); `ends_reply`: it is also the response's last message, which alone gets the
+        end's controls (feedback buttons). Raise RateLimited on a 429, PlatformError otherwise."""
         ...
 
     async def set_title(self, title: str) -> None: ...
@@ -167,7 +175,8 @@ class ReplySurface(Protocol):
 
     def end_reply(self, ending: ReplyEnding) -> None:
         """How the reply ends, told before its last write (no platform call here): the last
-        write drops the Stop button and, for an answer, adds the feedback buttons."""
+        write (`ends_reply`) drops the Stop button and, for an answer, adds the feedback
+        buttons."""
         ...
 
     def show_tools(self, activity: Sequence[ToolActivity]) -> bool:

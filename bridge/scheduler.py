@@ -33,8 +33,11 @@ from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import TypeVar
 
-from bridge.ports import RateBucket, RateObservation
+from bridge.ports import RateBucket, RateLimited, RateObservation
+
+T = TypeVar("T")
 
 # How often, at most, idle buckets are looked for, and which ones: those unused for this long.
 SWEEP_EVERY = 10.0
@@ -336,6 +339,19 @@ class EditScheduler:
                 bucket.grants.append(now)
                 if bucket.burst:
                     bucket.full_at = max(bucket.full_at, now + bucket.spacing)
+
+    async def call_within(
+        self, spec: RateBucket, urgency: Urgency, make_call: Callable[[], Awaitable[T]]
+    ) -> T:
+        """One platform call outside a reply's edit lane (a Slack stream's start or stop, which
+        have tiers of their own): it waits for room in `spec`, and a 429 blocks the bucket for
+        its Retry-After before it reaches the caller."""
+        await self.acquire(spec, urgency, self.now())
+        try:
+            return await make_call()
+        except RateLimited as limited:
+            self.penalize(spec, limited.retry_after)
+            raise
 
     def try_acquire(self, spec: RateBucket, urgency: Urgency) -> bool:
         """Take one write in `spec`'s bucket (and every bucket it lies `within`) if all have room

@@ -322,7 +322,7 @@ class ReplyWriter:
             return False
         if index >= len(self.messages):
             targets = self._targets()
-            await self._post(targets[index])
+            await self._post(targets[index], ends_reply=self._ends_reply(index, targets))
             return True
         targets = self._targets()
         final_segment = self._finishing or index < len(targets) - 1
@@ -341,7 +341,12 @@ class ReplyWriter:
         # "final": this message will not change again (a finished reply or a full segment).
         final = self._finishing or index < len(targets) - 1
         try:
-            await self.surface.update(self.messages[index], targets[index], final=final)
+            await self.surface.update(
+                self.messages[index],
+                targets[index],
+                final=final,
+                ends_reply=self._ends_reply(index, targets),
+            )
         except RateLimited as limited:
             self.rate_limited += 1
             # Re-read: the surface may have switched buckets during this very write.
@@ -403,14 +408,20 @@ class ReplyWriter:
                 self._stable += 1
         return None
 
-    async def _post(self, text: str) -> None:
+    def _ends_reply(self, index: int, targets: list[str]) -> bool:
+        """Whether a write of message `index` is the response's last (its controls go there)."""
+        return self._finishing and index == len(targets) - 1
+
+    async def _post(self, text: str, *, ends_reply: bool = False) -> None:
         bucket = self.surface.post_bucket()
         while True:
             await self.scheduler.acquire(
                 bucket, Urgency.FIRST_TEXT, self.scheduler.now(), holder=self._lane
             )
             try:
-                message = await self.surface.post(text, response_number=self.response_number)
+                message = await self.surface.post(
+                    text, response_number=self.response_number, ends_reply=ends_reply
+                )
             except RateLimited as limited:
                 self.rate_limited += 1
                 self.scheduler.penalize(bucket, limited.retry_after)
@@ -431,8 +442,11 @@ class ReplyWriter:
             break
         self.messages.append(message)
         self._shown.append(text)
+        done = ends_reply and not self.surface.shows_own_progress
+        if done:  # posted as the reply's end, its controls included: no write follows
+            self._finalized.add(len(self.messages) - 1)
         if text != self.style.placeholder:
-            await self._after_visible(final=False)
+            await self._after_visible(final=done)
 
     async def _after_visible(self, final: bool) -> None:
         now = self.scheduler.now()

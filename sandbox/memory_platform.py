@@ -105,7 +105,9 @@ class RecordingSurface:
     def typing_now(self) -> bool:
         return bool(self.typing) and self.typing[-1][1]
 
-    async def post(self, text: str, *, response_number: int) -> PostedMessage:
+    async def post(
+        self, text: str, *, response_number: int, ends_reply: bool = False
+    ) -> PostedMessage:
         await self._enter()
         try:
             if self.deny_posts:
@@ -122,7 +124,9 @@ class RecordingSurface:
         finally:
             self.in_flight -= 1
 
-    async def update(self, message: PostedMessage, text: str, *, final: bool) -> None:
+    async def update(
+        self, message: PostedMessage, text: str, *, final: bool, ends_reply: bool = False
+    ) -> None:
         await self._enter()
         try:
             if self.refuse_next:

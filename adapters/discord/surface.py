@@ -150,7 +150,6 @@ class DiscordReplySurface:
         # message id -> the buttons it carries; absent: not known (a message of a reply adopted
         # from a process that died), so its next write sets them whatever they are.
         self._carries: dict[str, Shown] = {}
-        self._latest: dict[int, str] = {}  # response number -> its last message posted
 
     # --- the ReplySurface protocol -------------------------------------------------------------
 
@@ -193,16 +192,17 @@ class DiscordReplySurface:
             self._typing.stop(self._typing_in)
             self._typing_in = None
 
-    async def post(self, text: str, *, response_number: int) -> PostedMessage:
+    async def post(
+        self, text: str, *, response_number: int, ends_reply: bool = False
+    ) -> PostedMessage:
         channel = await self._destination()
         # Counted only once a post succeeded, so a post tried again gets the same nonce.
         ordinal = self._posts[response_number]
         nonce = post_nonce(self.reply_key, response_number, ordinal)
         repeated = (response_number, ordinal) in self._attempted
         self._attempted.add((response_number, ordinal))
-        # A message posted once the reply ended is its last so far: it carries the end's buttons
-        # at once (a later one takes them over).
-        carries = self._wanted(final=self._ending is not None)
+        # Posted as the reply's end, it carries the end's buttons at once.
+        carries = self._wanted(final=ends_reply, ends_reply=ends_reply)
         view = view_of(carries) if self._buttons is not None else None
         # The first message of each choice replies to the user's message.
         posted = await self._create(channel, text, nonce=nonce, reply=ordinal == 0, view=view)
@@ -217,21 +217,7 @@ class DiscordReplySurface:
             await self._extra_edit(PostedMessage(message_id), text, Urgency.FIRST_TEXT)
         self._posts[response_number] += 1
         self._shown[message_id] = text
-        previous = self._latest.get(response_number)
-        self._latest[response_number] = message_id
-        if previous is not None and self._carries.get(previous) is Shown.FEEDBACK:
-            await self._move_feedback(previous)
         return PostedMessage(message_id)
-
-    async def _move_feedback(self, previous: str) -> None:
-        """The reply ended while text was still to be written: its message before this one got
-        the votes as its final write, not knowing another would follow. They go from it (this
-        new one, the last so far, has them). Cosmetic: a failure leaves both with votes, which
-        count for the same reply."""
-        try:
-            await self._extra_edit(PostedMessage(previous), self._shown[previous], Urgency.FINAL)
-        except (RateLimited, PlatformError, PlatformUnavailable) as exc:
-            log.info("discord: the votes stay on message %s too (%s)", previous, exc)
 
     async def _extra_edit(self, message: PostedMessage, text: str, urgency: Urgency) -> None:
         """One edit besides the writer's, scheduled like theirs (not final: after the end, it
@@ -253,8 +239,10 @@ class DiscordReplySurface:
             else:
                 self._seen[task] = seen
 
-    async def update(self, message: PostedMessage, text: str, *, final: bool) -> None:
-        wanted = self._wanted(final=final)
+    async def update(
+        self, message: PostedMessage, text: str, *, final: bool, ends_reply: bool = False
+    ) -> None:
+        wanted = self._wanted(final=final, ends_reply=ends_reply)
         buttons_right = self._buttons is None or self._carries.get(message.id) is wanted
         if self._shown.get(message.id) == text and buttons_right:
             # The writer marks each message final once; Discord has no stream to end, so an edit
@@ -274,15 +262,15 @@ class DiscordReplySurface:
             self._carries[message.id] = wanted
         self._shown[message.id] = text
 
-    def _wanted(self, *, final: bool) -> Shown:
+    def _wanted(self, *, final: bool, ends_reply: bool) -> Shown:
         """The buttons a write gives its message: Stop while the reply streams; once it ended,
-        the end's buttons on a message's final write (the writer's last one for it)."""
+        the end's buttons on the reply's last write, none on its other messages."""
         if self._buttons is None:
             return Shown.NONE
         if self._ending is None:
             # A message made final before the end is full: the reply goes on in the next one.
             return Shown.NONE if final else self._buttons.while_streaming()
-        return self._buttons.at_end(self._ending) if final else Shown.NONE
+        return self._buttons.at_end(self._ending) if ends_reply else Shown.NONE
 
     async def set_title(self, title: str) -> None:
         """Name the thread after the conversation, only if the bot opened it (not a user's)."""

@@ -9,15 +9,17 @@ Everything goes as `chunks`, text included: Slack locks a stream to the form of 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.api import SlackCallFailed, call
 from adapters.slack.events import ReplyPlace
 from adapters.slack.formatting import neutralise_mentions, settled_length
-from bridge.ports import ToolActivity
+from bridge.ports import RateBucket, ToolActivity
+from bridge.scheduler import EditScheduler, Urgency
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +28,31 @@ TASK_FIELD_LIMIT = 256
 
 # A `task_update` chunk: {"type", "id", "title", "status", "details"?}.
 TaskChunk = dict[str, str]
+
+# Starting and stopping a stream have tiers of their own per workspace, apart from the appends'
+# (Tier 4, the writer's edit budget): chat.startStream about 50 a minute, chat.stopStream Tier 2,
+# about 20. Kept a tenth below, as chat.update's 45 of 50: a call granted now may arrive a little
+# later, beside ones granted after it.
+START_RATE = 45
+STOP_RATE = 18
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class StreamBudgets:
+    """One workspace's budgets for starting and stopping streams, in the shared scheduler."""
+
+    scheduler: EditScheduler
+    team: str
+
+    async def start(self, make_call: Callable[[], Awaitable[T]]) -> T:
+        bucket = RateBucket(f"slack:chat.startStream:{self.team}", START_RATE, 60.0)
+        return await self.scheduler.call_within(bucket, Urgency.FIRST_TEXT, make_call)
+
+    async def stop(self, make_call: Callable[[], Awaitable[T]]) -> T:
+        bucket = RateBucket(f"slack:chat.stopStream:{self.team}", STOP_RATE, 60.0)
+        return await self.scheduler.call_within(bucket, Urgency.FINAL, make_call)
 
 
 def task_chunk(activity: ToolActivity) -> TaskChunk:
@@ -64,33 +91,46 @@ class StreamEnded(Exception):
 
 
 class NativeStream:
-    def __init__(self, client: AsyncWebClient, place: ReplyPlace, ts: str, shown: str) -> None:
+    def __init__(
+        self,
+        client: AsyncWebClient,
+        place: ReplyPlace,
+        ts: str,
+        shown: str,
+        budgets: StreamBudgets,
+    ) -> None:
         self._client = client
         self._place = place
+        self._budgets = budgets
         self.ts = ts
         self.shown = shown  # the (mention-defused) text Slack shows so far
         self.last_text = ""  # the latest complete text asked for, held-back tail included
         self.open = True
 
     @classmethod
-    async def start(cls, client: AsyncWebClient, place: ReplyPlace, text: str) -> NativeStream:
-        """Start streaming `text` ("" for an empty message) as a reply in the thread.
+    async def start(
+        cls, client: AsyncWebClient, place: ReplyPlace, text: str, budgets: StreamBudgets
+    ) -> NativeStream:
+        """Start streaming `text` ("" for an empty message) as a reply in the thread, once the
+        workspace's budget for starts has room.
 
         Raises RateLimited or SlackCallFailed (e.g. missing_scope when the app cannot stream).
         """
         shown = neutralise_mentions(text[: settled_length(text)])
-        answer = await call(
-            "chat.startStream",
-            str(place),
-            client.chat_startStream(
-                channel=place.channel,
-                thread_ts=place.thread_ts,
-                chunks=_content(shown),
-                recipient_team_id=place.recipient_team,
-                recipient_user_id=place.recipient_user,
-            ),
+        answer = await budgets.start(
+            lambda: call(
+                "chat.startStream",
+                str(place),
+                client.chat_startStream(
+                    channel=place.channel,
+                    thread_ts=place.thread_ts,
+                    chunks=_content(shown),
+                    recipient_team_id=place.recipient_team,
+                    recipient_user_id=place.recipient_user,
+                ),
+            )
         )
-        stream = cls(client, place, str(answer["ts"]), shown)
+        stream = cls(client, place, str(answer["ts"]), shown, budgets)
         stream.last_text = text
         return stream
 
@@ -145,14 +185,16 @@ class NativeStream:
     async def _stop(
         self, chunks: list[dict[str, str]] | None, blocks: Sequence[dict[str, Any]] = ()
     ) -> None:
-        await call(
-            "chat.stopStream",
-            str(self._place),
-            self._client.chat_stopStream(
-                channel=self._place.channel,
-                ts=self.ts,
-                chunks=chunks,
-                blocks=list(blocks) or None,
-            ),
+        await self._budgets.stop(
+            lambda: call(
+                "chat.stopStream",
+                str(self._place),
+                self._client.chat_stopStream(
+                    channel=self._place.channel,
+                    ts=self.ts,
+                    chunks=chunks,
+                    blocks=list(blocks) or None,
+                ),
+            )
         )
         self.open = False

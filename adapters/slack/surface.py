@@ -24,7 +24,7 @@ from adapters.slack.api import SlackCallFailed, SlackUnavailable, call
 from adapters.slack.controls import NO_BUTTONS, ReplyButtons, feedback_block, stop_block
 from adapters.slack.events import ReplyPlace
 from adapters.slack.formatting import message_content
-from adapters.slack.streams import NativeStream, StreamEnded, TaskChunk, task_chunk
+from adapters.slack.streams import NativeStream, StreamBudgets, StreamEnded, TaskChunk, task_chunk
 from bridge.config import SlackSettings
 from bridge.policy.settings import NativeStreaming
 from bridge.ports import (
@@ -105,6 +105,7 @@ class SlackReplySurface:
     ) -> None:
         self._client = client
         self._scheduler = scheduler
+        self._budgets = StreamBudgets(scheduler, place.team)
         self._settings = settings
         self._place = place
         self._support = support
@@ -124,9 +125,6 @@ class SlackReplySurface:
         self._ending: ReplyEnding | None = None
         self._stop_shown = False  # a message of the reply may show the Stop button
         self._newest: dict[int, str] = {}  # response number -> its newest message
-        self._response_of: dict[str, int] = {}
-        self._rated: dict[int, str] = {}  # response number -> the message with feedback buttons
-        self._texts: dict[str, str] = {}  # the text last written to each message
         # Task cards (tool calls) as Slack last got them, and those changed since, by id.
         self._tasks_sent: dict[str, TaskChunk] = {}
         self._tasks_pending: dict[str, TaskChunk] = {}
@@ -140,9 +138,8 @@ class SlackReplySurface:
         self._status_shown = True
         # The dead process may have left a Stop button on them; the last write takes it away.
         self._stop_shown = self._buttons.stop
-        for ts in message_ids:
-            self._response_of[ts] = 0
-            self._newest[0] = ts
+        if message_ids:
+            self._newest[0] = message_ids[-1]
 
     # --- what the writer reads --------------------------------------------------------------
 
@@ -274,7 +271,9 @@ class SlackReplySurface:
 
     # --- posting -----------------------------------------------------------------------------
 
-    async def post(self, text: str, *, response_number: int) -> PostedMessage:
+    async def post(
+        self, text: str, *, response_number: int, ends_reply: bool = False
+    ) -> PostedMessage:
         if self._native is None:
             self._native = self._support.should_try(self._place.team, self._mode)
             self._limit = NATIVE_LIMIT if self._native else UPDATE_LIMIT
@@ -286,8 +285,9 @@ class SlackReplySurface:
                 if not self._streams:  # nothing streamed yet: this reply is laid out afresh
                     self._limit = UPDATE_LIMIT
         if ts is None:
-            # A message posted once the reply is ending is written once more at the end anyway.
-            stop = self._buttons.stop and self._ending is None
+            # Stop while the reply streams; posted as its end, the feedback buttons at once.
+            stop = self._buttons.stop and self._ending is None and not ends_reply
+            controls = [stop_block()] if stop else self._feedback(ends_reply)
             answer = await call(
                 "chat.postMessage",
                 str(self._place),
@@ -296,35 +296,23 @@ class SlackReplySurface:
                     thread_ts=self._place.thread_ts,
                     unfurl_links=False,
                     unfurl_media=False,
-                    **_with_blocks(message_content(text), [stop_block()] if stop else []),
+                    **_with_blocks(message_content(text), controls),
                 ),
             )
             ts = str(answer["ts"])
             self._stop_shown = self._stop_shown or stop
-        self._texts[ts] = text
-        await self._posted(ts, response_number)
-        await self._keep_status()
-        return PostedMessage(ts)
-
-    async def _posted(self, ts: str, response_number: int) -> None:
-        self._response_of[ts] = response_number
         self._newest[response_number] = ts
         if self._on_posted is not None:
             self._on_posted(ts)
-        rated = self._rated.pop(response_number, None)
-        if rated is not None:
-            # The feedback buttons went under a message that turned out not to be the last.
-            try:
-                await self._chat_update(rated, self._texts.get(rated, self._placeholder))
-            except (RateLimited, PlatformError) as exc:
-                log.info("slack: feedback buttons left above the end in %s: %s", self._place, exc)
+        await self._keep_status()
+        return PostedMessage(ts)
 
     async def _start_stream(self, text: str) -> str | None:
         """The new stream's ts, or None when this reply must use chat.postMessage instead."""
         place = self._place
         try:
             stream = await NativeStream.start(
-                self._client, place, "" if text == self._placeholder else text
+                self._client, place, "" if text == self._placeholder else text, self._budgets
             )
         except SlackUnavailable as exc:
             if not exc.repeatable:
@@ -344,32 +332,27 @@ class SlackReplySurface:
 
     # --- editing -----------------------------------------------------------------------------
 
-    async def update(self, message: PostedMessage, text: str, *, final: bool) -> None:
+    async def update(
+        self, message: PostedMessage, text: str, *, final: bool, ends_reply: bool = False
+    ) -> None:
         if message.id in self._adopted:
             await self._stop_adopted_stream(message.id)
-        feedback = self._feedback_for(message.id, final)
+        feedback = self._feedback(ends_reply)
         stream = self._streams.get(message.id)
         if stream is not None and stream.open:
             if self._native and await self._extend(stream, text, final=final, blocks=feedback):
-                self._rated_if(message.id, feedback)
                 return
             if stream.open:  # the text no longer extends what the stream shows (a split)
                 await stream.stop()
         stop = self._buttons.stop and not final and self._ending is None
         await self._chat_update(message.id, text, [stop_block()] if stop else feedback)
         self._stop_shown = self._stop_shown or stop
-        self._rated_if(message.id, feedback)
 
-    def _feedback_for(self, ts: str, final: bool) -> list[dict[str, Any]]:
-        """The feedback buttons, if this is the last write of a response's last message."""
-        if not (final and self._buttons.feedback and self._ending in RATED_ENDINGS):
+    def _feedback(self, ends_reply: bool) -> list[dict[str, Any]]:
+        """The feedback buttons, for the last write of a response's last message."""
+        if not (ends_reply and self._buttons.feedback and self._ending in RATED_ENDINGS):
             return []
-        response = self._response_of.get(ts)
-        return [feedback_block()] if response is not None and self._newest[response] == ts else []
-
-    def _rated_if(self, ts: str, feedback: list[dict[str, Any]]) -> None:
-        if feedback:
-            self._rated[self._response_of[ts]] = ts
+        return [feedback_block()]
 
     async def _extend(
         self,
@@ -405,21 +388,22 @@ class SlackReplySurface:
     async def _finish_stream(self, stream: NativeStream) -> None:
         """Show a stream's held-back tail and stop it (the writer sends no final edit when the
         final text equals the last one it streamed)."""
-        feedback = self._feedback_for(stream.ts, True)
+        feedback = self._feedback(stream.ts in self._newest.values())
         if not await self._extend(stream, stream.last_text, final=True, blocks=feedback):
             if stream.open:
                 await stream.stop()
             await self._chat_update(stream.ts, stream.last_text or self._placeholder, feedback)
-        self._rated_if(stream.ts, feedback)
 
     async def _stop_adopted_stream(self, ts: str) -> None:
         # A stream a crashed process left open keeps the message "streaming" until Slack expires
         # it; stopping one that is not streaming answers an error, which is fine.
         try:
-            await call(
-                "chat.stopStream",
-                str(self._place),
-                self._client.chat_stopStream(channel=self._place.channel, ts=ts),
+            await self._budgets.stop(
+                lambda: call(
+                    "chat.stopStream",
+                    str(self._place),
+                    self._client.chat_stopStream(channel=self._place.channel, ts=ts),
+                )
             )
         except SlackCallFailed as exc:
             log.debug("slack: no stream to stop in %s (%s)", self._place, exc.code)
@@ -435,7 +419,6 @@ class SlackReplySurface:
             str(self._place),
             self._client.chat_update(channel=self._place.channel, ts=ts, **content),
         )
-        self._texts[ts] = text
 
     # --- notices -----------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from bridge.ports import RateBucket, RateObservation
+from bridge.ports import RateBucket, RateLimited, RateObservation
 from bridge.scheduler import LEARNED_KEYS, PACE_MARGIN, EditScheduler, Lane, Urgency
 from tests.virtual_time import run_virtual
 
@@ -565,3 +565,36 @@ def test_a_burst_cut_to_one_waits_for_retry_after_not_for_the_old_bursts_refill(
         return scheduler.now() - start
 
     assert run_virtual(scenario()) == pytest.approx(18.573, abs=0.01)
+
+
+def test_a_call_within_a_bucket_waits_for_room_and_a_429_blocks_the_bucket() -> None:
+    # A Slack stream's stop: Tier 2, outside any reply's lane. 50 replies ending at once get
+    # their stops spread over the minutes the tier allows; a 429 pauses the others too.
+    bucket = RateBucket("slack:chat.stopStream:T1", 18, 60.0)
+
+    async def scenario() -> tuple[list[float], float]:
+        scheduler = EditScheduler(interval=1.0)
+        sent: list[float] = []
+
+        async def stop() -> str:
+            sent.append(scheduler.now())
+            return "ok"
+
+        answers = await asyncio.gather(
+            *(scheduler.call_within(bucket, Urgency.FINAL, stop) for _ in range(50))
+        )
+        assert answers == ["ok"] * 50
+
+        async def refused() -> None:
+            raise RateLimited(30.0)
+
+        with pytest.raises(RateLimited):
+            await scheduler.call_within(bucket, Urgency.FINAL, refused)
+        blocked_at = scheduler.now()
+        await scheduler.call_within(bucket, Urgency.FINAL, stop)
+        return sent, sent[-1] - blocked_at
+
+    sent, waited = run_virtual(scenario())
+    assert max_in_window(sent[:50], 60.0) == 18
+    assert sent[49] - sent[0] >= 120.0  # the 50th waits for the third minute
+    assert waited >= 30.0

@@ -117,6 +117,9 @@ async def test_votes_go_under_the_last_message_when_the_end_comes_before_the_res
     assert [m.custom_ids() for m in shown] == [[], [], VOTES]
     assert shown[-1].content.endswith("word699")
     assert all(pings_no_one(r.json) for r in bridge.writes())
+    # The votes were written once, to the last message: no edit took them off another one.
+    voted = [r for r in bridge.writes() if VOTES[0] in str(r.json)]
+    assert len(voted) == 1
 
 
 async def test_no_buttons_when_both_are_turned_off(make_bridge: BridgeFactory) -> None:

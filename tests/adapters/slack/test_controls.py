@@ -274,7 +274,15 @@ async def test_a_reply_in_several_messages_ends_with_one_set_of_feedback_buttons
     assert len(replies) >= 2
     assert "\n\n".join(m.blocks[0]["text"] for m in replies if m.blocks) == text
     assert [action_ids(m) for m in replies] == [[]] * (len(replies) - 1) + [[FEEDBACK_ACTION]]
-    # Every message carried the Stop button while it was being written.
+    # Every message carried the Stop button while it was being written; one posted once the
+    # reply had ended came with the feedback buttons at once, and no write followed it.
     posts = emu.calls_to("chat.postMessage")
     assert len(posts) == len(replies)
-    assert all(b["type"] == "actions" for post in posts for b in post.args["blocks"][1:])
+    kinds = [[b["type"] for b in post.args["blocks"][1:]] for post in posts]
+    assert all(k == ["actions"] for k in kinds[:-1])
+    assert kinds[-1] in (["actions"], ["context_actions"])
+    if kinds[-1] == ["context_actions"]:
+        assert not [c for c in emu.calls_to("chat.update") if c.args["ts"] == replies[-1].ts]
+    # The feedback buttons went once, to the last message: no write took them away again.
+    rated = [c for c in emu.calls_to("chat.update") if "context_actions" in str(c.args)]
+    assert len(rated) <= 1

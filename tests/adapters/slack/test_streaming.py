@@ -72,6 +72,27 @@ async def test_a_429_storm_on_chat_update_delays_text_but_never_loses_or_doubles
     assert emu.stats.calls["chat.postMessage"] == 2  # the two placeholders, nothing re-posted
 
 
+async def test_a_429_on_stopping_a_stream_waits_out_retry_after_and_the_reply_still_ends(
+    make_bridge: Factory,
+) -> None:
+    # chat.stopStream has its own tier (Tier 2): its 429 blocks the workspace's stop budget,
+    # and the stop is tried again after Retry-After, not at once and not never.
+    bridge = await make_bridge()
+    emu = bridge.emu
+    emu.inject_429("chat.stopStream", 1, retry_after=2)
+    bridge.llm.script(ScriptedReply(WORDS, tokens_per_second=200))
+    ts = await emu.user_message(GENERAL, f"<@{BOT}> count", user="U0ALICE")
+    await bridge.reply_done(GENERAL, ts)
+
+    [reply] = bridge.bot_messages(GENERAL, ts)
+    assert reply.rendered == WORDS and not reply.is_streaming
+    stops = emu.calls_to("chat.stopStream")
+    assert [c.http_status for c in stops] == [429, 200]
+    assert stops[1].at - stops[0].at >= 2.0
+    # Both stops drew from the workspace's stop budget, which took the 429.
+    assert bridge.responder.scheduler.stats("slack:chat.stopStream:T0TEAM") == (2, 1)
+
+
 @pytest.mark.parametrize("native_streaming", ["auto", "never"])
 async def test_broadcast_mentions_from_the_model_ping_no_one(
     make_bridge: Factory, native_streaming: str

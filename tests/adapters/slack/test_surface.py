@@ -164,9 +164,10 @@ async def test_notify_shows_the_author_a_notice_where_they_wrote_and_pings_nobod
             await writing_to(outsider).notify("who?")
 
 
-async def test_feedback_buttons_move_to_a_message_posted_after_them() -> None:
-    # The reply ended and its message got its last write, then the rest of the text needed
-    # another message: the buttons go under that one, and only there.
+async def test_feedback_buttons_go_only_with_the_reply_s_last_write() -> None:
+    # The reply ended with text still to write: its full message's final write drops the Stop
+    # button without rating it; the message posted as the end carries the feedback buttons at
+    # once, with no write after it (a chat.update only for the buttons would spend the budget).
     async with SlackEmulator() as emu:
         emu.echo_own_messages = False
         root = await emu.user_message("C0GENERAL", "<@U0BOT> hi", user="U0ALICE")
@@ -185,15 +186,21 @@ async def test_feedback_buttons_move_to_a_message_posted_after_them() -> None:
         first = await reply.post("…", response_number=0)
         assert reply.controls_shown
         await reply.update(first, "Part one", final=False)
+        assert _kinds(emu, first.id) == ["markdown", "actions"]
         reply.end_reply(ReplyEnding.ANSWERED)
         await reply.update(first, "Part one", final=True)
-        assert _kinds(emu, first.id) == ["markdown", "context_actions"]
-
-        second = await reply.post("Part two", response_number=0)
         assert _kinds(emu, first.id) == ["markdown"]
-        assert _kinds(emu, second.id) == ["markdown"]  # posted after the end: no Stop
-        await reply.update(second, "Part two", final=True)
+
+        updates = len(emu.calls_to("chat.update"))
+        second = await reply.post("Part two", response_number=0, ends_reply=True)
+        assert _kinds(emu, first.id) == ["markdown"]
         assert _kinds(emu, second.id) == ["markdown", "context_actions"]
+        assert len(emu.calls_to("chat.update")) == updates
+
+        # Written as the end (not posted as it), the last message gets them with that write.
+        third = await reply.post("…", response_number=1)
+        await reply.update(third, "Other", final=True, ends_reply=True)
+        assert _kinds(emu, third.id) == ["markdown", "context_actions"]
 
         failed = SlackReplySurface(
             client,
