@@ -807,3 +807,35 @@ class ConversationBrowser(Protocol):
         ...
 
     async def conversation(self, chat_id: int, *, limit: int = 500) -> ChatThread | None: ...
+
+
+# --- replies streaming now, for watchers (the console's live page) ---------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LiveReply:
+    """A reply as it begins: where it goes, for whom, with which model."""
+
+    reply_id: int  # the stored id of the user message it answers: unique, and names its chat
+    chat_id: int
+    platform: str
+    workspace: str
+    channel: str  # the chat's channel (Slack: and thread, as the chat key has it)
+    user: str  # the asker's platform id
+    model: str
+    started_at: float  # wall clock, epoch seconds
+
+
+class ReplyFeed(Protocol):
+    """Told about every reply while it streams, from the responder's own progress (never read
+    back from the store). Called inline on the event loop: each call must be quick and must not
+    raise (a failing watcher would fail the reply it watches)."""
+
+    def started(self, reply: LiveReply) -> None: ...
+
+    def shown(self, reply_id: int, text: str, *, updates: int, rate_limited: int) -> None:
+        """The reply's visible text after a write (all its messages, joined), and its platform
+        writes and 429s so far."""
+        ...
+
+    def ended(self, reply_id: int, status: MessageStatus, error: str | None) -> None: ...

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -13,12 +13,12 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
+from adapters.console.section import Render
 from bridge.domain import MessageStatus, Role, StoredMessage
 from bridge.ports import ChatCursor, ChatFilter, ConversationBrowser
 
 PAGE_SIZE = 50
 FILTERS = ("platform", "workspace", "channel", "user", "status", "since", "until", "q")
-Render = Callable[..., web.Response]
 
 
 @dataclass(frozen=True, slots=True)

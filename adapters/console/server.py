@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from aiohttp import web
@@ -19,6 +19,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 
 from adapters.console.pages import PAGE_SIZE, ConversationPages
 from adapters.console.passwords import FAILURE_DELAY, PasswordCheck
+from adapters.console.section import SESSION, ConsoleSection
 from adapters.console.sessions import COOKIE, LOGIN_COOKIE, Session, Sessions, same_token
 from adapters.listen import listen
 from bridge.console_settings import ConsoleSettings
@@ -27,7 +28,6 @@ from bridge.ports import ConversationBrowser
 log = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
-SESSION = web.RequestKey("session", Session)
 HEADERS = {
     "Cache-Control": "no-store",
     "Content-Security-Policy": (
@@ -46,7 +46,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 class ConsoleServer:
     """Service "console". `redact` is applied to every value a page shows (the config's secrets
-    out of stored errors and tool results); `clock` and `sleep` are injected for the tests."""
+    out of stored errors and tool results); `sections`: the console's other parts (live
+    replies, usage, settings), each with its routes and navigation entry; `clock` and `sleep`
+    are injected for the tests."""
 
     def __init__(
         self,
@@ -54,6 +56,7 @@ class ConsoleServer:
         *,
         browser: ConversationBrowser,
         redact: Callable[[str], str] = lambda text: text,
+        sections: Sequence[ConsoleSection] = (),
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         page_size: int = PAGE_SIZE,
@@ -73,6 +76,8 @@ class ConsoleServer:
             finalize=lambda value: redact(value) if isinstance(value, str) else value,
         )
         self._pages = ConversationPages(browser, self._render, page_size=page_size)
+        self._sections = tuple(sections)
+        self._nav = (("/conversations", "Conversations"), *(part.nav for part in self._sections))
         self._runner: web.AppRunner | None = None
 
     @property
@@ -88,6 +93,8 @@ class ConsoleServer:
         app.router.add_post("/logout", self._logout)
         app.router.add_get("/conversations", self._pages.conversations)
         app.router.add_get("/conversations/{chat_id:[0-9]+}", self._pages.conversation)
+        for part in self._sections:
+            part.add_routes(app.router, self._render)
         app.router.add_static("/static/", HERE / "static", append_version=False)
         return app
 
@@ -230,7 +237,10 @@ class ConsoleServer:
     ) -> web.Response:
         session: Session | None = request.get(SESSION)
         page = self._templates.get_template(template).render(
-            session_csrf=session.csrf if session is not None else None, **values
+            session_csrf=session.csrf if session is not None else None,
+            nav=self._nav,
+            current=request.path,
+            **values,
         )
         return web.Response(text=page, content_type="text/html", status=status)
 
