@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from slack_sdk.web.async_client import AsyncWebClient
@@ -18,7 +17,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from adapters.slack.api import SlackCallFailed, call
 from adapters.slack.events import ReplyPlace
 from adapters.slack.formatting import neutralise_mentions, settled_length
-from bridge.ports import RateBucket, ToolActivity
+from bridge.ports import RateBucket, RateLimited, ToolActivity
 from bridge.scheduler import EditScheduler, Urgency
 
 log = logging.getLogger(__name__)
@@ -39,20 +38,48 @@ STOP_RATE = 18
 T = TypeVar("T")
 
 
-@dataclass(frozen=True, slots=True)
 class StreamBudgets:
-    """One workspace's budgets for starting and stopping streams, in the shared scheduler."""
+    """A reply's share of its workspace's budgets for starting and stopping streams, in the
+    shared scheduler. A start or stop may be taken ahead (`start_now`, `stop_now`): when there
+    is no room at that moment, the caller can do something better than wait."""
 
-    scheduler: EditScheduler
-    team: str
+    def __init__(self, scheduler: EditScheduler, team: str) -> None:
+        self._scheduler = scheduler
+        self._starts = RateBucket(f"slack:chat.startStream:{team}", START_RATE, 60.0)
+        self._stops = RateBucket(f"slack:chat.stopStream:{team}", STOP_RATE, 60.0)
+        self._taken: set[str] = set()  # "start", or a stream's ts: taken ahead
+
+    def start_now(self) -> bool:
+        return self._take_now(self._starts, Urgency.FIRST_TEXT, "start")
+
+    def stop_now(self, ts: str) -> bool:
+        return self._take_now(self._stops, Urgency.FINAL, ts)
+
+    def _take_now(self, bucket: RateBucket, urgency: Urgency, key: str) -> bool:
+        if key in self._taken:
+            return True
+        if self._scheduler.try_acquire(bucket, urgency):
+            self._taken.add(key)
+            return True
+        return False
 
     async def start(self, make_call: Callable[[], Awaitable[T]]) -> T:
-        bucket = RateBucket(f"slack:chat.startStream:{self.team}", START_RATE, 60.0)
-        return await self.scheduler.call_within(bucket, Urgency.FIRST_TEXT, make_call)
+        return await self._call(self._starts, Urgency.FIRST_TEXT, "start", make_call)
 
-    async def stop(self, make_call: Callable[[], Awaitable[T]]) -> T:
-        bucket = RateBucket(f"slack:chat.stopStream:{self.team}", STOP_RATE, 60.0)
-        return await self.scheduler.call_within(bucket, Urgency.FINAL, make_call)
+    async def stop(self, ts: str, make_call: Callable[[], Awaitable[T]]) -> T:
+        return await self._call(self._stops, Urgency.FINAL, ts, make_call)
+
+    async def _call(
+        self, bucket: RateBucket, urgency: Urgency, key: str, make_call: Callable[[], Awaitable[T]]
+    ) -> T:
+        if key not in self._taken:
+            return await self._scheduler.call_within(bucket, urgency, make_call)
+        self._taken.discard(key)
+        try:
+            return await make_call()
+        except RateLimited as limited:
+            self._scheduler.penalize(bucket, limited.retry_after)
+            raise
 
 
 def task_chunk(activity: ToolActivity) -> TaskChunk:
@@ -186,6 +213,7 @@ class NativeStream:
         self, chunks: list[dict[str, str]] | None, blocks: Sequence[dict[str, Any]] = ()
     ) -> None:
         await self._budgets.stop(
+            self.ts,
             lambda: call(
                 "chat.stopStream",
                 str(self._place),
@@ -195,6 +223,6 @@ class NativeStream:
                     chunks=chunks,
                     blocks=list(blocks) or None,
                 ),
-            )
+            ),
         )
         self.open = False

@@ -310,6 +310,11 @@ class SlackReplySurface:
     async def _start_stream(self, text: str) -> str | None:
         """The new stream's ts, or None when this reply must use chat.postMessage instead."""
         place = self._place
+        if self._mode != "always" and not self._budgets.start_now():
+            # The workspace's stream starts are spent for this minute: rather than wait for
+            # one, this reply is posted and edited (chat.update has a budget of its own).
+            log.info("slack: no stream start left this minute in %s; posting instead", place)
+            return None
         try:
             stream = await NativeStream.start(
                 self._client, place, "" if text == self._placeholder else text, self._budgets
@@ -340,6 +345,10 @@ class SlackReplySurface:
         feedback = self._feedback(ends_reply)
         stream = self._streams.get(message.id)
         if stream is not None and stream.open:
+            if self._native and final and not self._budgets.stop_now(stream.ts):
+                # The workspace's stops are spent for now: the text goes out at once as an
+                # append (this write holds the append budget), the stop when its tier has room.
+                await self._extend(stream, text, final=False)
             if self._native and await self._extend(stream, text, final=final, blocks=feedback):
                 return
             if stream.open:  # the text no longer extends what the stream shows (a split)
@@ -399,11 +408,12 @@ class SlackReplySurface:
         # it; stopping one that is not streaming answers an error, which is fine.
         try:
             await self._budgets.stop(
+                ts,
                 lambda: call(
                     "chat.stopStream",
                     str(self._place),
                     self._client.chat_stopStream(channel=self._place.channel, ts=ts),
-                )
+                ),
             )
         except SlackCallFailed as exc:
             log.debug("slack: no stream to stop in %s (%s)", self._place, exc.code)

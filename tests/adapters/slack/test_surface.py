@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.controls import ReplyButtons
 from adapters.slack.events import ReplyPlace
+from adapters.slack.streams import START_RATE, STOP_RATE
 from adapters.slack.surface import POST_BURST, SlackReplySurface, StreamingSupport
 from bridge.config import SlackSettings
 from bridge.ports import (
@@ -17,7 +20,7 @@ from bridge.ports import (
     RateLimited,
     ReplyEnding,
 )
-from bridge.scheduler import EditScheduler
+from bridge.scheduler import EditScheduler, Urgency
 from sandbox.slack_emulator import SlackEmulator
 
 
@@ -223,3 +226,68 @@ def _kinds(emu: SlackEmulator, ts: str) -> list[str]:
     shown = emu.message("C0GENERAL", ts)
     assert shown is not None
     return [block["type"] for block in shown.blocks or ()]
+
+
+class VirtualTime:
+    """The scheduler's clock: waiting for a budget moves it on at once."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+async def test_spent_stream_budgets_post_instead_of_waiting_and_show_the_end_before_the_stop() -> (
+    None
+):
+    # 50 replies ending at once in one workspace: chat.stopStream's tier (about 20 a minute)
+    # makes most wait for their stop. Their text is shown at once by an append (the appends'
+    # budget is larger); only the stop, which ends the streaming state, waits its turn. A
+    # reply that finds this minute's stream starts spent is posted and edited instead.
+    async with SlackEmulator() as emu:
+        emu.echo_own_messages = False
+        root = await emu.user_message("C0GENERAL", "<@U0BOT> hi", user="U0ALICE")
+        place = ReplyPlace("T0TEAM", "C0GENERAL", root, "U0ALICE", "T0TEAM", is_dm=False)
+        client = AsyncWebClient(token="xoxb-test", base_url=emu.api_base_url)
+        time = VirtualTime()
+        scheduler = EditScheduler(interval=1.0, clock=time, sleep=time.sleep)
+
+        def reply() -> SlackReplySurface:
+            return SlackReplySurface(
+                client, SlackSettings(), place, StreamingSupport(), placeholder="…",
+                scheduler=scheduler,
+            )  # fmt: skip
+
+        stops = RateBucket("slack:chat.stopStream:T0TEAM", STOP_RATE, 60.0)
+        for _ in range(STOP_RATE):
+            assert scheduler.try_acquire(stops, Urgency.FINAL)
+        streamed = reply()
+        message = await streamed.post("Hello", response_number=0)
+        await streamed.update(message, "Hello wor", final=False)
+        streamed.end_reply(ReplyEnding.ANSWERED)
+        began = time.now
+        await streamed.update(message, "Hello world, all of it.", final=True, ends_reply=True)
+
+        calls = [c for c in emu.calls if c.method.startswith("chat.")]
+        appended = [c for c in calls if c.method == "chat.appendStream"]
+        assert "all of it." in str(appended[-1].args["chunks"])  # shown before the stop
+        assert calls[-1].method == "chat.stopStream" and calls.index(appended[-1]) < len(calls) - 1
+        assert time.now - began >= 59.0  # the stop waited for room in its tier
+        shown = emu.message("C0GENERAL", message.id)
+        assert shown is not None and not shown.is_streaming
+        assert shown.rendered == "Hello world, all of it."
+
+        starts = RateBucket("slack:chat.startStream:T0TEAM", START_RATE, 60.0)
+        while scheduler.try_acquire(starts, Urgency.FIRST_TEXT):
+            pass
+        posted = reply()
+        other = await posted.post("Second", response_number=0)
+        assert emu.calls[-1].method == "chat.postMessage"
+        assert posted.edit_bucket().key == "slack:chat.update:T0TEAM"
+        await posted.update(other, "Second answer", final=True, ends_reply=True)
+        assert emu.calls[-1].method == "chat.update"
