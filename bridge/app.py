@@ -45,6 +45,8 @@ from storage.files import DirectoryVault, files_dir_for
 from storage.migrate import current_revision, head_revision
 
 if TYPE_CHECKING:
+    from adapters.console.live import LiveHub
+    from adapters.console.section import ConsoleSection
     from adapters.discord import DiscordAdapter
     from adapters.slack import SlackAdapter
     from bridge.cluster import Cluster
@@ -148,6 +150,11 @@ async def build(
         redactor,
         clock=time.perf_counter,
     )
+    live = None
+    if settings.console.enabled:
+        from adapters.console.live import LiveHub
+
+        live = LiveHub()  # this process's replies streaming now, for the console's live page
     responder = Responder(
         store=store,
         llm=model,
@@ -163,6 +170,7 @@ async def build(
         controls=controls,
         attachments=attachments,
         tools=tools,
+        feed=live,
     )
     lifecycle = Lifecycle()
     policy = build_policy(settings, responder=responder, store=store, wall=wall)
@@ -232,10 +240,7 @@ async def build(
         # are simply not offered.
         services.append(toolbox)
     if settings.console.enabled:
-        from adapters.console import ConsoleServer
-
-        # Before the platforms, after the store it reads: an admin can look while they connect.
-        services.append(ConsoleServer(settings.console, browser=store, redact=redactor.redact))
+        services.append(_console(settings, store, policy, live, redactor))
     services.extend(platforms)
     # The platforms stop taking events first (stop_intake); then the responder stops first of all
     # and drains its replies while the platforms can still show them.
@@ -338,6 +343,33 @@ def _platforms(
             )
         )
     return platforms
+
+
+def _console(
+    settings: Settings,
+    store: SqlChatStore,
+    policy: PolicyParts,
+    live: LiveHub | None,
+    redactor: Redactor,
+) -> Service:
+    """The admin console and its parts. Before the platforms, after the store it reads: an
+    admin can look while they connect."""
+    from adapters.console import ConsoleServer
+    from adapters.console.live import LiveSection
+    from adapters.console.usage import UsageSection
+
+    sections: list[ConsoleSection] = []
+    if live is not None:
+        sections.append(LiveSection(live, redact=redactor.redact))
+    sections.append(
+        UsageSection(
+            store,
+            limits=lambda: policy.policy.settings.limits,  # [limits] reloads live: the quotas
+            today=policy.policy.today,  # the quotas' UTC day
+            redact=redactor.redact,
+        )
+    )
+    return ConsoleServer(settings.console, browser=store, redact=redactor.redact, sections=sections)
 
 
 def console_password_hash(password: str) -> str:

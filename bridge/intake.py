@@ -18,13 +18,20 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from bridge.cluster.router import Router
-from bridge.domain import InboundMessage
+from bridge.domain import InboundMessage, MessageStatus
 from bridge.policy.effective import EffectiveSettings
 from bridge.policy.limits import OverLimit
 from bridge.policy.origin import Origin
 from bridge.policy.policy import Policy
 from bridge.policy.rules import Rules
-from bridge.ports import ChatStore, PlatformError, RateLimited, ReplySurface, StoreUnavailable
+from bridge.ports import (
+    ChatStore,
+    PlatformError,
+    RateLimited,
+    ReplyOutcome,
+    ReplySurface,
+    StoreUnavailable,
+)
 from bridge.responder import Responder
 from bridge.scheduler import Urgency
 from bridge.telemetry import EventOutcome, ReplyReport
@@ -219,21 +226,22 @@ class Intake:
     async def _count(
         self, origin: Origin, report: ReplyReport, where: Mapping[str, object]
     ) -> None:
-        """Add the reply's tokens to its user's and channel's day (one write). The server's
-        reported usage when it sent one, else the estimate (a model that reports none still
-        counts against the quotas)."""
+        """Add the reply's tokens to its user's and channel's day, and its outcome (failed,
+        429s) to its platform's day (one write). The server's reported usage when it sent one,
+        else the estimate (a model that reports none still counts against the quotas)."""
         if report.usage is not None:
             tokens = report.usage.total_tokens
         elif any(report.texts):
             tokens = report.estimated_prompt_tokens + sum(len(t) for t in report.texts) // 4
         else:
-            return  # the model answered nothing (an error before the first token): no charge
-        if tokens <= 0:
-            return
+            tokens = 0  # nothing answered (an error before the first token): no charge
+        outcome = ReplyOutcome(
+            failed=report.status is MessageStatus.FAILED, rate_limited=report.rate_limited
+        )
         try:
             await self._store.add_usage(
                 self._policy.today(), origin.platform, user=origin.user, channel=origin.channel,
-                tokens=tokens,
+                tokens=max(tokens, 0), outcome=outcome,
             )  # fmt: skip
         except Exception as exc:  # counting must never fail a reply that is already shown
             log.warning("tokens of message %s not counted: %s", report.user_message_id, exc,

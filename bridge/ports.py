@@ -487,6 +487,15 @@ class UsageReport:
     channels: tuple[UsageLine, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class ReplyOutcome:
+    """How a counted reply ended, added to its day's counters with its tokens (the console's
+    errors and 429s per day)."""
+
+    failed: bool = False
+    rate_limited: int = 0  # the platform's 429s while the reply was written
+
+
 class ChatStore(Protocol):
     async def get_or_create_chat(self, key: ChatKey) -> Chat: ...
 
@@ -567,9 +576,17 @@ class ChatStore(Protocol):
         ...
 
     async def add_usage(
-        self, day: date, platform: str, *, user: str, channel: str, tokens: int
+        self,
+        day: date,
+        platform: str,
+        *,
+        user: str,
+        channel: str,
+        tokens: int,
+        outcome: ReplyOutcome | None = None,
     ) -> None:
-        """Count one reply's tokens for its user and its channel (one write)."""
+        """Count one reply's tokens for its user and its channel (one write). With `outcome`,
+        also for the platform's day, with whether it failed and its 429s (same write)."""
         ...
 
     async def usage_of(
@@ -839,3 +856,105 @@ class ReplyFeed(Protocol):
         ...
 
     def ended(self, reply_id: int, status: MessageStatus, error: str | None) -> None: ...
+
+
+# --- usage over days (the console's usage page) ----------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRange:
+    """Which UTC days to read, both ends included; `platform` None is every platform."""
+
+    since: date
+    until: date
+    platform: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UsageDay:
+    """One platform's day: tokens and replies counted for the quotas, failed replies and 429s.
+
+    `rate_limited` is None on days before replies' outcomes were counted (the 429s of those
+    days were not kept); `failed` is then counted from the stored replies' status.
+    """
+
+    day: date
+    platform: str
+    tokens: int
+    replies: int
+    failed: int
+    rate_limited: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class UsageTotal:
+    """A channel's or a user's tokens and replies over a range of days."""
+
+    platform: str
+    key: str
+    tokens: int
+    replies: int
+
+
+@dataclass(frozen=True, slots=True)
+class UsageSummary:
+    days: tuple[UsageDay, ...]  # by day, then platform; days with nothing counted left out
+    channels: tuple[UsageTotal, ...]  # the biggest, most tokens first
+    users: tuple[UsageTotal, ...]
+    channel_count: int  # how many channels and users the range has in all
+    user_count: int
+    # The first day in the range whose errors and 429s come from counters kept per reply;
+    # None: no such day (every day's 429s are unknown).
+    counted_since: date | None
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaLine:
+    """A user or channel at or near its daily token quota."""
+
+    platform: str
+    key: str
+    tokens: int
+    quota: int
+
+    @property
+    def share(self) -> float:
+        return self.tokens / self.quota if self.quota else 0.0
+
+    @property
+    def over(self) -> bool:
+        return bool(self.quota) and self.tokens >= self.quota
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaState:
+    """Who used at least `near` of their quota on `day`, the most tokens first; the counts say
+    how many in all (the lines may stop at a limit)."""
+
+    day: date
+    near: float
+    users: tuple[QuotaLine, ...]
+    channels: tuple[QuotaLine, ...]
+    user_count: int
+    channel_count: int
+
+
+class UsageBrowser(Protocol):
+    """Read-only totals of the daily counters, for people looking at them. Every call reads
+    the per-day aggregates (a row per day and user, channel or platform), never every message."""
+
+    async def usage(self, where: UsageRange, *, top: int = 20) -> UsageSummary: ...
+
+    async def quota_state(
+        self,
+        day: date,
+        *,
+        user_quota: int,
+        channel_quota: int,
+        platform: str | None = None,
+        near: float = 0.8,
+        limit: int = 100,
+    ) -> QuotaState:
+        """Users and channels at `near` (a share) of their quota or over it on `day`; a quota of
+        0 (unlimited) lists none."""
+        ...

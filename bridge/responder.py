@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
@@ -28,6 +29,7 @@ from bridge.context import TokenBudget, build_prompt
 from bridge.controls import LiveReply, ReplyControls
 from bridge.domain import Chat, ChatKey, InboundMessage, MessageStatus, Role, StoredMessage
 from bridge.domain import TokenUsage as Usage
+from bridge.live_feed import GuardedFeed, NoFeed
 from bridge.notices import (
     NO_ANSWER_AFTER_TOOLS,
     QUESTION_DELETED,
@@ -52,6 +54,7 @@ from bridge.ports import (
     PermissionDenied,
     Reasoning,
     ReplyEnding,
+    ReplyFeed,
     ReplyProgress,
     ReplySurface,
     StoreUnavailable,
@@ -60,6 +63,7 @@ from bridge.ports import (
     ToolCalls,
     ToolOutcome,
 )
+from bridge.ports import LiveReply as WatchedReply
 from bridge.progress import ProgressSaves, layout_of
 from bridge.reasoning import Thinking
 from bridge.scheduler import EditScheduler, Sleep
@@ -67,7 +71,7 @@ from bridge.telemetry import ErrorKind, EventOutcome, NoObserver, ReplyObserver,
 from bridge.titles import Titles
 from bridge.tools.loop import ToolRounds, Tools
 from bridge.tools.progress import ToolProgress
-from bridge.writer import ReplyWriter, WriterStyle
+from bridge.writer import Persist, ReplyWriter, WriterStyle
 
 T = TypeVar("T")
 
@@ -210,6 +214,7 @@ class Responder:
         controls: ReplyControls | None = None,
         attachments: Attachments | None = None,
         tools: Tools | None = None,
+        feed: ReplyFeed | None = None,
     ) -> None:
         self._store = store
         self.tools = tools
@@ -220,6 +225,8 @@ class Responder:
         self.settings = settings
         self._sleep = sleep or asyncio.sleep
         self._observer: ReplyObserver = observer or NoObserver()
+        # Watchers of the replies streaming now (the console's live page).
+        self._feed: ReplyFeed = NoFeed() if feed is None else GuardedFeed(feed)
         self._budget = TokenBudget()
         self._locks: dict[int, tuple[asyncio.Lock, int]] = {}
         self._active: set[asyncio.Task[Any]] = set()
@@ -365,6 +372,7 @@ class Responder:
             self._active.add(task)
         self.in_flight.add(user_message.id)
         self._observer.reply_started(platform)
+        self._feed.started(_watched(user_message, key, platform, run.model))
         began = False
         # Files are downloaded as the message arrives (Discord's links expire), while the reply
         # may still wait for the chat's previous one.
@@ -405,6 +413,7 @@ class Responder:
             self.in_flight.discard(user_message.id)
             self.begun.discard(user_message.id)
             self._observer.reply_finished(platform, report)
+            _tell_ended(self._feed, report)
 
     def _collect_files(
         self, platform: str, user_message: StoredMessage, surface: ReplySurface
@@ -466,13 +475,23 @@ class Responder:
         where = _log_ids(platform, user_message)
         await _quietly(surface.start_typing(), "start typing", where)
         saves = ProgressSaves(self._store, where)
+
+        def on_visible(number: int) -> Persist:
+            save = saves.saver(number)
+
+            async def visible(writer: ReplyWriter) -> None:
+                _tell_shown(self._feed, user_message.id, writers)
+                await save(writer)
+
+            return visible
+
         writers = [
             ReplyWriter(
                 surface,
                 self._scheduler,
                 response_number=number,
                 style=settings.style,
-                on_visible=saves.saver(number),
+                on_visible=on_visible(number),
                 log_extra=where,
             )
             for number in range(settings.n)
@@ -1032,6 +1051,45 @@ def _summed(earlier: Usage, later: Usage) -> Usage:
         earlier.prompt_tokens + later.prompt_tokens,
         earlier.completion_tokens + later.completion_tokens,
     )
+
+
+def _watched(user_message: StoredMessage, key: ChatKey, platform: str, model: str) -> WatchedReply:
+    """A reply as its watchers (`ReplyFeed`) first see it."""
+    return WatchedReply(
+        reply_id=user_message.id,
+        chat_id=user_message.chat_id,
+        platform=platform,
+        workspace=key.workspace,
+        channel=f"{key.channel} / {key.thread}" if key.thread else key.channel,
+        user=user_message.author_id or "",
+        model=model,
+        started_at=time.time(),
+    )
+
+
+def _tell_shown(feed: ReplyFeed, reply_id: int, writers: Sequence[ReplyWriter]) -> None:
+    """After a visible write: what the writers hold and counted (never a store read)."""
+    updates = sum(writer.visible_updates for writer in writers)
+    limited = sum(writer.rate_limited for writer in writers)
+    text = _joined([writer.text for writer in writers])
+    feed.shown(reply_id, text, updates=updates, rate_limited=limited)
+
+
+def _tell_ended(feed: ReplyFeed, report: ReplyReport) -> None:
+    """Its final text (shown by the last write, which no progress update follows), then how it
+    ended; one that ended before it began has no text, and may have no error but its kind."""
+    reply_id, updates, limited = report.user_message_id, report.visible_updates, report.rate_limited
+    if report.texts:
+        feed.shown(reply_id, _joined(report.texts), updates=updates, rate_limited=limited)
+    error = report.error
+    if error is None and report.status is MessageStatus.FAILED and report.error_kind:
+        error = str(report.error_kind)  # "shutdown", "internal": it failed before it began
+    feed.ended(reply_id, report.status, error)
+
+
+def _joined(texts: Sequence[str]) -> str:
+    """The texts of a reply's choices as one (a single choice's own text: no copy)."""
+    return texts[0] if len(texts) == 1 else "\n\n".join(texts)
 
 
 def _log_ids(platform: str, user_message: StoredMessage) -> dict[str, object]:

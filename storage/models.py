@@ -21,11 +21,18 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
+# A reply that failed (its first message): the partial index's condition, which a query must
+# repeat as it is, in literals (SQLite uses a partial index only for a WHERE that names its terms).
+FAILED_REPLIES = (
+    "status = 'failed' AND role = 'assistant' AND tool_step = 0 AND response_number = 0"
+)
+FAILED_REPLY_COLUMNS = ("updated_at", "chat_id", "status", "role", "tool_step", "response_number")
 
 
 def utcnow() -> datetime:
@@ -85,6 +92,15 @@ class MessageRow(Base):
         Index("ix_messages_reply_to_id", "reply_to_id"),
         # The console's "conversations of this user".
         Index("ix_messages_author_id_chat_id", "author_id", "chat_id"),
+        # The usage page's failed replies of the days counted before replies' outcomes were:
+        # partial, so only failed replies enter it. It holds the condition's columns too, so
+        # that SQLite reads it alone (and prefers it to ix_messages_status_updated_at).
+        Index(
+            "ix_messages_failed_replies",
+            *FAILED_REPLY_COLUMNS,
+            sqlite_where=text(FAILED_REPLIES),
+            postgresql_where=text(FAILED_REPLIES),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -169,16 +185,31 @@ class RuntimeOverrideRow(Base):
 
 
 class TokenUsageRow(Base):
-    """Tokens one user or one channel (`scope`) used on one UTC day: the daily quotas' counter."""
+    """Tokens one user or one channel (`scope`) used on one UTC day: the daily quotas' counter.
+
+    Scope "platform" (key "") counts a platform's whole day, written with the user's and the
+    channel's rows when the reply's outcome is told: its failed replies and 429s are known from
+    its first such day on (the console's usage page reads them).
+    """
 
     __tablename__ = "token_usage"
+    __table_args__ = (
+        # The usage page sums one scope's rows over a range of days: read from this index alone
+        # (it holds every column those sums need), never from the table or the other scopes.
+        Index("ix_token_usage_scope_day", "scope", "day", "platform", "key", "tokens", "replies"),
+    )
 
     day: Mapped[date] = mapped_column(Date, primary_key=True)
-    scope: Mapped[str] = mapped_column(String(16), primary_key=True)  # "user" or "channel"
+    # "user", "channel" or "platform"
+    scope: Mapped[str] = mapped_column(String(16), primary_key=True)
     platform: Mapped[str] = mapped_column(String(32), primary_key=True)
     key: Mapped[str] = mapped_column(String(100), primary_key=True)
     tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     replies: Mapped[int] = mapped_column(Integer, default=0)
+    # Replies that failed, and the platform's 429s while replies were written. The database's
+    # default: rows counted without an outcome leave them out.
+    failed: Mapped[int] = mapped_column(Integer, server_default="0")
+    rate_limited: Mapped[int] = mapped_column(Integer, server_default="0")
 
 
 class LeaseRow(Base):

@@ -12,7 +12,7 @@ from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bridge.ports import RuntimeOverride, UsageLine, UsageReport
+from bridge.ports import ReplyOutcome, RuntimeOverride, UsageLine, UsageReport
 from storage.models import RuntimeOverrideRow, TokenUsageRow, as_utc, utcnow
 from storage.parts import StoreParts
 
@@ -87,14 +87,28 @@ class PolicyStore(StoreParts):
     # --- token usage ---------------------------------------------------------------------------
 
     async def add_usage(
-        self, day: date, platform: str, *, user: str, channel: str, tokens: int
+        self,
+        day: date,
+        platform: str,
+        *,
+        user: str,
+        channel: str,
+        tokens: int,
+        outcome: ReplyOutcome | None = None,
     ) -> None:
+        counted = [("user", user[:100]), ("channel", channel[:100])]
+        if outcome is not None:
+            counted.append(("platform", ""))  # the platform's day: its errors and 429s
+        failed = int(outcome is not None and outcome.failed)
+        rate_limited = outcome.rate_limited if outcome is not None else 0
         rows = [
-            {"day": day, "scope": scope, "platform": platform, "key": key[:100], "tokens": tokens}
-            for scope, key in (("user", user), ("channel", channel))
-        ]
-        # One statement executed with two parameter sets: SQLAlchemy caches its compiled form,
-        # where a two-row VALUES clause is compiled again on every call (1.5 ms against 0.8 ms).
+            {"day": day, "scope": scope, "platform": platform, "key": key, "tokens": tokens,
+             "failed": failed, "rate_limited": rate_limited}
+            for scope, key in counted
+        ]  # fmt: skip
+        # One statement executed with two (three) parameter sets: SQLAlchemy caches its compiled
+        # form, where a VALUES clause of rows is compiled again on every call (1.5 ms against
+        # 0.8 ms).
         async with self._begin() as conn:
             await conn.execute(self._usage_upsert(), rows)
         self._writes += 1
@@ -108,6 +122,8 @@ class PolicyStore(StoreParts):
                 set_={
                     "tokens": USAGE.c.tokens + insert.excluded.tokens,
                     "replies": USAGE.c.replies + 1,
+                    "failed": USAGE.c.failed + insert.excluded.failed,
+                    "rate_limited": USAGE.c.rate_limited + insert.excluded.rate_limited,
                 },
             )
             self._usage_upsert_statement = statement

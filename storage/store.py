@@ -38,6 +38,7 @@ from storage.group_commit import GroupCommit
 from storage.models import ChatRow, MessageRow, OwnerRow, ProcessedEventRow, as_utc, utcnow
 from storage.policy import PolicyStore
 from storage.turns import WriterTurns
+from storage.usage_browse import UsageRows
 from storage.write_behind import WriteBehind
 
 MESSAGES = cast(Table, MessageRow.__table__)
@@ -80,7 +81,7 @@ async def _unavailable_as_port_error() -> AsyncIterator[None]:
         raise
 
 
-class SqlChatStore(PolicyStore, ClusterRows, ConversationRows, BrowseRows):
+class SqlChatStore(PolicyStore, ClusterRows, ConversationRows, BrowseRows, UsageRows):
     """ChatStore on an AsyncEngine. Owns no engine lifecycle: the composition root disposes it.
 
     `owner` identifies this process in the rows it writes (a random id unless given).

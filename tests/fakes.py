@@ -35,6 +35,7 @@ from bridge.ports import (
     LLMError,
     Orphan,
     OwnerRecord,
+    ReplyOutcome,
     ReplyProgress,
     RuntimeOverride,
     StreamEvent,
@@ -59,6 +60,7 @@ class MemoryStore:
         self.owner_rows: dict[str, OwnerRecord] = {}
         self.overrides: dict[tuple[str, str], RuntimeOverride] = {}
         self.usage: dict[tuple[date, str, str, str], tuple[int, int]] = {}
+        self.outcomes: list[tuple[date, str, ReplyOutcome]] = []
         self.vote_rows: dict[int, dict[str, str]] = {}
 
     async def get_or_create_chat(self, key: ChatKey) -> Chat:
@@ -248,9 +250,18 @@ class MemoryStore:
         return self.overrides.pop((platform, scope), None) is not None
 
     async def add_usage(
-        self, day: date, platform: str, *, user: str, channel: str, tokens: int
+        self,
+        day: date,
+        platform: str,
+        *,
+        user: str,
+        channel: str,
+        tokens: int,
+        outcome: ReplyOutcome | None = None,
     ) -> None:
         self.writes += 1
+        if outcome is not None:
+            self.outcomes.append((day, platform, outcome))
         for scope, key in (("user", user), ("channel", channel)):
             tokens_so_far, replies = self.usage.get((day, scope, platform, key), (0, 0))
             self.usage[(day, scope, platform, key)] = (tokens_so_far + tokens, replies + 1)

@@ -26,3 +26,7 @@ class ConsoleSection(Protocol):
     nav: tuple[str, str]
 
     def add_routes(self, router: web.UrlDispatcher, render: Render) -> None: ...
+
+    async def close(self) -> None:
+        """End what the part holds open (a stream of events) before the server stops."""
+        ...

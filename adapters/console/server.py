@@ -16,6 +16,7 @@ from pathlib import Path
 
 from aiohttp import web
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
 
 from adapters.console.pages import PAGE_SIZE, ConversationPages
 from adapters.console.passwords import FAILURE_DELAY, PasswordCheck
@@ -73,7 +74,11 @@ class ConsoleServer:
             loader=FileSystemLoader(HERE / "templates"),
             autoescape=select_autoescape(["html"], default=True),
             undefined=StrictUndefined,
-            finalize=lambda value: redact(value) if isinstance(value, str) else value,
+            # Markup is a template's own output (an include, a macro): its values were
+            # finalized when it was rendered, and escaping it again would show its tags.
+            finalize=lambda value: (
+                redact(value) if isinstance(value, str) and not isinstance(value, Markup) else value
+            ),
         )
         self._pages = ConversationPages(browser, self._render, page_size=page_size)
         self._sections = tuple(sections)
@@ -106,6 +111,10 @@ class ConsoleServer:
         log.info("console: at %s/", self.url)
 
     async def stop(self) -> None:
+        # Open streams (the live page's events) end first: the runner would wait up to a minute
+        # for every request in progress before cancelling them.
+        for part in self._sections:
+            await part.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

@@ -15,6 +15,7 @@ from bridge.policy.effective import ReplySettings
 from bridge.policy.limits import LLMSlots
 from bridge.policy.origin import Origin
 from bridge.policy.rules import Rules
+from bridge.ports import ReplyOutcome
 from bridge.reload import merge
 from bridge.responder import Responder, ResponderSettings
 from bridge.scheduler import EditScheduler
@@ -511,6 +512,12 @@ def test_a_reply_that_failed_before_its_first_token_is_not_charged() -> None:
         parts, store, _ = build(llm, limits={"user_daily_tokens": 100})
         report = await parts.intake.receive(inbound("hi", "e1"), at(), lambda _: RecordingSurface())
         assert report is not None and report.status.value == "failed"
-        assert store.usage == {}
+        # Nothing charged against the quotas; the reply and its failure are counted.
+        assert {key: tokens for key, (tokens, _) in store.usage.items()} == {
+            key: 0 for key in store.usage
+        }
+        assert [replies for _, replies in store.usage.values()] == [1, 1]
+        [(_, _, outcome)] = store.outcomes
+        assert outcome == ReplyOutcome(failed=True, rate_limited=0)
 
     run_virtual(scenario())
