@@ -350,8 +350,7 @@ async def test_the_page_runs_no_inline_code_and_loads_its_own_files(live: Live) 
     assert not re.search(r"\son[a-z]+\s*=", html) and " style=" not in html
     assert '<link rel="stylesheet" href="/static/live.css">' in html
     assert '<a href="/live" aria-current="page">Live</a>' in html
-    for path in ("/static/live.js", "/static/live.css", "/static/vendor/htmx.min.js",
-                 "/static/vendor/htmx-ext-sse.min.js"):  # fmt: skip
+    for path in ("/static/live.js", "/static/live.css"):
         assert (await live.client.get(path)).status == 200, path
     script = (STATIC / "live.js").read_text()
     # Reply text is only ever set as text, never parsed as markup or code.
