@@ -356,6 +356,7 @@ def _console(
     admin can look while they connect."""
     from adapters.console import ConsoleServer
     from adapters.console.live import LiveSection
+    from adapters.console.settings import SettingsSection
     from adapters.console.usage import UsageSection
 
     sections: list[ConsoleSection] = []
@@ -369,6 +370,9 @@ def _console(
             redact=redactor.redact,
         )
     )
+    # The admin commands' own actions: a change on the page reaches the next message as
+    # `/bridge model` does (same store call, same policy cache).
+    sections.append(SettingsSection(policy.commands.actions, browser=store))
     return ConsoleServer(settings.console, browser=store, redact=redactor.redact, sections=sections)
 
 
