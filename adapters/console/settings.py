@@ -20,6 +20,7 @@ from aiohttp import web
 from adapters.console.section import SESSION, Render
 from bridge.admin import RESET_DONE, AdminActions, Refused
 from bridge.policy.origin import Origin
+from bridge.policy.policy import CONSOLE_SETTER
 from bridge.ports import ConversationBrowser, RuntimeOverride
 
 log = logging.getLogger(__name__)
@@ -203,7 +204,9 @@ class SettingsSection:
         key, value = _text(form, "key"), _text(form, "value", limit=20_000)
         session = request[SESSION]
         try:
-            stored = await self._actions.set(place.origin(f"console:{session.id}"), key, value)
+            stored = await self._actions.set(
+                place.origin(f"{CONSOLE_SETTER}{session.id}"), key, value
+            )
         except Refused as refused:
             log.info("console: session %s: %s for %s refused: %s", session.id, key or "?",
                      place.describe(), refused)  # fmt: skip
@@ -224,7 +227,7 @@ class SettingsSection:
         form = await request.post()
         place = parse_place(form)
         session = request[SESSION]
-        cleared = await self._actions.clear(place.origin(f"console:{session.id}"))
+        cleared = await self._actions.clear(place.origin(f"{CONSOLE_SETTER}{session.id}"))
         log.info("console: session %s cleared the runtime settings of %s (%s)", session.id,
                  place.describe(), "removed" if cleared else "none were set")  # fmt: skip
         raise web.HTTPSeeOther(f"/settings?{place.query(done='cleared' if cleared else 'nothing')}")
@@ -236,7 +239,7 @@ class SettingsSection:
         if form.get("confirmed") != "yes":
             return await self._place_page(request, place, _chat(form), confirm_reset=True)
         session = request[SESSION]
-        count = await self._actions.reset(place.origin(f"console:{session.id}"))
+        count = await self._actions.reset(place.origin(f"{CONSOLE_SETTER}{session.id}"))
         log.info("console: session %s reset the conversation of %s (%d conversations)",
                  session.id, place.describe(), count)  # fmt: skip
         raise web.HTTPSeeOther(f"/settings?{place.query(done='reset', count=str(count))}")

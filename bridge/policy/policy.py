@@ -20,6 +20,8 @@ from bridge.ports import ChatStore, RuntimeOverride
 if TYPE_CHECKING:
     from bridge.config import Settings
 
+# `set_by` of an override an admin set on the console's settings page: "console:<session id>".
+CONSOLE_SETTER = "console:"
 log = logging.getLogger(__name__)
 
 
@@ -102,9 +104,11 @@ class Policy:
     def _rebuild(self) -> None:
         layers: dict[str, dict[str, Layer]] = {}
         for (platform, scope), override in self._runtime.items():
-            label = f"set in chat for {scope}" + (
-                f" by {override.set_by}" if override.set_by else ""
-            )
+            by = override.set_by
+            if by.startswith(CONSOLE_SETTER):
+                label = f"set in the console for {scope} (session {by[len(CONSOLE_SETTER) :]})"
+            else:
+                label = f"set in chat for {scope}" + (f" by {by}" if by else "")
             layers.setdefault(platform, {})[scope] = (label, dict(override.values))
         self._layers = layers
         self._version += 1

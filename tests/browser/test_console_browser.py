@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import re
 from pathlib import Path
 
 from playwright.async_api import Browser, expect
@@ -118,8 +119,8 @@ async def test_conversations_filter_open_and_the_usage_charts_and_csv(
 async def test_a_wrong_password_a_missing_csrf_token_and_an_expired_session_are_refused(
     tmp_path: Path, browser: Browser, community: Community, shots: Path
 ) -> None:
-    # A login lasts 3.6 seconds here.
-    async with console_bridge(tmp_path, community, session_hours=0.001) as console:
+    # A login lasts 7.2 seconds here.
+    async with console_bridge(tmp_path, community, session_hours=0.002) as console:
         context = await browser.new_context()
         page = await context.new_page()
         await log_in(page, console.url, password="not the password")
@@ -136,6 +137,41 @@ async def test_a_wrong_password_a_missing_csrf_token_and_an_expired_session_are_
         await page.reload()
         await expect(page).to_have_url(f"{console.url}/conversations")  # still logged in
 
-        await asyncio.sleep(4.0)
+        await asyncio.sleep(7.5)
         await page.goto(f"{console.url}/usage")
         await expect(page).to_have_url(f"{console.url}/login")
+
+
+async def test_a_channel_s_model_changed_on_the_settings_page_is_used_for_the_next_reply(
+    tmp_path: Path, browser: Browser, community: Community, shots: Path
+) -> None:
+    emu = community.emu
+    async with console_bridge(tmp_path, community) as console:
+        await emu.user_message(community.support, community.alice, "first question", True)
+        await eventually(lambda: community.replies(community.support))
+        await settled(console.bridge)
+        assert [r["model"] for r in community.llm.requests if r.get("stream")] == ["local"]
+
+        page = await browser.new_page(viewport={"width": 1280, "height": 1000})
+        errors = errors_of(page)
+        await log_in(page, console.url)
+        await page.locator("table.chats tbody tr a").first.click()
+        await page.click("a.settings-link")
+        await expect(page.locator("main")).to_contain_text("local")  # the model in force now
+        await page.fill("form[action='/settings/override'] input[name=value]", "big-model")
+        await page.click("text=Set model")
+        await expect(page).to_have_url(re.compile(r"/settings\?.*done="))
+        await expect(page.locator("main")).to_contain_text("big-model")
+        await page.screenshot(path=shots / "settings.png", full_page=True)
+
+        await emu.user_message(community.support, community.alice, "second question", True)
+        await eventually(lambda: len(community.replies(community.support)) == 2)
+        await settled(console.bridge)
+        models = [r["model"] for r in community.llm.requests if r.get("stream")]
+        assert models == ["local", "big-model"]
+        # Elsewhere the file's model still answers.
+        await emu.user_message(community.general, community.bob, "and here?", True)
+        await eventually(lambda: community.replies(community.general))
+        await settled(console.bridge)
+        assert [r["model"] for r in community.llm.requests if r.get("stream")][-1] == "local"
+        assert errors == []

@@ -244,14 +244,14 @@ async def test_a_model_set_on_the_page_answers_the_next_message_there(
     assert stored.set_by == f"console:{session}"
     effective = settings_page.parts.policy.resolve(IN_THREAD)
     assert effective.reply.model == "big-model"
-    assert effective.sources["model"] == f"set in chat for C1 by console:{session}"
+    assert effective.sources["model"] == f"set in the console for C1 (session {session})"
     assert await settings_page.answer("after", "e2") == "big-model"
     assert f"console: session {session} set model = 'big-model' for slack channel C1" in caplog.text
 
     status, page = await settings_page.console.page(location)
     assert "The model is set here." in page
     rows = await settings_page.rows("platform=slack&workspace=T1&channel=C1")
-    assert rows["model"] == ("big-model", f"set in chat for C1 by console:{session}")
+    assert rows["model"] == ("big-model", f"set in the console for C1 (session {session})")
 
     # The prompt and the trigger, as the chat commands set them.
     for key, value in (("system_prompt", "Be brief."), ("trigger", "mention")):
