@@ -102,7 +102,14 @@ def parse(line: str) -> Command | None:
 async def converse(sandbox: Sandbox, lines: Lines) -> None:
     """Run typed commands until quit or the end of input."""
     display = sandbox.display
-    display.write_lines(["", *HELP])
+    console = sandbox.console
+    # The banner has scrolled away by now: where to watch the replies live, again.
+    help_lines = HELP + (
+        [f"The console at {console.url} (password: {console.password}) shows the replies live."]
+        if console is not None
+        else []
+    )
+    display.write_lines(["", *help_lines])
     latest: Platform | None = None
     previous: dict[Platform, Exchange] = {}
     display.prompt()
@@ -112,7 +119,7 @@ async def converse(sandbox: Sandbox, lines: Lines) -> None:
         if isinstance(command, Control) and command.name == "quit":
             return
         if isinstance(command, Control):
-            display.write_lines(HELP if command.name == "help" else sandbox.report())
+            display.write_lines(help_lines if command.name == "help" else sandbox.report())
         elif isinstance(command, Invalid):
             display.note(command.message)
         elif isinstance(command, Say):

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from bridge import app
 from bridge.config import Settings, load_settings
 from sandbox.answers import SandboxModel
+from sandbox.console import DEFAULT_PORT, SandboxConsole, new_password, pick_port
 from sandbox.discord_stage import DiscordStage
 from sandbox.display import Display
 from sandbox.exchange import Exchange, Stage
@@ -53,6 +54,7 @@ class SandboxOptions:
     llm_api_key: str | None = None
     model: str | None = None
     reply_timeout: float | None = None
+    console_port: int = DEFAULT_PORT  # the admin console's, if free (0: any free port)
 
     @property
     def timeout(self) -> float:
@@ -93,6 +95,7 @@ class Sandbox:
         self.discord = DiscordStage()
         self.llm: LLMServer | None = None
         self.bridge: app.Bridge | None = None
+        self.console: SandboxConsole | None = None
         self._tracker: Tracker | None = None
         self._running: asyncio.Task[int] | None = None
         self._workdir: tempfile.TemporaryDirectory[str] | None = None
@@ -117,16 +120,19 @@ class Sandbox:
 
     async def start(self) -> None:
         self.started_at = time.monotonic()
-        for stage in self.stages:
-            await stage.start()
+        (password, password_hash), _ = await asyncio.gather(new_password(), self._start_stages())
+        llm = await self._llm_settings()
+        # Picked once every emulator listens, so that none of them takes the port meanwhile.
+        self.console = SandboxConsole(pick_port(self.options.console_port), password, password_hash)
         self._workdir = tempfile.TemporaryDirectory(prefix="chat-bridge-sandbox-")
         sections: dict[str, Any] = {
             "storage": {"url": f"sqlite+aiosqlite:///{Path(self._workdir.name) / 'bridge.db'}"},
-            "llm": await self._llm_settings(),
+            "llm": llm,
             "slack": self.slack.bridge_settings(),
             "discord": self.discord.bridge_settings(),
             # The bundled MCP server (the time, a calculator, the docs), started by the bridge.
             "mcp": {"servers": [SANDBOX_TOOLS]},
+            "console": self.console.settings(),
         }
         # Settings from the sandbox alone: no CHAT_BRIDGE_* variables, no TOML file.
         settings = load_settings(None, environ={}, values=sections)
@@ -155,6 +161,10 @@ class Sandbox:
         self.startup = time.monotonic() - self.started_at
         names = ", ".join(service.name for service in self.bridge.services)
         self.display.note(f"bridge up after {self.startup:.1f} s: {names}")
+
+    async def _start_stages(self) -> None:
+        for stage in self.stages:
+            await stage.start()
 
     async def _tools_up(self) -> None:
         """Wait for the bundled MCP server, so that the script's tool question gets its tools;
@@ -286,4 +296,5 @@ class Sandbox:
             f"  llm      {model}",
             "  tools    bundled MCP server `sandbox` over stdio (now, calculate, search_docs)",
             f"  storage  {settings.storage.url.split(':///', 1)[-1]} (deleted on exit)",
+            *(self.console.banner(interactive=self.options.interactive) if self.console else []),
         ]
