@@ -92,6 +92,9 @@ class MessageRow(Base):
         Index("ix_messages_reply_to_id", "reply_to_id"),
         # The console's "conversations of this user".
         Index("ix_messages_author_id_chat_id", "author_id", "chat_id"),
+        # The console's "conversations with a reply of this status": one probe per conversation
+        # (SQLite would otherwise read every message of the status through the index above it).
+        Index("ix_messages_chat_id_status", "chat_id", "status"),
         # The usage page's failed replies of the days counted before replies' outcomes were:
         # partial, so only failed replies enter it. It holds the condition's columns too, so
         # that SQLite reads it alone (and prefers it to ix_messages_status_updated_at).

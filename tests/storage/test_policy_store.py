@@ -244,7 +244,7 @@ async def test_migration_0003_upgrades_a_database_at_0002(database_url: str) -> 
         await engine.dispose()
 
     await migrate(database_url)
-    assert await current_revision(database_url) == "0008"
+    assert await current_revision(database_url) == "0009"
     engine = create_engine(database_url)
     try:
         store = SqlChatStore(engine)

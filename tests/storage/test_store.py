@@ -35,7 +35,7 @@ def inbound(event_id: str, text: str, message_id: str, key: ChatKey = KEY) -> In
 
 async def test_migrations_create_the_schema_the_models_describe(database_url: str) -> None:
     await migrate(database_url)
-    assert await current_revision(database_url) == "0008"
+    assert await current_revision(database_url) == "0009"
     await migrate(database_url)  # a second run is a no-op, not an error
     engine = create_engine(database_url)
     try:

@@ -335,7 +335,7 @@ async def test_migration_0006_upgrades_a_database_at_0005(database_url: str) -> 
         await engine.dispose()
 
     await migrate(database_url)
-    assert await current_revision(database_url) == "0008"
+    assert await current_revision(database_url) == "0009"
     engine = create_engine(database_url)
     try:
         async with engine.connect() as conn:
