@@ -4,7 +4,7 @@ one of failed replies by time (the days counted before this revision).
 
 Revision ID: 0008
 Revises: 0007
-Create Date: 2027-01-08
+Create Date: 2026-12-03
 """
 
 from __future__ import annotations
