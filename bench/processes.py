@@ -33,7 +33,11 @@ def clean_env() -> dict[str, str]:
 
 
 class LLMProcess:
-    """`bench.llm_process` for one run; `streams()` reads its timing log afterwards."""
+    """`bench.llm_process` for one run; `streams()` reads its timing log afterwards. A subclass
+    may run another module that takes the same options and writes the same log (`MODULE`), with
+    options of its own (`extra_args`)."""
+
+    MODULE = "bench.llm_process"
 
     def __init__(self, scenario: Scenario, log: Path) -> None:
         self.scenario = scenario
@@ -41,11 +45,14 @@ class LLMProcess:
         self.process: asyncio.subprocess.Process | None = None
         self.base_url = ""
 
+    def extra_args(self) -> list[str]:
+        return []
+
     async def start(self) -> None:
         s = self.scenario
         self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bench.llm_process", "--tokens", str(s.tokens),
-            "--rate", str(s.rate), "--log", str(self.log),
+            sys.executable, "-m", self.MODULE, "--tokens", str(s.tokens),
+            "--rate", str(s.rate), "--log", str(self.log), *self.extra_args(),
             cwd=ROOT, env=clean_env(), stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip
         assert self.process.stdout is not None

@@ -85,22 +85,14 @@ class Recorded:
 class ToolLLMProcess(LLMProcess):
     """`bench.tool_llm` as its own process (its timing log is `bench.llm_process`'s)."""
 
+    MODULE = "bench.tool_llm"
+
     def __init__(self, run: ToolRun, log: Path) -> None:
         super().__init__(run.scenario, log)
         self.plan = run.plan
 
-    async def start(self) -> None:
-        s = self.scenario
-        self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bench.tool_llm", "--tokens", str(s.tokens),
-            "--rate", str(s.rate), "--log", str(self.log), *self.plan.as_args(),
-            cwd=ROOT, env=clean_env(), stdout=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        assert self.process.stdout is not None
-        line = (await asyncio.wait_for(self.process.stdout.readline(), 30)).decode()
-        if "listening on" not in line:
-            raise RuntimeError(f"the LLM server did not start: {line!r}")
-        self.base_url = line.rsplit(" ", 1)[1].strip()
+    def extra_args(self) -> list[str]:
+        return self.plan.as_args()
 
 
 def free_port() -> int:
