@@ -1,5 +1,5 @@
-"""The responder's side of the `ReplyFeed` port: no watcher by default, and a guard that keeps a
-failing watcher from failing (or flooding the log of) the reply it watches."""
+"""The responder's side of the `ReplyFeed` port: a guard that keeps a failing watcher from
+failing (or flooding the log of) the reply it watches."""
 
 from __future__ import annotations
 
@@ -11,19 +11,6 @@ from bridge.domain import MessageStatus
 from bridge.ports import LiveReply, ReplyFeed
 
 log = logging.getLogger(__name__)
-
-
-class NoFeed:
-    """The default: nobody watches."""
-
-    def started(self, reply: LiveReply) -> None:
-        pass
-
-    def shown(self, reply_id: int, text: str, *, updates: int, rate_limited: int) -> None:
-        pass
-
-    def ended(self, reply_id: int, status: MessageStatus, error: str | None) -> None:
-        pass
 
 
 class GuardedFeed:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from typing import Any
 
 from bridge.domain import MessageStatus
 from bridge.ports import ChatStore, ReplyProgress
-from bridge.writer import ReplyWriter
+from bridge.writer import Persist, ReplyWriter
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +36,7 @@ class ProgressSaves:
         self._running: dict[int, asyncio.Task[None]] = {}
         self._behind: set[int] = set()  # choices updated while their save was in flight
 
-    def saver(self, number: int) -> Any:
+    def saver(self, number: int) -> Persist:
         async def save(writer: ReplyWriter) -> None:
             message_id = self.ids.get(number)
             if message_id is None:

@@ -29,7 +29,7 @@ from bridge.context import TokenBudget, build_prompt
 from bridge.controls import LiveReply, ReplyControls
 from bridge.domain import Chat, ChatKey, InboundMessage, MessageStatus, Role, StoredMessage
 from bridge.domain import TokenUsage as Usage
-from bridge.live_feed import GuardedFeed, NoFeed
+from bridge.live_feed import GuardedFeed
 from bridge.notices import (
     NO_ANSWER_AFTER_TOOLS,
     QUESTION_DELETED,
@@ -225,8 +225,9 @@ class Responder:
         self.settings = settings
         self._sleep = sleep or asyncio.sleep
         self._observer: ReplyObserver = observer or NoObserver()
-        # Watchers of the replies streaming now (the console's live page).
-        self._feed: ReplyFeed = NoFeed() if feed is None else GuardedFeed(feed)
+        # Watchers of the replies streaming now (the console's live page); None: nobody, and
+        # no reply does any work for them.
+        self._feed: ReplyFeed | None = None if feed is None else GuardedFeed(feed)
         self._budget = TokenBudget()
         self._locks: dict[int, tuple[asyncio.Lock, int]] = {}
         self._active: set[asyncio.Task[Any]] = set()
@@ -372,7 +373,8 @@ class Responder:
             self._active.add(task)
         self.in_flight.add(user_message.id)
         self._observer.reply_started(platform)
-        self._feed.started(_watched(user_message, key, platform, run.model))
+        if self._feed is not None:
+            self._feed.started(_watched(user_message, key, platform, run.model))
         began = False
         # Files are downloaded as the message arrives (Discord's links expire), while the reply
         # may still wait for the chat's previous one.
@@ -413,7 +415,8 @@ class Responder:
             self.in_flight.discard(user_message.id)
             self.begun.discard(user_message.id)
             self._observer.reply_finished(platform, report)
-            _tell_ended(self._feed, report)
+            if self._feed is not None:
+                _tell_ended(self._feed, report)
 
     def _collect_files(
         self, platform: str, user_message: StoredMessage, surface: ReplySurface
@@ -477,10 +480,12 @@ class Responder:
         saves = ProgressSaves(self._store, where)
 
         def on_visible(number: int) -> Persist:
-            save = saves.saver(number)
+            save, feed = saves.saver(number), self._feed
+            if feed is None:
+                return save
 
             async def visible(writer: ReplyWriter) -> None:
-                _tell_shown(self._feed, user_message.id, writers)
+                _tell_shown(feed, user_message.id, writers)
                 await save(writer)
 
             return visible
