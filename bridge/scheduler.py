@@ -341,12 +341,19 @@ class EditScheduler:
                     bucket.full_at = max(bucket.full_at, now + bucket.spacing)
 
     async def call_within(
-        self, spec: RateBucket, urgency: Urgency, make_call: Callable[[], Awaitable[T]]
+        self,
+        spec: RateBucket,
+        urgency: Urgency,
+        make_call: Callable[[], Awaitable[T]],
+        *,
+        taken: bool = False,
     ) -> T:
         """One platform call outside a reply's edit lane (a Slack stream's start or stop, which
-        have tiers of their own): it waits for room in `spec`, and a 429 blocks the bucket for
-        its Retry-After before it reaches the caller."""
-        await self.acquire(spec, urgency, self.now())
+        have tiers of their own): it waits for room in `spec` (unless its place was `taken`
+        ahead with `try_acquire`), and a 429 blocks the bucket for its Retry-After before it
+        reaches the caller."""
+        if not taken:
+            await self.acquire(spec, urgency, self.now())
         try:
             return await make_call()
         except RateLimited as limited:

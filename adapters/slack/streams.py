@@ -17,7 +17,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from adapters.slack.api import SlackCallFailed, call
 from adapters.slack.events import ReplyPlace
 from adapters.slack.formatting import neutralise_mentions, settled_length
-from bridge.ports import RateBucket, RateLimited, ToolActivity
+from bridge.ports import RateBucket, ToolActivity
 from bridge.scheduler import EditScheduler, Urgency
 
 log = logging.getLogger(__name__)
@@ -72,14 +72,9 @@ class StreamBudgets:
     async def _call(
         self, bucket: RateBucket, urgency: Urgency, key: str, make_call: Callable[[], Awaitable[T]]
     ) -> T:
-        if key not in self._taken:
-            return await self._scheduler.call_within(bucket, urgency, make_call)
+        taken = key in self._taken
         self._taken.discard(key)
-        try:
-            return await make_call()
-        except RateLimited as limited:
-            self._scheduler.penalize(bucket, limited.retry_after)
-            raise
+        return await self._scheduler.call_within(bucket, urgency, make_call, taken=taken)
 
 
 def task_chunk(activity: ToolActivity) -> TaskChunk:
