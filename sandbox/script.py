@@ -41,6 +41,10 @@ def conversation(platform: str) -> tuple[Step, ...]:
 CONVERSATIONS_PER_PLATFORM = 2
 
 
+# How long alice waits for a Stop button that is briefly gone (a reply between two messages).
+STOP_SHOWS_WITHIN = 5.0
+
+
 class ScriptFailed(Exception):
     """A reply of the script did not end as the script expects."""
 
@@ -59,7 +63,18 @@ async def _press_stop_once_shown(
             f"{stage.name}: the reply to “{exchange.prompt}” showed no text"
         ) from None
     await asyncio.sleep(after)
-    await stage.press_stop(exchange)
+    # A long reply moves on to a new message: for a moment the full one has lost its Stop
+    # button and the next is not posted yet. alice waits for the button as a reader would.
+    deadline = asyncio.get_running_loop().time() + STOP_SHOWS_WITHIN
+    while True:
+        try:
+            await stage.press_stop(exchange)
+            return
+        except LookupError:
+            tracker.refresh()
+            if exchange.done_at is not None or asyncio.get_running_loop().time() > deadline:
+                raise
+        await asyncio.sleep(0.05)
 
 
 async def play(
