@@ -143,6 +143,14 @@ async def choose_pages(engine: AsyncEngine) -> tuple[date, list[tuple[str, str]]
         ("list: one week, 6 weeks ago", "/conversations?" + urlencode(week)),
         (f"list: q={COMMON_TERM} (3 % of questions)", f"/conversations?q={COMMON_TERM}"),
         (f"list: q={RARE_TERM} (1 in 20,000)", f"/conversations?q={RARE_TERM}"),
+        # The search index's hard cases: a trigram in half the messages, two common words
+        # side by side in 1 message in 250, and three common words never side by side.
+        ("list: q=the (half the messages)", "/conversations?q=the"),
+        ("list: q=the cache (1 in 250)", "/conversations?" + urlencode({"q": "the cache"})),
+        (
+            "list: q=cache memory cpu (none)",
+            "/conversations?" + urlencode({"q": "cache memory cpu"}),
+        ),
         (
             "list: page at the middle (older cursor)",
             "/conversations?" + urlencode({"older": f"{moment.isoformat()},{middle[1]}"}),
@@ -306,6 +314,13 @@ def pages_markdown(report: dict[str, Any]) -> str:
 # --- the live page -----------------------------------------------------------------------------
 
 
+# What a config with both platforms, an OpenAI key and the console holds (their shapes).
+CONFIG_SECRETS = (
+    "xoxb-" + "1234567890-" * 4, "xapp-1-" + "A0123456789-" * 5, "sk-proj-" + "a1B2c3D4" * 6,
+    "MTA" + "xYz0" * 17 + ".Gh1jKl." + "m" * 27, "console-session-" + "0f" * 16,
+)  # fmt: skip
+
+
 async def live_run(args: argparse.Namespace) -> dict[str, Any]:
     """One run of the responder benchmark in this process, with or without the console."""
     from adapters.console import ConsoleServer, hash_password
@@ -313,6 +328,7 @@ async def live_run(args: argparse.Namespace) -> dict[str, Any]:
     from bench.responder import bench_world, message, recording_surface
     from bridge.console_settings import ConsoleSettings
     from bridge.domain import MessageStatus
+    from bridge.redaction import Redactor
     from bridge.responder import Responder, ResponderSettings
     from bridge.scheduler import EditScheduler
 
@@ -325,7 +341,8 @@ async def live_run(args: argparse.Namespace) -> dict[str, Any]:
             settings = ConsoleSettings(
                 enabled=True, port=args.port, password_hash=SecretStr(hash_password(PASSWORD))
             )
-            section = LiveSection(hub)
+            # Redacted as the bridge redacts (its config's tokens and keys), on every version.
+            section = LiveSection(hub, redact=Redactor(CONFIG_SECRETS).redact)
             console = ConsoleServer(settings, browser=store, sections=[section])
             await console.start()
             # The live path's own work, timed where it runs (the event loop's thread): what the

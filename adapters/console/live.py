@@ -14,7 +14,7 @@ import json
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 
 from aiohttp import web
 
@@ -61,6 +61,7 @@ class LiveEntry:
     ended_at: float | None = None
     version: int = 0  # counts changes: a stream encodes each version of a reply once
     encoded: tuple[int, str] | None = None  # (version, its event data), made by LiveSection
+    shown: tuple[str, str, str, str] | None = None  # platform, place, user, model: redacted
 
 
 class Watcher:
@@ -244,6 +245,7 @@ class ReplyView:
     cut: int  # earlier characters not shown
 
 
+VIEW_FIELDS = tuple(field.name for field in fields(ReplyView))
 BLANK = ReplyView(0, 0, "", "", "", "", 0.0, None, "pending", "waiting", None, 0, 0, "", 0)
 
 
@@ -303,19 +305,23 @@ class LiveSection:
 
     def view(self, entry: LiveEntry) -> ReplyView:
         redact, reply = self._redact, entry.reply
+        if entry.shown is None:  # what never changes, redacted once
+            place = f"{reply.workspace} / {reply.channel}" if reply.workspace else reply.channel
+            entry.shown = (redact(reply.platform), redact(place), redact(reply.user),
+                           redact(reply.model))  # fmt: skip
+        platform, place, user, model = entry.shown
         text = redact(entry.text)
         cut = entry.cut
         if len(text) > self._hub.max_text:
             cut += len(text) - self._hub.max_text
             text = text[-self._hub.max_text :]
-        place = f"{reply.workspace} / {reply.channel}" if reply.workspace else reply.channel
         return ReplyView(
             id=reply.reply_id,
             chat_id=reply.chat_id,
-            platform=redact(reply.platform),
-            place=redact(place),
-            user=redact(reply.user),
-            model=redact(reply.model),
+            platform=platform,
+            place=place,
+            user=user,
+            model=model,
             started_at=reply.started_at,
             ended_at=entry.ended_at,
             status=entry.status.value,
@@ -400,7 +406,10 @@ class LiveSection:
     def _data(self, entry: LiveEntry) -> str:
         """The reply's JSON, made once per version however many streams send it."""
         if entry.encoded is None or entry.encoded[0] != entry.version:
-            entry.encoded = (entry.version, _json(asdict(self.view(entry))))
+            view = self.view(entry)
+            # Not dataclasses.asdict: its deep copy was a third of this (12 of 43 µs a reply).
+            data = {name: getattr(view, name) for name in VIEW_FIELDS}
+            entry.encoded = (entry.version, _json(data))
         return entry.encoded[1]
 
 

@@ -64,7 +64,7 @@ def test_the_page_benchmark_times_every_page(tmp_path: Path) -> None:
     report = json.loads(saved.read_text())
     assert "| list: first page |" in done.stdout
     assert report["data"]["messages"] > 1800 and report["database"] == "sqlite"
-    assert len(report["pages"]) == 17
+    assert len(report["pages"]) == 20
     for name, page in report["pages"].items():
         assert page["requests"] == 2, name
         assert 0 < page["server_p50_ms"] <= page["server_max_ms"], name
