@@ -18,7 +18,7 @@ from dataclasses import dataclass, fields
 
 from aiohttp import web
 
-from adapters.console.section import SESSION, Render
+from adapters.console.section import SESSION_ACTIVE, Render
 from adapters.console.server import HEADERS
 from bridge.domain import MessageStatus
 from bridge.ports import LiveReply
@@ -350,7 +350,7 @@ class LiveSection:
         try:
             await response.prepare(request)
             await response.write(f"retry: {RETRY_MS}\n\n".encode())
-            await self._stream(request, response, watcher, request[SESSION].expires)
+            await self._stream(request, response, watcher, request[SESSION_ACTIVE])
         except ConnectionResetError:
             pass  # the browser left while a write was on its way
         finally:
@@ -362,10 +362,10 @@ class LiveSection:
         request: web.Request,
         response: web.StreamResponse,
         watcher: Watcher,
-        expires: float,
+        session_active: Callable[[], bool],
     ) -> None:
-        """Until the browser leaves, the console stops or the session ends (the browser then
-        reconnects, and is sent to the login page)."""
+        """Until the browser leaves, the console stops or the session ends: expired, or logged
+        out in any tab (the browser then reconnects, and is sent to the login page)."""
         loop = asyncio.get_running_loop()
         sent = loop.time()
         while True:
@@ -373,7 +373,7 @@ class LiveSection:
             transport = request.transport
             if watcher.closed.is_set() or transport is None or transport.is_closing():
                 return
-            if self._hub.clock() >= expires:
+            if not session_active():
                 return
             if woke:
                 reset, changed = watcher.take()

@@ -14,6 +14,8 @@ from adapters.console.sessions import Session
 
 # The logged-in session of a request (every route but /login and /static/ has one).
 SESSION = web.RequestKey("session", Session)
+# Whether that session still stands (a long request, such as a stream, asks as it goes).
+SESSION_ACTIVE: web.RequestKey[Callable[[], bool]] = web.RequestKey("session_active")
 
 # render(template, request, values, status=200): a page of the console's templates, with the
 # session's CSRF token and the navigation; every string value passes the config's redaction.

@@ -9,6 +9,7 @@ one to the login page and refuses a POST whose CSRF token is missing or wrong.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -20,7 +21,7 @@ from markupsafe import Markup
 
 from adapters.console.pages import PAGE_SIZE, ConversationPages
 from adapters.console.passwords import FAILURE_DELAY, PasswordCheck
-from adapters.console.section import SESSION, ConsoleSection
+from adapters.console.section import SESSION, SESSION_ACTIVE, ConsoleSection
 from adapters.console.sessions import COOKIE, LOGIN_COOKIE, Session, Sessions, same_token
 from adapters.listen import listen
 from bridge.console_settings import ConsoleSettings
@@ -151,6 +152,8 @@ class ConsoleServer:
         session = self._sessions.read(request.cookies.get(COOKIE))
         if session is not None:
             request[SESSION] = session
+            active: Callable[[], bool] = functools.partial(self._sessions.active, session)
+            request[SESSION_ACTIVE] = active
         if request.path.startswith(OPEN_PATHS):
             return await handler(request)
         if session is None:

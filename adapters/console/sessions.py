@@ -61,6 +61,11 @@ class Sessions:
             return None
         return self._session(session_id, expires)
 
+    def active(self, session: Session) -> bool:
+        """Whether a session read earlier still stands (not expired, not logged out since): an
+        open stream asks, so that a logout in another tab ends it too."""
+        return session.expires > self._clock() and session.id not in self._ended
+
     def end(self, session: Session) -> None:
         now = self._clock()
         self._ended = {sid: until for sid, until in self._ended.items() if until > now}

@@ -296,6 +296,21 @@ async def test_a_stream_ends_with_its_session(live: Live) -> None:
     assert response.status == 303 and response.headers["Location"] == "/login"
 
 
+async def test_a_logout_in_another_tab_ends_the_open_stream(live: Live) -> None:
+    await live.login()
+    events = await live.events()
+    await next_event(events)
+    status, page = await live.page("/live")  # another tab of the same browser: its form
+    assert status == 200
+    response = await live.client.post(
+        "/logout", data={"csrf": csrf_of(page)}, allow_redirects=False
+    )
+    assert response.status == 303
+    async with asyncio.timeout(2):
+        assert await events.content.read() == b""  # the stream ended with the session
+    assert live.hub.watchers == 0
+
+
 async def test_a_page_that_leaves_frees_its_stream(live: Live) -> None:
     await live.login()
     pages = [await live.events() for _ in range(3)]
