@@ -200,6 +200,7 @@ async def build(
         places=platforms,
         liveness=liveness,
         answer_within=settings.recovery.answer_within,
+        feed=live,
         settles=(
             None
             if cluster is None

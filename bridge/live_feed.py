@@ -1,13 +1,15 @@
-"""The responder's side of the `ReplyFeed` port: a guard that keeps a failing watcher from
-failing (or flooding the log of) the reply it watches."""
+"""The writers' side of the `ReplyFeed` port (the responder's replies, and the ones recovery
+finishes): a guard that keeps a failing watcher from failing (or flooding the log of) the reply
+it watches, and the reply as its watchers first see it."""
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
-from bridge.domain import MessageStatus
+from bridge.domain import ChatKey, MessageStatus, StoredMessage
 from bridge.ports import LiveReply, ReplyFeed
 
 log = logging.getLogger(__name__)
@@ -37,3 +39,19 @@ class GuardedFeed:
             self.failures += 1
             if self.failures == 1:
                 log.exception("the live reply feed failed; later failures are not logged")
+
+
+def watched_reply(
+    user_message: StoredMessage, key: ChatKey, platform: str, model: str
+) -> LiveReply:
+    """A reply as its watchers first see it (`ReplyFeed.started`)."""
+    return LiveReply(
+        reply_id=user_message.id,
+        chat_id=user_message.chat_id,
+        platform=platform,
+        workspace=key.workspace,
+        channel=f"{key.channel} / {key.thread}" if key.thread else key.channel,
+        user=user_message.author_id or "",
+        model=model,
+        started_at=time.time(),
+    )

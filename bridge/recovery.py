@@ -21,11 +21,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from bridge.domain import ChatKey, MessageStatus, StoredMessage
+from bridge.live_feed import GuardedFeed, watched_reply
 from bridge.ownership import Liveness
 from bridge.ports import (
     ChatStore,
     MessageLimit,
     Orphan,
+    ReplyFeed,
     ReplyPlaces,
     ReplyProgress,
     ReplySurface,
@@ -60,10 +62,14 @@ class Recovery:
         answer_within: float,
         clock: Callable[[], datetime] | None = None,
         settles: Callable[[ChatKey], bool] | None = None,
+        feed: ReplyFeed | None = None,
     ) -> None:
         """`settles`: whether this process settles a chat's messages (`[cluster]`: the holder of
-        its lease does; None: every chat)."""
+        its lease does; None: every chat). `feed`: who watches replies (the console's live page):
+        a reply finished on screen as interrupted is told to it, as the responder tells its own
+        (the ones recovery answers anew go through the responder)."""
         self._store = store
+        self._feed = None if feed is None else GuardedFeed(feed)
         self._responder = responder
         self._places = {place.platform: place for place in places}
         self._liveness = liveness
@@ -192,10 +198,18 @@ class Recovery:
             report.answered += 1
             return
         if shown:
-            for reply in shown:
-                await self._finish_on_screen(orphan, reply, where)
-            await self._close(orphan, "its process stopped while it streamed")
+            if self._feed is not None:
+                model = next((reply.model for reply in shown if reply.model), "")
+                self._feed.started(watched_reply(user, orphan.chat, orphan.chat.platform, model))
+            ended = [await self._finish_on_screen(orphan, reply, where) for reply in shown]
+            await self._close(
+                orphan, "its process stopped while it streamed", [reply.id for reply in shown]
+            )
             report.finished += len(shown)
+            if self._feed is not None:
+                texts, errors = zip(*ended, strict=True)
+                self._feed.shown(user.id, "\n\n".join(texts), updates=0, rate_limited=0)
+                self._feed.ended(user.id, MessageStatus.INTERRUPTED, errors[0])
             return
         await self._close_replies(orphan, "its process stopped before it began")
         if recent:
@@ -220,7 +234,8 @@ class Recovery:
 
     async def _finish_on_screen(
         self, orphan: Orphan, reply: StoredMessage, where: dict[str, object]
-    ) -> None:
+    ) -> tuple[str, str]:
+        """The reply shown as ended, with the interrupted notice; (its text, the error stored)."""
         layout = reply.metadata.get("layout")
         limit = MessageLimit(int(layout[0]), layout[1]) if isinstance(layout, list) else None
         surface = self._places[orphan.chat.platform].surface_for(
@@ -254,14 +269,17 @@ class Recovery:
                 error=error,
             ),
         )
+        return writer.text, error
 
-    async def _close(self, orphan: Orphan, why: str) -> None:
-        await self._close_replies(orphan, why)
+    async def _close(self, orphan: Orphan, why: str, finished: Sequence[int] = ()) -> None:
+        await self._close_replies(orphan, why, finished)
         await self._store.mark_answered(orphan.user_message.id)
 
-    async def _close_replies(self, orphan: Orphan, why: str) -> None:
+    async def _close_replies(self, orphan: Orphan, why: str, finished: Sequence[int] = ()) -> None:
+        """Its replies not yet finished marked interrupted; `finished`: ids finished since the
+        orphan was read (on screen, with their own error), which are left as they are."""
         for reply in orphan.replies:
-            if reply.status.finished:
+            if reply.status.finished or reply.id in finished:
                 continue
             progress = ReplyProgress(reply.content, MessageStatus.INTERRUPTED, error=why)
             await self._store.save_reply(reply.id, progress)

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
@@ -29,7 +28,7 @@ from bridge.context import TokenBudget, build_prompt
 from bridge.controls import LiveReply, ReplyControls
 from bridge.domain import Chat, ChatKey, InboundMessage, MessageStatus, Role, StoredMessage
 from bridge.domain import TokenUsage as Usage
-from bridge.live_feed import GuardedFeed
+from bridge.live_feed import GuardedFeed, watched_reply
 from bridge.notices import (
     NO_ANSWER_AFTER_TOOLS,
     QUESTION_DELETED,
@@ -63,7 +62,6 @@ from bridge.ports import (
     ToolCalls,
     ToolOutcome,
 )
-from bridge.ports import LiveReply as WatchedReply
 from bridge.progress import ProgressSaves, layout_of
 from bridge.reasoning import Thinking
 from bridge.scheduler import EditScheduler, Sleep
@@ -374,7 +372,7 @@ class Responder:
         self.in_flight.add(user_message.id)
         self._observer.reply_started(platform)
         if self._feed is not None:
-            self._feed.started(_watched(user_message, key, platform, run.model))
+            self._feed.started(watched_reply(user_message, key, platform, run.model))
         began = False
         # Files are downloaded as the message arrives (Discord's links expire), while the reply
         # may still wait for the chat's previous one.
@@ -1055,20 +1053,6 @@ def _summed(earlier: Usage, later: Usage) -> Usage:
     return Usage(
         earlier.prompt_tokens + later.prompt_tokens,
         earlier.completion_tokens + later.completion_tokens,
-    )
-
-
-def _watched(user_message: StoredMessage, key: ChatKey, platform: str, model: str) -> WatchedReply:
-    """A reply as its watchers (`ReplyFeed`) first see it."""
-    return WatchedReply(
-        reply_id=user_message.id,
-        chat_id=user_message.chat_id,
-        platform=platform,
-        workspace=key.workspace,
-        channel=f"{key.channel} / {key.thread}" if key.thread else key.channel,
-        user=user_message.author_id or "",
-        model=model,
-        started_at=time.time(),
     )
 
 

@@ -13,6 +13,7 @@ import pytest
 from bridge.domain import ChatKey, MessageStatus, Role, StoredMessage
 from bridge.ownership import Liveness
 from bridge.ports import (
+    LiveReply,
     MessageLimit,
     OwnerRecord,
     ReplyProgress,
@@ -57,7 +58,25 @@ def liveness(owner: str = "me") -> Liveness:
     return Liveness(owner, "host-a", os.getpid(), owner_timeout=60.0)
 
 
-def recovery_over(store: MemoryStore, answer: str) -> tuple[Recovery, Places, ScriptedLLM]:
+class RecordingFeed:
+    """A `ReplyFeed` that keeps what it was told."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[object, ...]] = []
+
+    def started(self, reply: LiveReply) -> None:
+        self.calls.append(("started", reply.reply_id, reply.channel, reply.model))
+
+    def shown(self, reply_id: int, text: str, *, updates: int, rate_limited: int) -> None:
+        self.calls.append(("shown", reply_id, text))
+
+    def ended(self, reply_id: int, status: MessageStatus, error: str | None) -> None:
+        self.calls.append(("ended", reply_id, status, error))
+
+
+def recovery_over(
+    store: MemoryStore, answer: str, feed: RecordingFeed | None = None
+) -> tuple[Recovery, Places, ScriptedLLM]:
     """This process ("me") recovering over `store`; the model answers `answer`."""
     store.owner = "me"
     llm = ScriptedLLM(default=answer)
@@ -68,7 +87,7 @@ def recovery_over(store: MemoryStore, answer: str) -> tuple[Recovery, Places, Sc
     places = Places()
     recovery = Recovery(
         store=store, responder=responder, places=[places], liveness=liveness(),
-        answer_within=900.0, clock=lambda: NOW,
+        answer_within=900.0, clock=lambda: NOW, feed=feed,
     )  # fmt: skip
     return recovery, places, llm
 
@@ -126,6 +145,37 @@ def test_each_unanswered_message_of_a_dead_owner_is_settled_once() -> None:
         again = await recovery.sweep()  # nothing is settled twice
         assert (again.finished, again.answered, again.told) == (0, 0, 0)
         assert "dead" not in store.owner_rows  # forgotten once it holds nothing
+
+    run_virtual(scenario())
+
+
+def test_a_reply_finished_as_interrupted_is_told_to_the_live_feed() -> None:
+    """The console's live page shows an interruption recovery found, as it shows the
+    responder's failures: started, its text as finished on screen, ended interrupted."""
+
+    async def scenario() -> None:
+        store = MemoryStore()
+        store.owner = "dead"
+        streamed = await store.accept_inbound("test", inbound("streamed", "e1", key=KEY))
+        assert streamed is not None
+        cut = await store.add_message(
+            streamed.chat_id, Role.ASSISTANT, "", status=MessageStatus.PENDING,
+            reply_to_id=streamed.id, platform_message_ids=["m-1"],
+        )  # fmt: skip
+        progress = ReplyProgress("Half of it", MessageStatus.STREAMING, ["m-1"], model="gpt-x")
+        await store.save_reply(cut.id, progress)
+        store.owner_rows["dead"] = OwnerRecord("dead", "host-a", 1, NOW, stopped_at=NOW)
+        feed = RecordingFeed()
+        recovery, _, _ = recovery_over(store, "unused", feed)
+        report = await recovery.sweep()
+        assert report.finished == 1
+        error = store.rows[cut.id].error
+        assert error is not None and error.startswith("interrupted")
+        assert feed.calls == [
+            ("started", streamed.id, "C1 / T1", "gpt-x"),
+            ("shown", streamed.id, "Half of it"),
+            ("ended", streamed.id, MessageStatus.INTERRUPTED, error),
+        ]
 
     run_virtual(scenario())
 
