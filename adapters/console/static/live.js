@@ -13,7 +13,8 @@
     return;
   }
   const url = list.dataset.events || "/live/events";
-  // id -> {row, elapsed (seconds when last told), at (performance.now() then), ended}
+  // id -> {row, elapsed (seconds when last told), at (performance.now() then), ended, cut (the
+  // characters before the text shown)}
   const rows = new Map();
 
   function duration(seconds) {
@@ -71,29 +72,45 @@
     part(row, ".cut").hidden = !reply.cut;
     part(row, ".cut-chars").textContent = String(reply.cut);
     const text = part(row, ".text");
-    if (text.textContent !== reply.text) {
+    let shown = reply.text;
+    if (reply.append !== undefined) {
+      // Only what was appended since the version this page holds, from the text's absolute
+      // position `at`; the page keeps the end the server keeps (from `cut` on).
+      const kept = rows.get(reply.id);
+      const held = text.textContent;
+      if (!kept || kept.cut + held.length !== reply.at) {
+        return false; // this page missed a version: only a fresh start can mend it
+      }
+      shown = (held + reply.append).slice(reply.cut - kept.cut);
+    }
+    if (text.textContent !== shown) {
       // Follow the end of a growing text, unless the reader scrolled up in it.
       const atEnd = text.scrollHeight - text.scrollTop - text.clientHeight < 24;
-      text.textContent = reply.text;
+      text.textContent = shown;
       if (atEnd) {
         text.scrollTop = text.scrollHeight;
       }
     }
     const elapsed = (ended ? reply.ended_at : now) - reply.started_at;
-    rows.set(reply.id, { row, elapsed, at: performance.now(), ended });
+    rows.set(reply.id, { row, elapsed, at: performance.now(), ended, cut: reply.cut });
     part(row, ".elapsed").textContent = duration(elapsed);
+    return true;
   }
 
+  // False when the reply came as an append this page cannot place (it must start afresh).
   function upsert(reply, now) {
     const kept = rows.get(reply.id);
     if (kept) {
-      fill(kept.row, reply, now);
-      return;
+      return fill(kept.row, reply, now);
+    }
+    if (reply.append !== undefined) {
+      return false;
     }
     const row = rowTemplate.content.firstElementChild.cloneNode(true);
     fill(row, reply, now);
     // Newest first: a reply that begins goes on top.
     list.prepend(row);
+    return true;
   }
 
   function remove(id) {
@@ -150,7 +167,12 @@
     });
     source.addEventListener("reply", (event) => {
       const message = JSON.parse(event.data);
-      upsert(message.reply, message.now);
+      if (!upsert(message.reply, message.now)) {
+        // A new stream starts with everything (its first event resets the page).
+        source.close();
+        connect();
+        return;
+      }
       recount();
     });
     source.addEventListener("gone", (event) => {

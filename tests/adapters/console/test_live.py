@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr
 
 from adapters.console import ConsoleServer
-from adapters.console.live import MAX_TEXT, LiveHub, LiveSection
+from adapters.console.live import MAX_TEXT, LiveHub, LiveSection, Watcher
 from bridge.console_settings import ConsoleSettings
 from bridge.domain import MessageStatus
 from bridge.ports import LiveReply
@@ -93,7 +93,31 @@ def reply(reply_id: int = 7, **changes: Any) -> LiveReply:
     return LiveReply(**(values | changes))
 
 
-async def next_event(response: aiohttp.ClientResponse) -> tuple[str, Any]:
+class Page:
+    """What live.js keeps of each reply's text: a reset's or a reply's whole `text`, or an
+    `append` placed at its absolute position `at` (the page's text must end there)."""
+
+    def __init__(self) -> None:
+        self.texts: dict[int, tuple[int, str]] = {}  # id -> (cut, text)
+
+    def read(self, name: str, data: Any) -> Any:
+        """The event's data with each reply's whole text, as the page then shows it."""
+        if name == "reset":
+            self.texts = {r["id"]: (r["cut"], r["text"]) for r in data["replies"]}
+            return data
+        if name != "reply":
+            return data
+        sent = dict(data["reply"])
+        if "append" in sent:
+            assert "text" not in sent
+            cut, held = self.texts[sent["id"]]
+            assert cut + len(held) == sent.pop("at"), "an append that does not follow"
+            sent["text"] = (held + sent.pop("append"))[sent["cut"] - cut :]
+        self.texts[sent["id"]] = (sent["cut"], sent["text"])
+        return {**data, "reply": sent}
+
+
+async def next_event(response: aiohttp.ClientResponse, page: Page | None = None) -> tuple[str, Any]:
     """The next event off the wire (comments and the retry line skipped), its data decoded."""
     async with asyncio.timeout(5):
         while True:
@@ -108,16 +132,17 @@ async def next_event(response: aiohttp.ClientResponse) -> tuple[str, Any]:
                 elif field == "data":
                     data.append(value)
             if data:
-                return name, json.loads("\n".join(data))
+                decoded = json.loads("\n".join(data))
+                return name, decoded if page is None else page.read(name, decoded)
 
 
 async def test_a_reply_grows_on_an_open_page_then_its_failure_stands_out(live: Live) -> None:
     await live.login()
-    events = await live.events()
-    assert await next_event(events) == ("reset", {"now": live.clock.now, "replies": []})
+    events, page = await live.events(), Page()
+    assert await next_event(events, page) == ("reset", {"now": live.clock.now, "replies": []})
 
     live.hub.started(reply())
-    name, data = await next_event(events)
+    name, data = await next_event(events, page)
     assert name == "reply" and data["now"] == live.clock.now
     assert data["reply"] == {
         "id": 7,
@@ -140,7 +165,7 @@ async def test_a_reply_grows_on_an_open_page_then_its_failure_stands_out(live: L
     # Two writes before the page's next send: it gets the newest text once.
     live.hub.shown(7, "Hello", updates=1, rate_limited=0)
     live.hub.shown(7, "Hello, world", updates=2, rate_limited=1)
-    name, data = await next_event(events)
+    name, data = await next_event(events, page)
     assert name == "reply"
     grown = data["reply"]
     assert (grown["text"], grown["updates"], grown["rate_limited"]) == ("Hello, world", 2, 1)
@@ -148,7 +173,7 @@ async def test_a_reply_grows_on_an_open_page_then_its_failure_stands_out(live: L
 
     live.clock.now += 3
     live.hub.ended(7, MessageStatus.FAILED, "the model failed: 500 upstream")
-    name, data = await next_event(events)
+    name, data = await next_event(events, page)
     assert name == "reply"
     ended = data["reply"]
     assert (ended["status"], ended["label"]) == ("failed", "failed")
@@ -167,10 +192,10 @@ async def test_a_reply_grows_on_an_open_page_then_its_failure_stands_out(live: L
 
 async def test_a_reply_is_sent_a_few_times_a_second_at_most(live: Live) -> None:
     await live.login()
-    events = await live.events()
-    await next_event(events)  # the reset
+    events, page = await live.events(), Page()
+    await next_event(events, page)  # the reset
     live.hub.started(reply())
-    await next_event(events)
+    await next_event(events, page)
     began = time.monotonic()
     for n in range(1, 61):  # a write every 10 ms for 0.6 s
         live.hub.shown(7, "word " * n, updates=n, rate_limited=0)
@@ -179,7 +204,7 @@ async def test_a_reply_is_sent_a_few_times_a_second_at_most(live: Live) -> None:
     live.hub.ended(7, MessageStatus.COMPLETE, None)
     sent = []
     while True:
-        _, data = await next_event(events)
+        _, data = await next_event(events, page)
         sent.append(data["reply"])
         if data["reply"]["status"] == "complete":
             break
@@ -188,6 +213,81 @@ async def test_a_reply_is_sent_a_few_times_a_second_at_most(live: Live) -> None:
     assert len(sent) < 60  # fewer sends than writes
     assert [s["updates"] for s in sent] == sorted(s["updates"] for s in sent)
     assert sent[-1]["text"] == "word " * 60 and sent[-1]["label"] == "answered"
+
+
+async def test_a_growing_reply_is_sent_as_what_it_appended(live: Live) -> None:
+    """Each change of a text that only grew is sent as its new characters: the page's text is
+    the reply's end as the server keeps it, through a window that moves on past MAX_TEXT."""
+    await live.login()
+    events, page = await live.events(), Page()
+    await next_event(events, page)
+    live.hub.started(reply())
+    await next_event(events, page)
+    text, raw_text_bytes, raw_bytes = "", 0, 0
+    for n in range(1, 41):
+        text += f"sentence {n} of a reply that goes on for a while. " * 5
+        live.hub.shown(7, text, updates=n, rate_limited=0)
+        block = await events.content.readuntil(b"\n\n")
+        raw_bytes += len(block)
+        name, data = json_event(block)
+        sent = page.read(name, data)["reply"]
+        raw_text_bytes += len(text[-MAX_TEXT:])
+        assert sent["text"] == text[-MAX_TEXT:] and sent["cut"] == max(0, len(text) - MAX_TEXT)
+        assert "append" in data["reply"], n  # never the whole text again
+    assert len(text) > 2 * MAX_TEXT
+    assert raw_bytes < raw_text_bytes / 4  # each character about once, not on every change
+
+
+async def test_a_change_before_the_end_sends_the_whole_text(live: Live) -> None:
+    """A secret completed by the last words turns earlier characters into [redacted]: that is
+    not an append, so the whole (redacted) end is sent."""
+    await live.login()
+    events, page = await live.events(), Page()
+    await next_event(events, page)
+    live.hub.started(reply())
+    half = SECRET[: len(SECRET) // 2]
+    live.hub.shown(7, f"the key is {half}", updates=1, rate_limited=0)
+    _, data = await next_event(events, page)
+    live.hub.shown(7, f"the key is {SECRET} and more", updates=2, rate_limited=0)
+    _, data = await next_event(events, page)
+    assert data["reply"]["text"] == "the key is [redacted] and more"
+    raw = json.dumps(data)
+    assert SECRET not in raw
+
+
+async def test_two_pages_at_different_versions_each_get_what_they_miss(live: Live) -> None:
+    hub, section = live.hub, live.section
+    slow, fast = hub.watch(), hub.watch()
+    assert slow is not None and fast is not None
+    pages = {slow: Page(), fast: Page()}
+
+    def send(watcher: Watcher) -> None:
+        reset, changed = watcher.take()
+        for block in section._encode(reset, changed, watcher.sent).split(b"\n\n"):
+            if block:
+                pages[watcher].read(*json_event(block + b"\n\n"))
+
+    hub.started(reply())
+    send(slow)
+    send(fast)
+    for words in ("One", "One two", "One two three", "One two three four"):
+        hub.shown(7, words, updates=1, rate_limited=0)
+        send(fast)
+    send(slow)  # it missed three versions: one append brings it level
+    assert pages[slow].texts[7] == pages[fast].texts[7] == (0, "One two three four")
+    hub.unwatch(slow)
+    hub.unwatch(fast)
+
+
+def json_event(block: bytes) -> tuple[str, Any]:
+    name, data = "message", ""
+    for line in block.decode().splitlines():
+        field, _, value = line.partition(": ")
+        if field == "event":
+            name = value
+        elif field == "data":
+            data = value
+    return name, json.loads(data)
 
 
 async def test_without_a_session_the_page_and_its_events_go_to_the_login(live: Live) -> None:
@@ -252,14 +352,14 @@ async def test_secrets_never_reach_the_page_or_its_events(live: Live) -> None:
     await live.login()
     live.hub.started(reply(model=f"model-{SECRET}"))
     live.hub.shown(7, f"the key is {SECRET}", updates=1, rate_limited=0)
-    events = await live.events()
-    _, data = await next_event(events)
+    events, page = await live.events(), Page()
+    _, data = await next_event(events, page)
     assert data["replies"][0]["text"] == "the key is [redacted]"
     # A secret the text's cut (its last MAX_TEXT characters) falls into is still redacted.
     cut_through = "x" * 9000 + SECRET + "y" * (MAX_TEXT - 5)
     live.hub.shown(7, cut_through, updates=2, rate_limited=0)
     live.hub.ended(7, MessageStatus.FAILED, f"401: Incorrect API key provided: {SECRET}")
-    _, data = await next_event(events)
+    _, data = await next_event(events, page)
     sent = data["reply"]
     assert len(sent["text"]) == MAX_TEXT and sent["text"].endswith("y" * (MAX_TEXT - 5))
     assert "TAIL" not in sent["text"] and sent["cut"] > 9000
@@ -371,4 +471,4 @@ async def test_the_page_runs_no_inline_code_and_loads_its_own_files(live: Live) 
     # Reply text is only ever set as text, never parsed as markup or code.
     for unsafe in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
         assert unsafe not in script
-    assert "textContent = reply.text" in script
+    assert "text.textContent = shown" in script
