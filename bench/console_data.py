@@ -1,6 +1,7 @@
 """Fills a database with the console benchmark's workload (issue #17): about a million stored
 messages in the shape a busy deployment leaves them, and the `token_usage` daily counters the
-bridge would have written for its replies.
+bridge would have written for its replies (the monthly ones, `token_usage_months`, follow from
+them: the database's triggers add each daily row to its month as it goes in).
 
     python -m bench.console_data --url sqlite+aiosqlite:///bench-console.db --fresh
     python -m bench.console_data --fresh \

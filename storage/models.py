@@ -1,7 +1,9 @@
 """SQLAlchemy tables for chats, messages (replies' tool rounds among them, and users' votes on
-replies), processed inbound events, owners, the admin policy and the cluster (leases, handoffs).
+replies), processed inbound events, owners, the admin policy (its token counters by day and by
+month) and the cluster (leases, handoffs).
 
 The Alembic migrations in `storage/migrations` create exactly these; a test compares the two.
+They also create what a model cannot describe: the triggers that keep `token_usage_months`.
 """
 
 from __future__ import annotations
@@ -213,6 +215,31 @@ class TokenUsageRow(Base):
     # default: rows counted without an outcome leave them out.
     failed: Mapped[int] = mapped_column(Integer, server_default="0")
     rate_limited: Mapped[int] = mapped_column(Integer, server_default="0")
+
+
+class TokenUsageMonthRow(Base):
+    """A user's or a channel's tokens and replies of one UTC month (`month`: its first day): the
+    sum of its `token_usage` rows of that month. The usage page sums a range's whole months from
+    these instead of every day of them.
+
+    Kept by the database, not by the code: triggers on `token_usage` (revision 0010, not
+    described here) add every insert, change and delete of a daily row to its month in the same
+    statement. On SQLite a migration that rebuilds `token_usage` must create them again.
+    """
+
+    __tablename__ = "token_usage_months"
+    # Keyed as the usage page reads it (a scope's months), nothing else indexed: SQLite keeps
+    # the rows in that order (no rowid), PostgreSQL updates a row's counts in place (no index
+    # holds them), as the triggers do on every reply.
+    __table_args__ = ({"sqlite_with_rowid": False},)
+
+    # "user" or "channel" (the platform's days are read day by day)
+    scope: Mapped[str] = mapped_column(String(16), primary_key=True)
+    month: Mapped[date] = mapped_column(Date, primary_key=True)
+    platform: Mapped[str] = mapped_column(String(32), primary_key=True)
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    replies: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class LeaseRow(Base):

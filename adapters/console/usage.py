@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
@@ -136,7 +136,7 @@ class UsageSection:
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\r\n")
         writer.writerow(CSV_HEADER)
-        writer.writerows(self._cells(row) for row in csv_rows(summary, where))
+        writer.writerows(self._cells(csv_rows(summary, where)))
         name = f"chat-bridge-usage-{where.since}-to-{where.until}.csv"
         return web.Response(
             body=out.getvalue().encode(),
@@ -145,8 +145,19 @@ class UsageSection:
             headers={"Content-Disposition": f'attachment; filename="{name}"'},
         )
 
-    def _cells(self, row: Sequence[object]) -> list[str]:
-        return [_defused(self._redact(str(cell))) for cell in row]
+    def _cells(self, rows: Iterable[Sequence[object]]) -> Iterator[list[str]]:
+        """Each row's cells redacted and defused: once per distinct text, since most repeat
+        (kinds, days, platforms, small counts) over thousands of rows."""
+        done: dict[str, str] = {}
+        for row in rows:
+            cells = []
+            for value in row:
+                text = str(value)
+                cell = done.get(text)
+                if cell is None:
+                    cell = done[text] = _defused(self._redact(text))
+                cells.append(cell)
+            yield cells
 
     def _views(
         self, totals: Iterable[UsageTotal], tokens: int, where: UsageRange, column: str
