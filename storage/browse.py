@@ -4,6 +4,11 @@ and one conversation in its order. Read-only; mixed into `SqlChatStore`, whose c
 A page is one indexed walk of `chats` by (updated_at, id), newest first, stopped after `limit`
 rows; what is shown of each conversation (its count, its last reply's status) is read for the
 page's conversations only. Never OFFSET: a later page costs what the first does.
+
+A text search (`ChatFilter.text`) of three characters or more finds its conversations through
+revision 0011's index of finished messages when the text is rare enough for the index to be the
+faster way; otherwise it is checked conversation by conversation along the walk, which stops
+once a page matched (docs/console.md, "Text search").
 """
 
 from __future__ import annotations
@@ -11,7 +16,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, case, exists, func, literal, select, tuple_
+from sqlalchemy import Select, Table, case, exists, func, literal, literal_column, select, tuple_
+from sqlalchemy import table as text_table
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge.domain import ChatKey, MessageStatus, Role
 from bridge.ports import ChatCursor, ChatFilter, ChatPage, ChatSummary, ChatThread
@@ -21,6 +28,14 @@ from storage.parts import StoreParts
 _CHATS = cast(Table, ChatRow.__table__)
 _MESSAGES = cast(Table, MessageRow.__table__)
 MAX_PAGE = 200
+# Revision 0011's index of finished messages' text, where the database could have it: SQLite's
+# FTS5 table, PostgreSQL's partial pg_trgm index on `messages`.
+SEARCH_INDEX = {"sqlite": "messages_search", "postgresql": "ix_messages_content_trgm"}
+# Trigrams: a shorter text cannot use the index, and is searched by the walk.
+INDEXED_LENGTH = 3
+# SQLite: a text in more messages than this is searched by the walk (measured at a million
+# messages in docs/benchmarks.md section 10).
+INDEX_AT_MOST = 2000
 
 
 class BrowseRows(StoreParts):
@@ -28,15 +43,19 @@ class BrowseRows(StoreParts):
         self, where: ChatFilter, *, after: ChatCursor | None = None, limit: int = 50
     ) -> ChatPage:
         limit = max(1, min(limit, MAX_PAGE))
-        query = _matching(where)
-        if after is not None:
-            moment = literal(after.last_activity, type_=_CHATS.c.updated_at.type)
-            query = query.where(
-                tuple_(_CHATS.c.updated_at, _CHATS.c.id) < tuple_(moment, literal(after.chat_id))
-            )
-        query = query.order_by(_CHATS.c.updated_at.desc(), _CHATS.c.id.desc()).limit(limit + 1)
         async with self._read() as conn:
-            rows = list(await conn.execute(query))
+            searched = None
+            if len(where.text or "") >= INDEXED_LENGTH and await self._has_search_index(conn):
+                searched = await self._searched(conn, where.text or "")
+            query = _matching(where, searched)
+            if after is not None:
+                moment = literal(after.last_activity, type_=_CHATS.c.updated_at.type)
+                query = query.where(
+                    tuple_(_CHATS.c.updated_at, _CHATS.c.id)
+                    < tuple_(moment, literal(after.chat_id))
+                )
+            query = query.order_by(_CHATS.c.updated_at.desc(), _CHATS.c.id.desc())
+            rows = list(await conn.execute(query.limit(limit + 1)))
             more = len(rows) > limit
             rows = rows[:limit]
             counts, statuses = await _shown_of(conn, [int(row.id) for row in rows])
@@ -46,6 +65,52 @@ class BrowseRows(StoreParts):
         last = chats[-1] if chats and more else None
         cursor = None if last is None else ChatCursor(last.last_activity, last.id)
         return ChatPage(chats, cursor)
+
+    async def _has_search_index(self, conn: AsyncConnection) -> bool:
+        """Whether revision 0011 could make the search index here (asked once per store)."""
+        known: bool | None = getattr(self, "_search_index", None)
+        if known is None:
+            name: Any = literal_column("indexname" if self._dialect == "postgresql" else "name")
+            catalog = "pg_indexes" if self._dialect == "postgresql" else "sqlite_master"
+            found: Any = await conn.execute(
+                select(name)
+                .select_from(text_table(catalog))
+                .where(name == SEARCH_INDEX[self._dialect])
+            )
+            known = found.first() is not None
+            self._search_index = known
+        return known
+
+    async def _searched(self, conn: AsyncConnection, text: str) -> Select[Any] | None:
+        """The conversations with a finished message containing `text` (any case, three
+        characters or more), found through revision 0011's index; None when the walk is the
+        faster way (SQLite: a text in more than `INDEX_AT_MOST` messages)."""
+        m = _MESSAGES
+        finished = m.c.status != MessageStatus.STREAMING.value  # what the index holds
+        if self._dialect == "postgresql":
+            # ILIKE on the column itself: what pg_trgm's operator class answers. The planner
+            # weighs the index against the walk from its statistics.
+            pattern = "%" + _escaped(text) + "%"
+            return select(m.c.chat_id).where(finished, m.c.content.ilike(pattern, escape="\\"))
+        # The trigram tokenizer answers a phrase as a substring of three characters or more, in
+        # any case. SQLite has no statistics for it: the first hits are read, and a text found
+        # in more messages than that is left to the walk (common: it stops after a page of
+        # conversations; through the index, "the" costs 0.7 s at a million messages).
+        phrase = '"' + text.replace('"', '""') + '"'
+        table = SEARCH_INDEX["sqlite"]
+        hits: Any = await conn.execute(
+            select(literal_column("rowid"))
+            .select_from(text_table(table))
+            .where(literal_column(table).op("MATCH")(phrase))
+            .limit(INDEX_AT_MOST + 1)
+        )
+        ids = [int(rowid) for (rowid,) in hits]
+        if len(ids) > INDEX_AT_MOST:
+            return None
+        # LIKE keeps exactly what the walk would find (SQLite's lower() folds ASCII only).
+        return select(m.c.chat_id).where(
+            m.c.id.in_(ids), finished, m.c.content.icontains(text, autoescape=True)
+        )
 
     async def conversation(self, chat_id: int, *, limit: int = 500) -> ChatThread | None:
         m = _MESSAGES
@@ -73,7 +138,7 @@ class BrowseRows(StoreParts):
         return ChatThread(summary, messages, earlier=max(0, int(total) - len(messages)))
 
 
-def _matching(where: ChatFilter) -> Select[Any]:
+def _matching(where: ChatFilter, searched: Select[Any] | None) -> Select[Any]:
     c, m = _CHATS, _MESSAGES
     query = select(c.c.id, c.c.platform, c.c.workspace, c.c.channel, c.c.thread, c.c.title,
                    c.c.updated_at)  # fmt: skip
@@ -104,13 +169,23 @@ def _matching(where: ChatFilter) -> Select[Any]:
                 m.c.status == where.status.value,
             )
         )
-    if where.text:
+    if searched is not None:
+        query = query.where(c.c.id.in_(searched))
+    elif where.text:
+        # Walked with the conversations, stopped once a page matched: fast for a common word,
+        # a read of every message for a rare one (hence the index of `_searched`).
         query = query.where(
             exists().where(
-                m.c.chat_id == c.c.id, m.c.content.icontains(where.text, autoescape=True)
+                m.c.chat_id == c.c.id,
+                m.c.status != MessageStatus.STREAMING.value,  # as the index: finished text
+                m.c.content.icontains(where.text, autoescape=True),
             )
         )
     return query
+
+
+def _escaped(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _moment(value: datetime) -> Any:

@@ -24,6 +24,17 @@ def alembic_config() -> Config:
     return config
 
 
+def modelled(name: str | None, kind: str, parent: object) -> bool:
+    """Whether an object of the database is one `storage.models` describes: not revision 0011's
+    search index (SQLite's FTS5 table and its shadow tables, PostgreSQL's pg_trgm index), which
+    SQLAlchemy cannot. Alembic's `include_name` when it compares the models with a database."""
+    from storage.browse import SEARCH_INDEX
+
+    if kind == "table" and name is not None and name.startswith(SEARCH_INDEX["sqlite"]):
+        return False
+    return not (kind == "index" and name == SEARCH_INDEX["postgresql"])
+
+
 def head_revision() -> str:
     """The newest migration's revision, read from the file names ("0006_tool_messages.py"):
     without importing Alembic, which a running bridge need not keep."""

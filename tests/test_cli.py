@@ -107,7 +107,7 @@ def test_migrate_creates_the_database(tmp_path: Path) -> None:
     config.write_text(f'[storage]\nurl = "sqlite+aiosqlite:///{db}"\n')
     result = chat_bridge("migrate", "--config", str(config))
     assert result.returncode == 0, result.stderr
-    assert "database at revision 0009" in result.stdout
+    assert "database at revision 0011" in result.stdout
     assert db.exists()
 
 

@@ -7,14 +7,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from sqlalchemy import func, select
 
 from bench.console_data import Shape, fill
 from storage import SqlChatStore, create_engine
-from storage.models import MessageRow, TokenUsageRow
+from storage.models import MessageRow, TokenUsageMonthRow, TokenUsageRow
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,6 +37,26 @@ async def test_the_generator_fills_a_database_the_store_reads(tmp_path: Path) ->
             ).scalar()
         assert stored == written.messages
         assert replies is not None and 0 < replies <= written.messages // 2
+        # The monthly counters the usage page sums are those of the days.
+        async with engine.connect() as conn:
+            monthly = await conn.execute(
+                select(
+                    TokenUsageMonthRow.month,
+                    TokenUsageMonthRow.scope,
+                    func.sum(TokenUsageMonthRow.tokens),
+                    func.sum(TokenUsageMonthRow.replies),
+                ).group_by(TokenUsageMonthRow.month, TokenUsageMonthRow.scope)
+            )
+            months = {(month, scope): (int(t), int(r)) for month, scope, t, r in monthly}
+            daily = await conn.execute(
+                select(TokenUsageRow.day, TokenUsageRow.scope, TokenUsageRow.tokens,
+                       TokenUsageRow.replies).where(TokenUsageRow.scope != "platform")
+            )  # fmt: skip
+            summed: dict[tuple[date, str], tuple[int, int]] = {}
+            for day, scope, tokens, count in daily:
+                t, r = summed.get((day.replace(day=1), scope), (0, 0))
+                summed[(day.replace(day=1), scope)] = (t + tokens, r + count)
+        assert months == summed and len(months) >= 4  # 90 days: parts of 4 or 5 months
         from bridge.ports import ChatFilter
 
         page = await store.browse(ChatFilter(), limit=20)

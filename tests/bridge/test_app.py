@@ -34,7 +34,7 @@ async def test_an_unmigrated_postgres_database_is_refused_with_the_fix(database_
         await prepare_database(settings)  # SQLite is migrated on start
         from storage.migrate import current_revision
 
-        assert await current_revision(database_url) == "0009"
+        assert await current_revision(database_url) == "0011"
         return
     with pytest.raises(StartupError, match="chat-bridge migrate"):
         await prepare_database(settings)

@@ -8,10 +8,19 @@ from datetime import UTC, datetime
 
 import pytest
 
-from bridge.domain import MessageStatus, Role
-from bridge.ports import ChatCursor, ChatFilter
+from bridge.domain import ChatKey, MessageStatus, Role
+from bridge.ports import ChatCursor, ChatFilter, ReplyProgress
 from storage import SqlChatStore, create_engine, migrate
-from tests.storage.conversations_seed import FAILING, THREAD, TOOLS, WAITING, Seeded, seed
+from tests.storage.conversations_seed import (
+    FAILING,
+    THREAD,
+    TOOLS,
+    WAITING,
+    Seeded,
+    answer,
+    ask,
+    seed,
+)
 
 
 @pytest.fixture
@@ -135,3 +144,105 @@ async def test_one_conversation_in_its_order_with_its_tool_round(
     assert short is not None
     assert [m.id for m in short.messages] == [result.id, reply.id] and short.earlier == 2
     assert await store.conversation(10_000_000) is None
+
+
+SEARCHES = ("PARIS", "sunny", "50% off_", "5%f", "password", "pa", "°C", 'say "hi"', "été")
+
+
+async def test_the_search_index_finds_what_the_walk_finds(
+    store: SqlChatStore, seeded: Seeded
+) -> None:
+    """Revision 0011's index (an FTS5 table on SQLite, pg_trgm on PostgreSQL) is there and
+    answers each search as the walk through every message does: same conversations, same order."""
+    quoted = await ask(store, ChatKey("slack", "T1", "C7", ""), 'Did she say "hi" in été?', "7.1")
+    await answer(store, quoted, "She did.")
+    async with store._read() as conn:
+        assert await store._has_search_index(conn)
+    found = {text: await store.browse(ChatFilter(text=text)) for text in SEARCHES}
+    store._search_index = False  # as on a database without the index
+    walked = {text: await store.browse(ChatFilter(text=text)) for text in SEARCHES}
+    assert found == walked
+    assert [len(found[text].chats) for text in SEARCHES] == [1, 1, 1, 0, 1, 2, 1, 1, 1]
+
+
+async def test_a_reply_is_found_once_it_ends_and_not_after_it_is_gone(
+    store: SqlChatStore, database_url: str
+) -> None:
+    """The index holds finished messages: a streaming reply's progress saves do not enter it,
+    its end does, a change of its text moves it, and a pruned message leaves it."""
+    key = ChatKey("discord", "G1", "D5", "")
+    question = await ask(store, key, "Tell me about marsupials", "5.1")
+    reply = await store.add_message(
+        question.chat_id,
+        Role.ASSISTANT,
+        "",
+        status=MessageStatus.STREAMING,
+        reply_to_id=question.id,
+    )
+
+    async def found(text: str) -> bool:
+        return bool((await store.browse(ChatFilter(text=text))).chats)
+
+    for words in ("The quokka", "The quokka smiles", "The quokka smiles at wombats"):
+        await store.save_reply(reply.id, ReplyProgress(words, MessageStatus.STREAMING))
+        assert not await found("quokka")
+    assert await found("marsupials")  # the question is finished: found at once
+    await store.save_reply(reply.id, ReplyProgress("The quokka smiles.", MessageStatus.COMPLETE))
+    assert await found("quokka smiles.")
+    await store.save_reply(reply.id, ReplyProgress("A numbat.", MessageStatus.COMPLETE))
+    assert not await found("quokka") and await found("NUMBAT")
+    await store.save_reply(reply.id, ReplyProgress("A numbat, again", MessageStatus.STREAMING))
+    assert not await found("numbat")
+    await store.save_reply(reply.id, ReplyProgress("A bilby.", MessageStatus.INTERRUPTED))
+    assert await found("bilby")
+    await integrity_checked(store, database_url)
+    await store.mark_answered(question.id)
+    assert await store.prune_messages(-60) == 2
+    assert not await found("bilby") and not await found("marsupials")
+    await integrity_checked(store, database_url)
+
+
+async def integrity_checked(store: SqlChatStore, database_url: str) -> None:
+    """SQLite's FTS5 compares its index with the text of `messages` (an error if they differ)."""
+    if not database_url.startswith("sqlite"):
+        return
+    async with store._begin() as conn:
+        await conn.exec_driver_sql(
+            "INSERT INTO messages_search(messages_search, rank) VALUES ('integrity-check', 1)"
+        )
+
+
+async def test_without_the_right_to_create_pg_trgm_the_migration_warns_and_search_walks(
+    postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A role that may not create extensions still migrates to the head; the search reads the
+    messages instead of the index, with the same results."""
+    import asyncpg
+
+    dsn = postgres_url.replace("postgresql+asyncpg://", "postgresql://")
+    role = "cb_no_extensions_" + postgres_url.rsplit("_", 1)[1]
+    admin = await asyncpg.connect(dsn)
+    try:
+        await admin.execute(f"CREATE ROLE {role} LOGIN")
+        await admin.execute(f"GRANT ALL ON SCHEMA public TO {role}")
+        await admin.execute("DROP EXTENSION IF EXISTS pg_trgm")
+        base, database = postgres_url.rsplit("/", 1)
+        limited = base.replace("://postgres@", f"://{role}@") + "/" + database
+        with caplog.at_level("WARNING", logger="chat_bridge.migrations"):
+            await migrate(limited)
+        assert "pg_trgm could not be created" in caplog.text
+        engine = create_engine(limited)
+        store = SqlChatStore(engine)
+        try:
+            seeded = await seed(store)
+            async with store._read() as conn:
+                assert not await store._has_search_index(conn)
+            assert await listed(store, ChatFilter(text="PARIS"), seeded) == ["D1"]
+        finally:
+            await store.close()
+            await engine.dispose()
+    finally:
+        # The role's tables go with the database (the fixture's); the role goes here.
+        await admin.execute(f"DROP OWNED BY {role}")
+        await admin.execute(f"DROP ROLE {role}")
+        await admin.close()

@@ -13,7 +13,8 @@ from sqlalchemy.exc import IntegrityError
 from bridge.domain import ChatKey, HistoryEntry, InboundMessage, MessageStatus, Role, TokenUsage
 from bridge.ports import ReplyProgress
 from storage import SqlChatStore, create_engine, migrate
-from storage.migrate import current_revision
+from storage.browse import SEARCH_INDEX
+from storage.migrate import current_revision, modelled
 from storage.models import Base, ChatRow, utcnow
 
 KEY = ChatKey("slack", "T1", "C1", "1700000000.000100")
@@ -35,18 +36,26 @@ def inbound(event_id: str, text: str, message_id: str, key: ChatKey = KEY) -> In
 
 async def test_migrations_create_the_schema_the_models_describe(database_url: str) -> None:
     await migrate(database_url)
-    assert await current_revision(database_url) == "0009"
+    assert await current_revision(database_url) == "0011"
     await migrate(database_url)  # a second run is a no-op, not an error
     engine = create_engine(database_url)
     try:
         async with engine.connect() as conn:
             tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
+            indexes = await conn.run_sync(
+                lambda c: {index["name"] for index in inspect(c).get_indexes("messages")}
+            )
             diff = await conn.run_sync(
-                lambda c: compare_metadata(MigrationContext.configure(c), Base.metadata)
+                lambda c: compare_metadata(
+                    MigrationContext.configure(c, opts={"include_name": modelled}),
+                    Base.metadata,
+                )
             )
     finally:
         await engine.dispose()
     assert {"chats", "messages", "processed_events", "alembic_version"} <= tables
+    # The text search's index is the migration's alone (an FTS5 table, a pg_trgm index).
+    assert SEARCH_INDEX[engine.dialect.name] in tables | indexes
     assert diff == []
 
 

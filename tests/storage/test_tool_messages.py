@@ -17,7 +17,7 @@ import storage.conversation
 from bridge.domain import ChatKey, InboundMessage, MessageStatus, Role, StoredMessage
 from bridge.ports import ReplyProgress, ToolCall, ToolOutcome
 from storage import SqlChatStore, create_engine, migrate
-from storage.migrate import alembic_config, current_revision
+from storage.migrate import alembic_config, current_revision, modelled
 from storage.models import Base
 from storage.store import MESSAGES
 
@@ -335,14 +335,16 @@ async def test_migration_0006_upgrades_a_database_at_0005(database_url: str) -> 
         await engine.dispose()
 
     await migrate(database_url)
-    assert await current_revision(database_url) == "0009"
+    assert await current_revision(database_url) == "0011"
     engine = create_engine(database_url)
     try:
         async with engine.connect() as conn:
             steps = (await conn.execute(text("SELECT tool_step FROM messages"))).scalars()
             assert list(steps) == [0, 0]
             diff = await conn.run_sync(
-                lambda c: compare_metadata(MigrationContext.configure(c), Base.metadata)
+                lambda c: compare_metadata(
+                    MigrationContext.configure(c, opts={"include_name": modelled}), Base.metadata
+                )
             )
         assert diff == []
         store = SqlChatStore(engine)
