@@ -19,12 +19,16 @@ _SKIP = ("alembic_version", COUNTER_TABLE)
 def install_counters(path: Path) -> list[str]:
     """Add the counter table and triggers; returns the tables now counted."""
     with closing(sqlite3.connect(path)) as conn, conn:
+        found = conn.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        ).fetchall()
+        # A virtual table (the bridge's FTS5 text search index) takes no trigger; it and its
+        # shadow tables are an index of rows counted in their own table, not rows of their own.
+        virtual = [name for name, sql in found if (sql or "").startswith("CREATE VIRTUAL")]
         tables = [
             name
-            for (name,) in conn.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
-            )
-            if name not in _SKIP
+            for name, _ in found
+            if name not in _SKIP and not any(name.startswith(v) for v in virtual)
         ]
         conn.execute(
             f"CREATE TABLE IF NOT EXISTS {COUNTER_TABLE} "

@@ -29,10 +29,17 @@ async def test_the_smallest_scenario_measures_both_bots(name: str, tmp_path: Pat
         # The user's message and the reply are stored at least once each.
         assert result["db_writes_per_reply"] >= 2, approach
         assert result["peak_rss_mb"] > 0 and result["cpu_replies_s"] >= 0, approach
-    # The seed commits every delta; the bridge at most once per visible update.
+    # The seed commits every delta; the bridge at most once per visible update. Compared on
+    # the messages' rows: the bridge's other rows (its event, its chat, the daily and monthly
+    # token counters) are a few a reply, more than this one-reply, 13-token run's deltas.
     seed_writes = report["results"]["seed"]["db_writes_per_reply"]
     assert seed_writes >= scenario.tokens
-    assert report["results"]["bridge"]["db_writes_per_reply"] < seed_writes
+
+    def message_writes(approach: str, table: str) -> int:
+        writes = report["results"][approach]["db_writes"]
+        return sum(n for name, n in writes.items() if name.split(".")[0] == table)
+
+    assert message_writes("bridge", "messages") < message_writes("seed", "seed_messages")
 
 
 def test_a_bridge_only_run_keeps_the_seeds_result_and_where_it_was_measured(

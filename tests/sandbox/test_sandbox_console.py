@@ -18,6 +18,7 @@ from sandbox.console import pick_port
 from sandbox.display import LogDisplay
 from sandbox.runner import perform
 from sandbox.session import Sandbox, SandboxOptions
+from tests.adapters.console.conftest import Page
 
 BANNER = re.compile(r"console  admin console at (http://127\.0\.0\.1:\d+/) \(password: (\S+)\)")
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
@@ -30,8 +31,10 @@ class LiveEvents:
 
     states: dict[int, list[dict[str, object]]] = field(default_factory=dict)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    page: Page = field(default_factory=Page)  # appends made whole texts, as live.js does
 
     def add(self, event: str, data: dict[str, object]) -> None:
+        data = self.page.read(event, data)
         if event == "reset":
             replies = data["replies"]
             assert isinstance(replies, list)

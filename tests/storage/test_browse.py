@@ -10,7 +10,7 @@ import pytest
 
 from bridge.domain import ChatKey, MessageStatus, Role
 from bridge.ports import ChatCursor, ChatFilter, ReplyProgress
-from storage import SqlChatStore, create_engine, migrate
+from storage import SqlChatStore, browse, create_engine, migrate
 from tests.storage.conversations_seed import (
     FAILING,
     THREAD,
@@ -246,3 +246,14 @@ async def test_without_the_right_to_create_pg_trgm_the_migration_warns_and_searc
         await admin.execute(f"DROP OWNED BY {role}")
         await admin.execute(f"DROP ROLE {role}")
         await admin.close()
+
+
+async def test_a_text_common_in_the_sample_is_walked_with_the_same_results(
+    store: SqlChatStore, seeded: Seeded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL samples the table before it trusts pg_trgm with a text: found often enough
+    there, the text is walked instead. Either way the conversations are the same."""
+    found = {text: await store.browse(ChatFilter(text=text)) for text in SEARCHES}
+    monkeypatch.setattr(browse, "SAMPLE_COMMON", 0)  # every text counts as common
+    monkeypatch.setattr(browse, "INDEX_AT_MOST", -1)  # SQLite's probe: the same
+    assert {text: await store.browse(ChatFilter(text=text)) for text in SEARCHES} == found

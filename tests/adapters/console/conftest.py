@@ -7,6 +7,7 @@ import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -84,3 +85,27 @@ async def console(store: SqlChatStore) -> AsyncIterator[Console]:
         yield Console(client, clock, seeded)
     finally:
         await client.close()
+
+
+class Page:
+    """What live.js keeps of each reply's text: a reset's or a reply's whole `text`, or an
+    `append` placed at its absolute position `at` (the page's text must end there)."""
+
+    def __init__(self) -> None:
+        self.texts: dict[int, tuple[int, str]] = {}  # id -> (cut, text)
+
+    def read(self, name: str, data: Any) -> Any:
+        """The event's data with each reply's whole text, as the page then shows it."""
+        if name == "reset":
+            self.texts = {r["id"]: (r["cut"], r["text"]) for r in data["replies"]}
+            return data
+        if name != "reply":
+            return data
+        sent = dict(data["reply"])
+        if "append" in sent:
+            assert "text" not in sent
+            cut, held = self.texts[sent["id"]]
+            assert cut + len(held) == sent.pop("at"), "an append that does not follow"
+            sent["text"] = (held + sent.pop("append"))[sent["cut"] - cut :]
+        self.texts[sent["id"]] = (sent["cut"], sent["text"])
+        return {**data, "reply": sent}

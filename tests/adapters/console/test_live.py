@@ -24,7 +24,7 @@ from bridge.domain import MessageStatus
 from bridge.ports import LiveReply
 from bridge.redaction import Redactor
 from storage import SqlChatStore
-from tests.adapters.console.conftest import PASSWORD, PASSWORD_HASH, Clock, csrf_of
+from tests.adapters.console.conftest import PASSWORD, PASSWORD_HASH, Clock, Page, csrf_of
 
 SECRET = "sk-live-4f1d2c3b5a6e7f80SECRETTAIL"
 STATIC = Path(__file__).resolve().parents[3] / "adapters" / "console" / "static"
@@ -91,30 +91,6 @@ def reply(reply_id: int = 7, **changes: Any) -> LiveReply:
         "started_at": 1_800_000_000.0 - 12,
     }
     return LiveReply(**(values | changes))
-
-
-class Page:
-    """What live.js keeps of each reply's text: a reset's or a reply's whole `text`, or an
-    `append` placed at its absolute position `at` (the page's text must end there)."""
-
-    def __init__(self) -> None:
-        self.texts: dict[int, tuple[int, str]] = {}  # id -> (cut, text)
-
-    def read(self, name: str, data: Any) -> Any:
-        """The event's data with each reply's whole text, as the page then shows it."""
-        if name == "reset":
-            self.texts = {r["id"]: (r["cut"], r["text"]) for r in data["replies"]}
-            return data
-        if name != "reply":
-            return data
-        sent = dict(data["reply"])
-        if "append" in sent:
-            assert "text" not in sent
-            cut, held = self.texts[sent["id"]]
-            assert cut + len(held) == sent.pop("at"), "an append that does not follow"
-            sent["text"] = (held + sent.pop("append"))[sent["cut"] - cut :]
-        self.texts[sent["id"]] = (sent["cut"], sent["text"])
-        return {**data, "reply": sent}
 
 
 async def next_event(response: aiohttp.ClientResponse, page: Page | None = None) -> tuple[str, Any]:
