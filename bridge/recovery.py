@@ -198,15 +198,16 @@ class Recovery:
             report.answered += 1
             return
         if shown:
-            if self._feed is not None:
-                model = next((reply.model for reply in shown if reply.model), "")
-                self._feed.started(watched_reply(user, orphan.chat, orphan.chat.platform, model))
             ended = [await self._finish_on_screen(orphan, reply, where) for reply in shown]
             await self._close(
                 orphan, "its process stopped while it streamed", [reply.id for reply in shown]
             )
             report.finished += len(shown)
             if self._feed is not None:
+                # Told once it is all done: a reply told started must be told ended, and a
+                # failure above leaves the message to the next sweep (which starts over).
+                model = next((reply.model for reply in shown if reply.model), "")
+                self._feed.started(watched_reply(user, orphan.chat, orphan.chat.platform, model))
                 texts, errors = zip(*ended, strict=True)
                 self._feed.shown(user.id, "\n\n".join(texts), updates=0, rate_limited=0)
                 self._feed.ended(user.id, MessageStatus.INTERRUPTED, errors[0])

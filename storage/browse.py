@@ -58,10 +58,15 @@ class BrowseRows(StoreParts):
         self, where: ChatFilter, *, after: ChatCursor | None = None, limit: int = 50
     ) -> ChatPage:
         limit = max(1, min(limit, MAX_PAGE))
+        if where.text and "\x00" in where.text:
+            # No stored message holds a NUL (clean_text); PostgreSQL refuses one in any text,
+            # and FTS5's query text would end at it.
+            return ChatPage((), None)
         async with self._read() as conn:
             searched = None
-            if len(where.text or "") >= INDEXED_LENGTH and await self._has_search_index(conn):
-                searched = await self._searched(conn, where.text or "")
+            text = where.text or ""
+            if len(text) >= INDEXED_LENGTH and await self._has_search_index(conn):
+                searched = await self._searched(conn, text)
             query = _matching(where, searched)
             if after is not None:
                 moment = literal(after.last_activity, type_=_CHATS.c.updated_at.type)

@@ -263,7 +263,8 @@ def test_a_database_outage_mid_sweep_leaves_the_message_for_the_next_sweep() -> 
         )  # fmt: skip
         await store.save_reply(cut.id, ReplyProgress("Half", MessageStatus.STREAMING, ["m-1"]))
         store.owner_rows["dead"] = OwnerRecord("dead", "host-a", 1, NOW, stopped_at=NOW)
-        recovery, places, _ = recovery_over(store, "unused")
+        feed = RecordingFeed()
+        recovery, places, _ = recovery_over(store, "unused", feed)
         real_save = store.save_reply
 
         async def outage(*args: object, **kwargs: object) -> None:
@@ -273,9 +274,11 @@ def test_a_database_outage_mid_sweep_leaves_the_message_for_the_next_sweep() -> 
         with pytest.raises(StoreUnavailable):
             await recovery.sweep()
         assert store.rows[asked.id].status is not MessageStatus.COMPLETE  # not closed
+        assert feed.calls == []  # the live page was told nothing it would never see end
         store.save_reply = real_save  # type: ignore[method-assign]
         report = await recovery.sweep()  # the database is back
         assert report.finished == 1
         assert store.rows[cut.id].status is MessageStatus.INTERRUPTED
+        assert [call[0] for call in feed.calls] == ["started", "shown", "ended"]
 
     run_virtual(scenario())

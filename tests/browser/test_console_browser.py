@@ -17,7 +17,8 @@ from sandbox.llm_server import ScriptedReply
 from tests.browser.conftest import Community, console_bridge, errors_of, log_in
 from tests.integration.whole_bridge import eventually, settled
 
-STORY = " ".join(f"word{i}" for i in range(120)) + "."
+# An emoji first: positions the page gets count characters, one for 🚀 (two UTF-16 units).
+STORY = "🚀 " + " ".join(f"word{i}" for i in range(120)) + "."
 
 
 async def test_a_reply_grows_on_the_live_page_as_it_grows_on_discord(
@@ -29,6 +30,8 @@ async def test_a_reply_grows_on_the_live_page_as_it_grows_on_discord(
         errors = errors_of(page)
         await log_in(page, console.url)
         await expect(page).to_have_url(f"{console.url}/conversations")
+        streams: list[str] = []
+        page.on("request", lambda r: streams.append(r.url) if "/live/events" in r.url else None)
         await page.goto(f"{console.url}/live")
         await expect(page.locator("#live-state")).to_have_attribute("data-state", "live")
 
@@ -47,6 +50,8 @@ async def test_a_reply_grows_on_the_live_page_as_it_grows_on_discord(
 
         await expect(row.locator(".status")).to_have_text("answered", timeout=15_000)
         await expect(text).to_have_text(STORY)
+        # One stream all along: every append followed what the page held (no fresh start).
+        assert len(streams) == 1, streams
         await eventually(lambda: community.replies(community.support) == [STORY])
         assert await row.locator(".model").inner_text() == "local"
         assert int(await row.locator(".updates").inner_text()) >= 2

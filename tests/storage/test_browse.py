@@ -257,3 +257,10 @@ async def test_a_text_common_in_the_sample_is_walked_with_the_same_results(
     monkeypatch.setattr(browse, "SAMPLE_COMMON", 0)  # every text counts as common
     monkeypatch.setattr(browse, "INDEX_AT_MOST", -1)  # SQLite's probe: the same
     assert {text: await store.browse(ChatFilter(text=text)) for text in SEARCHES} == found
+
+
+async def test_a_search_text_with_a_nul_finds_nothing_and_fails_nothing(
+    store: SqlChatStore, seeded: Seeded
+) -> None:
+    """FTS5's query text ends at a NUL; no stored message holds one, so nothing is found."""
+    assert (await store.browse(ChatFilter(text="pass\x00word"))).chats == ()

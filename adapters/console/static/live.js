@@ -76,12 +76,17 @@
     if (reply.append !== undefined) {
       // Only what was appended since the version this page holds, from the text's absolute
       // position `at`; the page keeps the end the server keeps (from `cut` on).
+      // Positions count characters (code points), as the server does: an emoji is one, not
+      // the two UTF-16 units of a JavaScript string's length.
       const kept = rows.get(reply.id);
-      const held = text.textContent;
+      const held = Array.from(text.textContent);
       if (!kept || kept.cut + held.length !== reply.at) {
         return false; // this page missed a version: only a fresh start can mend it
       }
-      shown = (held + reply.append).slice(reply.cut - kept.cut);
+      shown = held
+        .concat(Array.from(reply.append))
+        .slice(reply.cut - kept.cut)
+        .join("");
     }
     if (text.textContent !== shown) {
       // Follow the end of a growing text, unless the reader scrolled up in it.

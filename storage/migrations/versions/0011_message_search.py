@@ -8,6 +8,11 @@ touch them, its text enters once, when it ends. Where the database cannot have t
 without FTS5, PostgreSQL without the right to create pg_trgm), the migration says so in a
 warning and goes on: the search works as before, reading the messages.
 
+On SQLite a later migration that rebuilds `messages` (Alembic's batch mode copies it into a new
+table) drops these triggers with the old table: it must create them again. FTS5's 'rebuild'
+must not be used on this index: it would index streaming messages too, and their later
+'delete' (with other text) would break it; the fill below is the way to build it again.
+
 Revision ID: 0011
 Revises: 0010
 Create Date: 2026-12-03
