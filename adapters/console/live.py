@@ -10,6 +10,7 @@ backlog, and no watcher ever holds up a reply.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from collections import deque
@@ -61,7 +62,9 @@ class LiveEntry:
     status: MessageStatus = MessageStatus.PENDING
     error: str | None = None
     ended_at: float | None = None
-    version: int = 0  # counts changes: a stream encodes each version of a reply once
+    # Counts changes, across the hub (a reply started again under its id never repeats a
+    # version a page holds): a stream encodes each version of a reply once.
+    version: int = 0
     encoded: tuple[int, str] | None = None  # (version, its event data), made by LiveSection
     shown: tuple[str, str, str, str] | None = None  # platform, place, user, model: redacted
     # The text the latest versions showed, redacted: version -> (cut, text); and the event data
@@ -135,6 +138,7 @@ class LiveHub:
         self._entries: dict[int, LiveEntry] = {}  # in the order they started
         self._ended: deque[int] = deque()  # the ended ones, in the order they ended
         self._watchers: set[Watcher] = set()
+        self._versions = itertools.count(1)
 
     # --- ReplyFeed -----------------------------------------------------------------------------
 
@@ -144,7 +148,7 @@ class LiveHub:
             self._drop(reply_id)
         if self.streaming >= self._max_replies:
             return  # a flood the page could not show anyway; the metrics count it
-        self._entries[reply_id] = LiveEntry(reply)
+        self._entries[reply_id] = LiveEntry(reply, version=next(self._versions))
         self._changed(reply_id)
         self.prune()
 
@@ -157,7 +161,7 @@ class LiveHub:
         entry.updates, entry.rate_limited = updates, rate_limited
         if text:
             entry.status = MessageStatus.STREAMING
-        entry.version += 1
+        entry.version = next(self._versions)
         self._changed(reply_id)
 
     def ended(self, reply_id: int, status: MessageStatus, error: str | None) -> None:
@@ -165,7 +169,7 @@ class LiveHub:
         if entry is None or entry.ended_at is not None:
             return
         entry.status, entry.error, entry.ended_at = status, error, self.clock()
-        entry.version += 1
+        entry.version = next(self._versions)
         self._ended.append(reply_id)
         self._changed(reply_id)
         self.prune()

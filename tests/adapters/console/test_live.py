@@ -448,3 +448,32 @@ async def test_the_page_runs_no_inline_code_and_loads_its_own_files(live: Live) 
     for unsafe in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
         assert unsafe not in script
     assert "text.textContent = shown" in script
+
+
+async def test_a_reply_started_again_under_its_id_is_sent_whole(live: Live) -> None:
+    """Answered again in this process (crash recovery): its versions never repeat one a page
+    holds of the first answer, so a page gets the new text whole, not appended to the old."""
+    hub, section = live.hub, live.section
+    slow, fast = hub.watch(), hub.watch()
+    assert slow is not None and fast is not None
+    pages = {slow: Page(), fast: Page()}
+
+    def send(watcher: Watcher) -> None:
+        reset, changed = watcher.take()
+        for block in section._encode(reset, changed, watcher.sent).split(b"\n\n"):
+            if block:
+                pages[watcher].read(*json_event(block + b"\n\n"))
+
+    hub.started(reply())
+    hub.shown(7, "The first answer", updates=1, rate_limited=0)
+    send(slow)
+    send(fast)
+    hub.started(reply())  # the same reply id, begun again
+    hub.shown(7, "The FIRST ANSWER", updates=1, rate_limited=0)  # as long as the old one
+    send(fast)
+    hub.shown(7, "The FIRST ANSWER, again", updates=2, rate_limited=0)
+    send(slow)  # it still holds the first answer
+    send(fast)
+    assert pages[slow].texts[7] == pages[fast].texts[7] == (0, "The FIRST ANSWER, again")
+    hub.unwatch(slow)
+    hub.unwatch(fast)
