@@ -55,15 +55,12 @@ class Sessions:
         payload = f"{session_id}.{expires_text}"
         if not hmac.compare_digest(signature.encode(), self._sign(payload).encode()):
             return None
-        expires = int(expires_text)
-        now = self._clock()
-        if expires <= now or session_id in self._ended:
-            return None
-        return self._session(session_id, expires)
+        session = self._session(session_id, int(expires_text))
+        return session if self.active(session) else None
 
     def active(self, session: Session) -> bool:
-        """Whether a session read earlier still stands (not expired, not logged out since): an
-        open stream asks, so that a logout in another tab ends it too."""
+        """Whether a session still stands (not expired, not logged out): checked when a cookie
+        is read, and again as an open stream goes on, so that a logout in another tab ends it."""
         return session.expires > self._clock() and session.id not in self._ended
 
     def end(self, session: Session) -> None:
