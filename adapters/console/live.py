@@ -434,14 +434,13 @@ class LiveSection:
                 return entry.appended[2]
             appended = _appended(entry.texts.get(since), entry.texts[entry.version])
             if appended is not None:
-                data = {name: getattr(view, name) for name in VIEW_FIELDS if name != "text"}
+                data = _view_data(view)
+                del data["text"]
                 data["append"], data["at"] = appended
                 entry.appended = (since, entry.version, _json(data))
                 return entry.appended[2]
         if entry.encoded is None or entry.encoded[0] != entry.version:
-            # Not dataclasses.asdict: its deep copy was a third of this (12 of 43 µs a reply).
-            data = {name: getattr(view, name) for name in VIEW_FIELDS}
-            entry.encoded = (entry.version, _json(data))
+            entry.encoded = (entry.version, _json(_view_data(view)))
         return entry.encoded[1]
 
     def _view_now(self, entry: LiveEntry) -> ReplyView:
@@ -454,6 +453,12 @@ class LiveSection:
             while len(entry.texts) > KEPT_VERSIONS:
                 del entry.texts[next(iter(entry.texts))]
         return entry.view[1]
+
+
+def _view_data(view: ReplyView) -> dict[str, object]:
+    """A view's fields for its JSON. Not dataclasses.asdict: its deep copy was a third of the
+    time making a reply's event (12 of 43 µs)."""
+    return {name: getattr(view, name) for name in VIEW_FIELDS}
 
 
 def _appended(before: tuple[int, str] | None, after: tuple[int, str]) -> tuple[str, int] | None:

@@ -238,10 +238,7 @@ async def test_two_pages_at_different_versions_each_get_what_they_miss(live: Liv
     pages = {slow: Page(), fast: Page()}
 
     def send(watcher: Watcher) -> None:
-        reset, changed = watcher.take()
-        for block in section._encode(reset, changed, watcher.sent).split(b"\n\n"):
-            if block:
-                pages[watcher].read(*json_event(block + b"\n\n"))
+        sent_to(pages[watcher], section, watcher)
 
     hub.started(reply())
     send(slow)
@@ -253,6 +250,14 @@ async def test_two_pages_at_different_versions_each_get_what_they_miss(live: Liv
     assert pages[slow].texts[7] == pages[fast].texts[7] == (0, "One two three four")
     hub.unwatch(slow)
     hub.unwatch(fast)
+
+
+def sent_to(page: Page, section: LiveSection, watcher: Watcher) -> None:
+    """What the watcher's stream would send now, read by its page."""
+    reset, changed = watcher.take()
+    for block in section._encode(reset, changed, watcher.sent).split(b"\n\n"):
+        if block:
+            page.read(*json_event(block + b"\n\n"))
 
 
 def json_event(block: bytes) -> tuple[str, Any]:
@@ -459,10 +464,7 @@ async def test_a_reply_started_again_under_its_id_is_sent_whole(live: Live) -> N
     pages = {slow: Page(), fast: Page()}
 
     def send(watcher: Watcher) -> None:
-        reset, changed = watcher.take()
-        for block in section._encode(reset, changed, watcher.sent).split(b"\n\n"):
-            if block:
-                pages[watcher].read(*json_event(block + b"\n\n"))
+        sent_to(pages[watcher], section, watcher)
 
     hub.started(reply())
     hub.shown(7, "The first answer", updates=1, rate_limited=0)
