@@ -29,11 +29,12 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
-from bench.console_data import _WORDS
+from bench.console_data import _WORDS, drop_database, fresh_database
 from bench.procstat import sample
 from bridge.domain import ChatKey, InboundMessage, MessageStatus, Role, TokenUsage
 from bridge.ports import ReplyProgress
 from storage import SqlChatStore, create_engine, migrate
+from storage.database import sqlite_path
 
 SAVES = 30  # progress saves a reply (section 1's replies: about 30)
 UNINDEX = {
@@ -123,37 +124,27 @@ def _server_cpu() -> float:
 
 
 async def fresh(url: str | None, name: str, work: Path) -> tuple[str, Any]:
-    """A new empty database for one run, and what drops it afterwards."""
+    """A new empty database for one run (console_data's: an SQLite file in `work`, or a
+    PostgreSQL database on `url`'s server), and what measures its size and drops it after."""
     if url is None:
-        path = work / f"{name}.db"
-        return f"sqlite+aiosqlite:///{path}", lambda: _size_of(path)
-    server = make_url(url)
-    admin = create_engine(server.render_as_string(hide_password=False))
-    async with admin.connect() as conn:
-        await conn.execution_options(isolation_level="AUTOCOMMIT")
-        await conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}")
-        await conn.exec_driver_sql(f"CREATE DATABASE {name}")
-    await admin.dispose()
-    target = server.set(database=name).render_as_string(hide_password=False)
+        target = f"sqlite+aiosqlite:///{work / f'{name}.db'}"
+    else:
+        target = make_url(url).set(database=name).render_as_string(hide_password=False)
+    await fresh_database(target)
 
     async def size_and_drop() -> int:
+        path = sqlite_path(target)
+        if path is not None:
+            return sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
         engine = create_engine(target)
         async with engine.connect() as conn:
             size = await conn.exec_driver_sql("SELECT pg_database_size(current_database())")
             found = int(size.scalar_one())
         await engine.dispose()
-        admin = create_engine(server.render_as_string(hide_password=False))
-        async with admin.connect() as conn:
-            await conn.execution_options(isolation_level="AUTOCOMMIT")
-            await conn.exec_driver_sql(f"DROP DATABASE {name}")
-        await admin.dispose()
+        await drop_database(target)
         return found
 
     return target, size_and_drop
-
-
-async def _size_of(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
